@@ -1,0 +1,25 @@
+"""earnshaw: learning depth-2 networks as electrons moving among protons.
+
+The student ``f_hat(x) = sum_i a_i sigma(x, theta_i)`` learns the teacher
+``f(x) = sum_j b_j sigma(x, w_j)`` under ``x ~ N(0, I_d)``; the population loss is
+the energy of electrons (``theta_i``, charge ``-a_i``) and fixed protons (``w_j``,
+charge ``b_j``) under the potential ``Phi(u, v) = E[sigma(X, u) sigma(X, v)]``.
+
+>>> import jax, earnshaw as es
+>>> pot = es.potential("erf")
+>>> teacher = es.random_teacher(jax.random.key(0), d=10, k=5)
+>>> float(es.population_loss(pot, es.Student(a=teacher.b, theta=teacher.w), teacher))
+0.0
+"""
+from earnshaw._typing import Student as Student, Teacher as Teacher
+from earnshaw.activations import (ACTIVATIONS as ACTIVATIONS, Activation as Activation,
+                                  activation as activation, custom as custom)
+from earnshaw.dynamics.forces import electron_velocity as electron_velocity, theorem5_residual as theorem5_residual
+from earnshaw.loss import (empirical_loss as empirical_loss, objective as objective, optimal_a as optimal_a,
+                           optimal_loss as optimal_loss, population_loss as population_loss,
+                           reduced_loss as reduced_loss, regularised_loss as regularised_loss)
+from earnshaw.network import predict as predict, random_student as random_student, random_teacher as random_teacher
+from earnshaw.potentials import POTENTIALS as POTENTIALS, Potential as Potential, potential as potential
+from earnshaw.potentials.monte_carlo import monte_carlo as monte_carlo
+
+__version__ = "0.1.0"

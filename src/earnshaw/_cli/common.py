@@ -1,0 +1,64 @@
+"""Helpers shared by the CLI commands: console, run folders, x64, errors."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import pathlib
+import platform
+import sys
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def enable_x64():
+    """Landscape numerics need float64; the CLI is an entry point, so it turns it on here."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def fail(message: str, code: int = 2):
+    """Print a clear error and exit."""
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def run_dir(name: str, root: str | os.PathLike = "runs") -> pathlib.Path:
+    """A new ``runs/<name>-<timestamp>/`` folder."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = pathlib.Path(root) / f"{name}-{stamp}"
+    i = 1
+    while path.exists():
+        path = pathlib.Path(root) / f"{name}-{stamp}-{i}"
+        i += 1
+    path.mkdir(parents=True)
+    return path
+
+
+def environment() -> dict:
+    """Versions and platform for meta.json."""
+    import jax
+
+    import earnshaw
+
+    info = {"earnshaw": earnshaw.__version__, "python": sys.version.split()[0], "platform": platform.platform(),
+            "jax": jax.__version__, "backend": jax.default_backend(), "x64": bool(jax.config.jax_enable_x64)}
+    for mod in ("diffrax", "optax", "numpy", "scipy"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # pragma: no cover - optional
+            pass
+    return info
+
+
+def write_json_atomic(path: pathlib.Path, obj) -> None:
+    """Write JSON through a temporary file and rename, so a crash never leaves half a file."""
+    path = pathlib.Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)

@@ -1,0 +1,141 @@
+r"""Losses of a student against a teacher, written through the potential.
+
+With ``K = Phi(theta, theta)``, ``B = Phi(theta, w)`` and ``W = Phi(w, w)``
+(MATH.md section 4) and the natural sign (the student predicts ``+sum a_i
+sigma(x, theta_i)``; the paper's eq. (1) uses ``-a``):
+
+* population (eq. 1): ``L = E[(f - f_hat)^2] = a'Ka - 2 a'Bb + b'Wb``, exact;
+* reduced (eq. 2): ``L_bar = sum_{i != j} a_i a_j K_ij - 2 a'Bb``, which drops the
+  self-energies and the constant, so it is finite for unbounded potentials
+  (coulomb, yukawa); ``L = L_bar + sum_i a_i^2 K_ii + b'Wb``;
+* regularised: ``G = L + |a|^2``;
+* empirical: the sample mean of ``(f(x) - f_hat(x))^2`` (no 1/2 anywhere).
+
+Every function accepts leading batch axes on the student, the teacher or both.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from earnshaw._typing import Student, Teacher, check_pair
+from earnshaw.network import predict
+from earnshaw.potentials import Potential, potential as _potential
+
+__all__ = ["population_loss", "reduced_loss", "regularised_loss", "empirical_loss", "optimal_a",
+           "optimal_loss", "OBJECTIVES", "objective"]
+
+
+def _quad(x, M, y):
+    return jnp.sum(x[..., :, None] * M * y[..., None, :], axis=(-2, -1))
+
+
+def _parts(pot, student, teacher):
+    pot = _potential(pot)
+    check_pair(student, teacher)
+    K = pot.self_gram(student.theta)
+    B = pot.gram(student.theta, teacher.w)
+    return pot, K, B
+
+
+def population_loss(pot, student: Student, teacher: Teacher):
+    """Exact population loss ``E_X[(f(X) - f_hat(X))^2]`` (paper eq. 1, natural sign).
+
+    Args:
+      pot: a :class:`Potential` or a name. student, teacher: with optional leading batch axes.
+
+    Returns:
+      Loss with the broadcast batch shape.
+
+    >>> import jax, earnshaw as es
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> float(es.population_loss("erf", es.Student(a=t.b, theta=t.w), t))
+    0.0
+    """
+    pot, K, B = _parts(pot, student, teacher)
+    W = pot.self_gram(teacher.w)
+    return _quad(student.a, K, student.a) - 2.0 * _quad(student.a, B, teacher.b) + _quad(teacher.b, W, teacher.b)
+
+
+def reduced_loss(pot, student: Student, teacher: Teacher):
+    """Reduced loss ``L_bar = sum_{i != j} a_i a_j Phi_ij - 2 sum_ij a_i b_j Phi(theta_i, w_j)`` (eq. 2).
+
+    Finite for potentials that are infinite at 0 (coulomb, yukawa), unless two
+    charges coincide. Batch axes as in :func:`population_loss`.
+    """
+    pot, K, B = _parts(pot, student, teacher)
+    k = K.shape[-1]
+    off = jnp.where(jnp.eye(k, dtype=bool), 0.0, K)
+    return _quad(student.a, off, student.a) - 2.0 * _quad(student.a, B, teacher.b)
+
+
+def regularised_loss(pot, student: Student, teacher: Teacher):
+    """``G = L + |a|^2`` (Section 4 of the paper)."""
+    return population_loss(pot, student, teacher) + jnp.sum(student.a**2, axis=-1)
+
+
+def empirical_loss(act, student: Student, teacher: Teacher, x):
+    """Sample mean of ``(f(x) - f_hat(x))^2``.
+
+    Args:
+      act: activation (or name, or a Potential carrying its activation).
+      x: inputs ``(..., n, d)``.
+
+    Returns:
+      Loss with the batch shape.
+    """
+    if isinstance(act, Potential):
+        if act.activation is None:
+            raise ValueError(f"{act!r} has no known activation; pass one, or use realize()")
+        act = act.activation
+    check_pair(student, teacher)
+    err = predict(act, teacher.b, teacher.w, x) - predict(act, student.a, student.theta, x)
+    return jnp.mean(err * err, axis=-1)
+
+
+def optimal_a(pot, theta, teacher: Teacher, *, reg: float = 0.0):
+    """Best output weights for fixed ``theta``: ``argmin_a L + reg |a|^2``.
+
+    ``a* = (K + reg I)^+ B b`` (natural sign; pseudo-inverse when units coincide).
+    ``reg=1`` gives the optimum of ``G``.
+
+    Args:
+      theta: ``(..., k, d)``. teacher: with optional batch axes.
+
+    Returns:
+      ``(..., k)``.
+    """
+    pot = _potential(pot)
+    theta = jnp.asarray(theta)
+    K = pot.self_gram(theta)
+    rhs = jnp.einsum("...kj,...j->...k", pot.gram(theta, teacher.w), teacher.b)
+    A = K + reg * jnp.eye(K.shape[-1], dtype=K.dtype)
+    if reg > 0:
+        return jnp.linalg.solve(A, rhs[..., None])[..., 0]
+    return jnp.einsum("...ij,...j->...i", jnp.linalg.pinv(A, hermitian=True), rhs)
+
+
+def optimal_loss(pot, theta, teacher: Teacher, *, reg: float = 0.0):
+    """``min_a L + reg |a|^2`` for fixed ``theta`` (shape: the batch shape)."""
+    a = optimal_a(pot, theta, teacher, reg=reg)
+    student = Student(a=a, theta=jnp.broadcast_to(theta, a.shape + theta.shape[-1:]))
+    return population_loss(pot, student, teacher) + reg * jnp.sum(a**2, axis=-1)
+
+
+#: Objectives by name, as used by the solvers' ``objective=`` keyword.
+OBJECTIVES = {"L": population_loss, "G": regularised_loss, "reduced": reduced_loss}
+
+
+def objective(name):
+    """The loss function called ``name`` (one of :data:`OBJECTIVES`), or ``name`` if callable."""
+    if callable(name):
+        return name
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; valid: {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[name]
+
+
+def loss_grad(pot, student, teacher, name="L"):
+    """Gradient of objective ``name`` w.r.t. the student (a :class:`Student` of gradients)."""
+    fn = objective(name)
+    return jax.grad(lambda s: jnp.sum(fn(pot, s, teacher)))(student)

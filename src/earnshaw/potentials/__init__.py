@@ -1,0 +1,159 @@
+"""Potentials ``Phi(u, v) = E_X[sigma(X, u) sigma(X, v)]`` under ``X ~ N(0, I_d)``.
+
+:func:`potential` builds one by name: any activation name from
+:mod:`earnshaw.activations` (closed form where one exists, Gauss-Hermite
+quadrature otherwise), a custom :class:`~earnshaw.activations.Activation`, or a
+radial potential (``gaussian``, ``coulomb``, ``yukawa``, ``almost_harmonic``).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+
+from earnshaw import activations as _act
+from earnshaw.potentials import inner, radial
+from earnshaw.potentials._potential import Potential
+
+__all__ = ["Potential", "potential", "POTENTIALS", "RADIAL_BUILDERS", "DEFAULT_GH_ORDER"]
+
+#: Gauss-Hermite order for activations without a closed form: error < 1e-10 against
+#: the erf closed form for |u|, |v| <= 1.5; tanh at |u|, |v| ~ 2: 2e-9 (Phi), 3e-7 (gradient).
+#: Raise ``order`` (<= 300) for larger norms.
+DEFAULT_GH_ORDER = 128
+
+
+def _check_d(name, d, minimum=1):
+    if d is None:
+        raise ValueError(f"potential {name!r} needs the dimension d (an integer >= {minimum})")
+    if isinstance(d, bool) or not isinstance(d, int) or d < minimum:
+        raise ValueError(f"potential {name!r}: d must be an integer >= {minimum}, got d={d!r}")
+
+
+def _check_positive(name, key, value):
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and math.isfinite(value)):
+        raise ValueError(f"potential {name!r}: {key} must be a positive number, got {key}={value!r}")
+
+
+def _gaussian(*, ell=1.0, d=None):
+    _check_positive("gaussian", "ell", ell)
+    if d is not None:
+        _check_d("gaussian", d)
+    return Potential("gaussian", "radial", functools.partial(radial.gaussian, ell=float(ell)),
+                     params=(("ell", ell),) + ((("d", d),) if d else ()), d=d, value_at_zero=1.0)
+
+
+def _coulomb(*, d=None):
+    _check_d("coulomb", d)
+    return Potential("coulomb", "radial", functools.partial(radial.coulomb, d=d), params=(("d", d),), d=d,
+                     value_at_zero=math.inf if d >= 2 else 0.0, lam=0.0)
+
+
+def _yukawa(*, d=None, lam=1.0):
+    _check_d("yukawa", d)
+    _check_positive("yukawa", "lam", lam)
+    return Potential("yukawa", "radial", functools.partial(radial.yukawa, d=d, lam=float(lam)),
+                     params=(("d", d), ("lam", lam)), d=d,
+                     value_at_zero=radial.yukawa_value_at_zero(d, lam), lam=float(lam))
+
+
+#: Builders of radial potentials by name; other modules register theirs here.
+RADIAL_BUILDERS = {"gaussian": _gaussian, "coulomb": _coulomb, "yukawa": _yukawa}
+
+
+def _names():
+    return tuple(sorted([*_act.ACTIVATIONS, *RADIAL_BUILDERS]))
+
+
+class _Names:
+    def __iter__(self):
+        return iter(_names())
+
+    def __contains__(self, x):
+        return x in _names()
+
+    def __repr__(self):
+        return repr(_names())
+
+
+#: Every name :func:`potential` accepts.
+POTENTIALS = _Names()
+
+
+def _inner_potential(act: _act.Activation, order):
+    if act.kind != "inner":
+        raise ValueError(f"{act!r} is not an inner-product activation; build its potential with realize()")
+    if act.name in inner.CLOSED_FORMS and act is _act.activation(act.name) and order is None:
+        return Potential(act.name, "inner", inner.CLOSED_FORMS[act.name], activation=act,
+                         smooth=act.smooth or act.name == "relu")
+    if act.name.startswith("hermite") and act.params and order is None:
+        m = dict(act.params)["m"]
+        return Potential(act.name, "inner", functools.partial(inner.hermite, m), params=(("m", m),), activation=act)
+    if not act.smooth:
+        warnings.warn(f"{act!r} is not smooth: Gauss-Hermite quadrature of its potential converges slowly "
+                      "and its derivatives (Price's theorem) miss the kinks", stacklevel=3)
+    order = DEFAULT_GH_ORDER if order is None else int(order)
+    inner.gauss_hermite_nodes(order)  # validates the order early
+    fn = functools.partial(inner.gauss_hermite, act.fn, act.fn, order)
+    return Potential(act.name, "inner", fn, params=(("order", order),), activation=act, smooth=act.smooth)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached(name, items):
+    params = dict(items)
+    if name in RADIAL_BUILDERS:
+        return RADIAL_BUILDERS[name](**params)
+    order = params.pop("order", None)
+    try:
+        act = _act.activation(name, **params)
+    except ValueError as err:
+        if str(err).startswith("unknown activation"):
+            raise ValueError(f"unknown potential {name!r}; valid names: {', '.join(_names())}") from None
+        raise
+    return _inner_potential(act, order)
+
+
+def potential(name, **params) -> Potential:
+    """The potential of an activation, or a radial potential, by name.
+
+    Args:
+      name: an activation name (``"erf"``, ``"relu"``, ``"tanh"``, ``"hermite"``
+        with ``m=``, ...), an :class:`~earnshaw.activations.Activation`, or a
+        radial potential (``"gaussian"`` with ``ell``; ``"coulomb"`` with ``d``;
+        ``"yukawa"`` with ``d``, ``lam``; ``"almost_harmonic"`` with ``d``,
+        ``eps``, ``lam``, ``variant``).
+      **params: the potential's parameters; ``order=`` sets the Gauss-Hermite
+        order for activations without a closed form.
+
+    Returns:
+      A cached :class:`Potential`.
+
+    Raises:
+      ValueError: unknown name (listing valid ones) or invalid parameters.
+
+    >>> import jax.numpy as jnp, earnshaw as es
+    >>> pot = es.potential("erf")
+    >>> round(float(pot(jnp.array([1.0, 0.5, -0.3]), jnp.array([0.2, -0.7, 0.9]))), 10)
+    -0.1466078163
+    >>> es.potential("yukawa", d=3, lam=1.0).lam
+    1.0
+    """
+    if isinstance(name, Potential):
+        return name
+    if isinstance(name, _act.Activation):
+        order = params.pop("order", None)
+        if params:
+            raise ValueError(f"a custom activation's potential takes only order=, got {sorted(params)}")
+        return _cached_activation(name, order)
+    if not isinstance(name, str):
+        raise TypeError(f"potential() takes a name or an Activation, got {type(name).__name__}")
+    if name.lower() != name:
+        name = name.lower()
+    if name not in _names() and not (name.startswith("hermite") and name[7:].isdigit()):
+        raise ValueError(f"unknown potential {name!r}; valid names: {', '.join(_names())}")
+    return _cached(name, tuple(sorted(params.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_activation(act, order):
+    return _inner_potential(act, order)

@@ -1,0 +1,151 @@
+"""The :class:`Potential` record: ``Phi(u, v)`` and its lift to Gram matrices.
+
+A potential is an immutable record around one pure function: of the Gram triple
+``(|u|^2, u.v, |v|^2)`` for inner-product activations (``kind="inner"``), or of the
+distance ``r = |u - v|`` for translation-invariant radial ones (``kind="radial"``).
+``__call__`` evaluates pairs with broadcasting over leading axes; :meth:`gram` lifts
+it to matrices, like JAX MD's ``smap.pair`` lifts a pair energy to a system.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from earnshaw.activations import Activation
+from earnshaw.potentials._safe import safe_norm
+
+__all__ = ["Potential"]
+
+
+def _as_array(x, name):
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have a last axis of weights (shape (..., d)), got shape {x.shape}")
+    return x
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Potential:
+    """A pair potential ``Phi(u, v) = E_X[sigma(X, u) sigma(X, v)]``, ``X ~ N(0, I_d)``.
+
+    Build one with :func:`earnshaw.potential`; identical arguments return the
+    same object, so jit caches stay warm.
+
+    Attributes:
+      name: ``"erf"``, ``"yukawa"``, ...
+      kind: ``"inner"`` (``fn(nu, c, nv)``) or ``"radial"`` (``fn(r)``).
+      fn: the pure function of the Gram triple or of the distance.
+      params: the parameters it was built with, as ``((key, value), ...)``.
+      activation: the activation realising it, when known.
+      d: the dimension a radial potential is defined in (``None``: any).
+      value_at_zero: ``Phi(u, u)`` for radial potentials (``inf`` if unbounded).
+      lam: Laplacian eigenvalue where the potential is ``lam``-harmonic
+        (``0.0`` harmonic; ``None`` neither).
+      harmonic_radius: radius beyond which ``Delta Phi = lam Phi`` holds (0: all ``r > 0``).
+      smooth: twice differentiable away from the singular set.
+    """
+
+    name: str
+    kind: str
+    fn: Callable
+    params: tuple = ()
+    activation: Optional[Activation] = None
+    d: Optional[int] = None
+    value_at_zero: Optional[float] = None
+    lam: Optional[float] = None
+    harmonic_radius: float = 0.0
+    smooth: bool = True
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params)
+        return f"Potential({self.name!r}{', ' + args if args else ''})"
+
+    @property
+    def bounded(self) -> bool:
+        """Whether ``Phi(u, u)`` is finite (needed for eq. 1 and for realisability)."""
+        return self.kind == "inner" or math.isfinite(self.value_at_zero)
+
+    def _check_dim(self, *arrays_and_names):
+        dims = {x.shape[-1] for x, _ in arrays_and_names}
+        if len(dims) > 1:
+            desc = ", ".join(f"{n} has shape {x.shape}" for x, n in arrays_and_names)
+            raise ValueError(f"last axes (the dimension d) must agree: {desc}")
+        if self.d is not None and dims != {self.d}:
+            x, n = arrays_and_names[0]
+            raise ValueError(f"{self!r} lives in d={self.d}, but {n} has shape {x.shape} (d={x.shape[-1]})")
+
+    def __call__(self, u, v):
+        """``Phi(u, v)`` for ``u``, ``v`` of shape ``(..., d)`` (leading axes broadcast).
+
+        >>> import jax.numpy as jnp, earnshaw as es
+        >>> round(float(es.potential("linear")(jnp.ones(3), jnp.ones(3))), 6)
+        3.0
+        """
+        u, v = _as_array(u, "u"), _as_array(v, "v")
+        self._check_dim((u, "u"), (v, "v"))
+        if self.kind == "inner":
+            return self.fn(jnp.sum(u * u, -1), jnp.sum(u * v, -1), jnp.sum(v * v, -1))
+        return self.fn(safe_norm(u - v))
+
+    def gram(self, U, V):
+        """Matrix ``Phi(U_i, V_j)``.
+
+        Args:
+          U: ``(..., m, d)``. V: ``(..., n, d)``; leading axes broadcast.
+
+        Returns:
+          ``(..., m, n)``.
+
+        >>> import jax.numpy as jnp, earnshaw as es
+        >>> es.potential("erf").gram(jnp.ones((4, 3)), jnp.ones((2, 3))).shape
+        (4, 2)
+        """
+        U, V = _as_array(U, "U"), _as_array(V, "V")
+        if U.ndim < 2 or V.ndim < 2:
+            raise ValueError(f"gram needs U (..., m, d) and V (..., n, d), got U {U.shape} and V {V.shape}")
+        self._check_dim((U, "U"), (V, "V"))
+        if self.kind == "inner":
+            c = jnp.einsum("...md,...nd->...mn", U, V)
+            return self.fn(jnp.sum(U * U, -1)[..., :, None], c, jnp.sum(V * V, -1)[..., None, :])
+        return self.fn(safe_norm(U[..., :, None, :] - V[..., None, :, :]))
+
+    def self_gram(self, U):
+        """``gram(U, U)`` with an exact, finite-gradient diagonal ``Phi(U_i, U_i)``.
+
+        For radial potentials the diagonal is the constant ``value_at_zero`` and the
+        off-diagonal is evaluated away from ``r = 0``, so unbounded potentials
+        (coulomb, yukawa) give ``inf`` only on the diagonal, with no NaN gradients.
+
+        Args:
+          U: ``(..., m, d)``. Returns ``(..., m, m)``.
+        """
+        U = _as_array(U, "U")
+        if self.kind == "inner":
+            return self.gram(U, U)
+        m = U.shape[-2]
+        eye = jnp.eye(m, dtype=bool)
+        diff = U[..., :, None, :] - U[..., None, :, :]
+        # Shift the diagonal away from 0 before the (singular) radial function, then overwrite it.
+        diff = jnp.where(eye[..., None], jnp.ones_like(diff), diff)
+        off = self.fn(safe_norm(diff))
+        return jnp.where(eye, jnp.asarray(self.value_at_zero, off.dtype), off)
+
+    def grad1(self, u, v):
+        """``nabla_1 Phi(u, v)``, the gradient in the first argument; ``(..., d)``."""
+        u, v = jnp.broadcast_arrays(_as_array(u, "u"), _as_array(v, "v"))
+        g = jax.grad(lambda a, b: self(a, b))
+        for _ in range(u.ndim - 1):
+            g = jax.vmap(g)
+        return g(u, v)
+
+    def profile(self, r):
+        """A radial potential as a function of distance, ``phi(r)`` (any shape)."""
+        if self.kind != "radial":
+            raise ValueError(f"{self!r} is not radial; evaluate it on vectors with pot(u, v)")
+        return self.fn(jnp.asarray(r, jnp.result_type(r, float)))
