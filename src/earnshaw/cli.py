@@ -12,6 +12,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 COMMAND_MODULES = [
     "earnshaw._cli.potential_cmd",
     "earnshaw._cli.demo_cmd",
+    "earnshaw._cli.reproduce_cmd",
 ]
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,129 @@
+"""``earnshaw reproduce table2|figure1``: the paper's Section 5 experiments, resumable, with a progress bar."""
+from __future__ import annotations
+
+import json
+import math
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from earnshaw._cli.common import console, err_console, fail
+
+
+def _fmt(mean: float, sd: float) -> str:
+    return f"{mean:.4f}" if not math.isfinite(sd) else f"{mean:.4f} ± {sd:.4f}"
+
+
+def results_table(target: str, rows: list, cfg) -> Table:
+    """Our numbers (mean ± sd over seeds) beside the paper's."""
+    if target == "table2":
+        widths = sorted({r["width"] for r in rows})
+        t = Table(title=f"Table 2, test MSE: ours (mean ± sd over {cfg.seeds} seeds, {cfg.steps:,} steps) / paper")
+        t.add_column("depth", justify="right")
+        for w in widths:
+            t.add_column(f"width {w}", justify="right")
+        for depth in sorted({r["depth"] for r in rows}):
+            cells = {r["width"]: r for r in rows if r["depth"] == depth}
+            t.add_row(str(depth), *[
+                f"{_fmt(cells[w]['test_mse_mean'], cells[w]['test_mse_sd'])} / {cells[w]['paper_test_error']:.4f}"
+                if w in cells else "" for w in widths])
+        return t
+    t = Table(title=f"Figure 1, depth 2: final MSE after {cfg.steps:,} steps ({cfg.seeds} seeds); paper: < 0.002")
+    for col in ("width", "test MSE (mean ± sd)", "min..max", "train MSE", "random student"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(str(r["width"]), _fmt(r["test_mse_mean"], r["test_mse_sd"]),
+                  f"{r['test_mse_min']:.4f}..{r['test_mse_max']:.4f}", f"{r['train_mse_mean']:.4f}",
+                  f"{r['random_student_test_mse']:.3f}")
+    return t
+
+
+def register(app: typer.Typer):
+    @app.command()
+    def reproduce(
+        target: str = typer.Argument(..., help="what to reproduce: table2 or figure1"),
+        quick: bool = typer.Option(False, "--quick", help="the quick preset (minutes) instead of the full one"),
+        preset: Optional[str] = typer.Option(None, "--preset", help="preset by name: full, quick or ci"),
+        seeds: Optional[int] = typer.Option(None, "--seeds", help="runs per cell"),
+        seed: Optional[int] = typer.Option(None, "--seed", help="root seed of the grid"),
+        d: Optional[int] = typer.Option(None, "--d", help="input dimension (default 10)"),
+        n_train: Optional[int] = typer.Option(None, "--n-train", help="training samples per seed (default 10000)"),
+        n_test: Optional[int] = typer.Option(None, "--n-test", help="test samples per seed (default 10000)"),
+        lr: Optional[float] = typer.Option(None, "--lr", help="GD step on the loss (default 1e-5 with --reduction sum)"),
+        steps: Optional[int] = typer.Option(None, "--steps", help="GD iterations (full preset: 1000000)"),
+        chunk: Optional[int] = typer.Option(None, "--chunk", help="steps per compiled scan (default 10000)"),
+        reduction: Optional[str] = typer.Option(None, "--reduction", help="loss reduction: sum (default) or mean"),
+        activation: Optional[str] = typer.Option(None, "--activation", help="sigmoid_pm1 (default) or tanh"),
+        depths: Optional[str] = typer.Option(None, "--depths", help="comma-separated depths, e.g. 2,3"),
+        widths: Optional[str] = typer.Option(None, "--widths", help="comma-separated widths, e.g. 5,10"),
+        workers: int = typer.Option(1, "--workers", help="cells trained at once, each in its own process"),
+        out: str = typer.Option("runs", "--out", help="parent folder of the run folder"),
+        resume: Optional[str] = typer.Option(None, "--resume", help="continue this run folder"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress bar or table"),
+        as_json: bool = typer.Option(False, "--json", help="print the result rows as JSON"),
+    ):
+        """Reproduce the paper's Table 2 or Figure 1 (Section 5) into a resumable run folder."""
+        from earnshaw.deep import DivergenceError
+        from earnshaw.experiments import section5 as s5
+
+        if target not in s5.TARGETS:
+            fail(f"unknown target {target!r}; valid targets: {', '.join(s5.TARGETS)}")
+        name = preset or ("quick" if quick else "full")
+        if name not in s5.PRESETS[target]:
+            fail(f"unknown preset {name!r}; valid presets: {', '.join(s5.PRESETS[target])}")
+        try:
+            def ints(text):
+                return None if text is None else tuple(int(v) for v in text.split(",") if v.strip())
+
+            cfg = s5.PRESETS[target][name].replace(
+                seeds=seeds, seed=seed, d=d, n_train=n_train, n_test=n_test, lr=lr, steps=steps, chunk=chunk,
+                reduction=reduction, activation=activation, depths=ints(depths), widths=ints(widths))
+        except (ValueError, TypeError) as err:
+            fail(str(err))
+        if resume is not None and not quiet:
+            err_console.print(f"resuming {resume}: its config.json is used; preset options are ignored")
+        elif not quiet:
+            err_console.print(f"{target}, preset {name}: lr={cfg.lr:g} with reduction={cfg.reduction!r} and "
+                              f"n_train={cfg.n_train} is a mean-loss step of {cfg.effective_step:g}")
+
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, disable=quiet)
+        state = {}
+
+        def on_event(event):
+            kind = event["event"]
+            if kind == "start":
+                total = len(event["cells"]) * event["steps"]
+                state["task"] = progress.add_task(target, total=total,
+                                                  completed=len(event["done"]) * event["steps"])
+                state["steps"] = event["steps"]
+                state["run_dir"] = event["run_dir"]
+            elif kind == "chunk":
+                progress.update(state["task"], advance=event["chunk_steps"],
+                                description=f"depth {event['depth']} width {event['width']}: "
+                                            f"test MSE {event['test_mse']:.4f}")
+            elif kind == "cell" and not quiet:
+                row = event["row"]
+                progress.console.print(f"  depth {row['depth']:>2} width {row['width']:>3}: test MSE "
+                                       f"{_fmt(row['test_mse_mean'], row['test_mse_sd'])} "
+                                       f"(paper {row['paper_test_error']:.4f})")
+
+        try:
+            with progress:
+                result = s5.reproduce(target, cfg, out=out, resume=resume, progress=on_event, workers=workers)
+        except DivergenceError as err:
+            fail(str(err))
+        except (ValueError, FileNotFoundError) as err:
+            fail(str(err))
+        except KeyboardInterrupt:
+            where = state.get("run_dir", "the run folder")
+            err_console.print(f"interrupted; continue with: earnshaw reproduce {target} --resume {where}")
+            raise typer.Exit(130)
+        if as_json:
+            print(json.dumps({"run_dir": result["run_dir"], "rows": result["rows"]}, indent=2))
+            return
+        if not quiet:
+            console.print(results_table(target, result["rows"], result["config"]))
+            console.print(f"wrote {result['run_dir']}/{target}.csv, {target}.png, meta.json")

@@ -1,0 +1,208 @@
+"""Section 5 (deep networks, Table 2 / Figure 1): orderings, resumption, CLI, divergence, deep-net basics.
+
+Training runs in float32 on purpose (earnshaw.deep), even though conftest turns x64 on.
+"""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from earnshaw.cli import app
+from earnshaw.deep import (DivergenceError, deep_forward, effective_step, empirical_loss, init_deep,
+                           make_train_chunk, param_count)
+from earnshaw.experiments import section5 as s5
+
+TINY = s5.Section5Config("tiny", depths=(2,), widths=(5, 10), seeds=2, n_train=200, n_test=200, lr=5e-4,
+                         steps=300, chunk=100)
+
+
+# --- deep networks ----------------------------------------------------------------------------------------------
+
+def test_init_shapes_and_param_count():
+    params = init_deep(jax.random.key(0), d=10, width=7, depth=4)
+    assert [p.shape for p in params] == [(7, 10), (7, 7), (7, 7), (1, 7)]
+    assert all(p.dtype == jnp.float32 for p in params)
+    assert sum(p.size for p in params) == param_count(10, 7, 4)
+
+
+def test_same_key_same_result():
+    a = init_deep(jax.random.key(3), 4, 5, 3)
+    b = init_deep(jax.random.key(3), 4, 5, 3)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("bad", [dict(d=0), dict(width=-1), dict(depth=1), dict(depth=2.5)])
+def test_init_rejects_bad_sizes(bad):
+    args = dict(d=3, width=4, depth=2) | bad
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        init_deep(jax.random.key(0), **args)
+
+
+def test_forward_is_sigmoid_everywhere_and_bounded():
+    params = init_deep(jax.random.key(0), 3, 4, 3)
+    x = jax.random.normal(jax.random.key(1), (20, 3), jnp.float32)
+    out = deep_forward(params, x)
+    h = x
+    for w in params:
+        h = 2 * jax.nn.sigmoid(h @ w.T) - 1
+    np.testing.assert_allclose(out, h[:, 0], atol=1e-6)
+    assert np.all(np.abs(out) < 1)
+
+
+def test_effective_step_and_reductions():
+    assert effective_step(1e-5, "sum", 10_000) == pytest.approx(0.1)
+    assert effective_step(0.1, "mean", 10_000) == 0.1
+    params = init_deep(jax.random.key(0), 3, 4, 2)
+    x = jax.random.normal(jax.random.key(1), (50, 3), jnp.float32)
+    y = jnp.zeros(50, jnp.float32)
+    np.testing.assert_allclose(empirical_loss(params, x, y, reduction="sum") / 50,
+                               empirical_loss(params, x, y, reduction="mean"), rtol=1e-6)
+    with pytest.raises(ValueError, match="reduction"):
+        empirical_loss(params, x, y, reduction="avg")
+
+
+def test_sum_step_equals_mean_step_times_n():
+    keys = jax.random.split(jax.random.key(0), 2)
+    params = jax.vmap(lambda k: init_deep(k, 3, 4, 3))(keys)
+    x = jax.random.normal(jax.random.key(1), (2, 64, 3), jnp.float32)
+    y = jnp.tanh(x[..., 0])
+    a = make_train_chunk(20, 1e-3, "sigmoid_pm1", "sum")(params, x, y, x, y)
+    b = make_train_chunk(20, 64e-3, "sigmoid_pm1", "mean")(params, x, y, x, y)
+    np.testing.assert_allclose(a.final_train_mse, b.final_train_mse, rtol=1e-4)
+    assert np.all(np.diff(np.asarray(a.train_mse), axis=-1) <= 1e-6)  # small-step GD descends
+    assert a.params[0].dtype == jnp.float32
+
+
+# --- the Section 5 pattern ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ci_table2(tmp_path_factory):
+    return s5.reproduce_table2(s5.PRESETS["table2"]["ci"], out=tmp_path_factory.mktemp("runs"), figures=True)
+
+
+def test_table2_ci_orderings(ci_table2):
+    """The paper's pattern: depth 2 learns at every width; at depth >= 5 the error grows with width."""
+    err = {(r["depth"], r["width"]): r["test_mse_mean"] for r in ci_table2["rows"]}
+    rand = {(r["depth"], r["width"]): r["random_student_test_mse"] for r in ci_table2["rows"]}
+    cfg = s5.PRESETS["table2"]["ci"]
+    for w in cfg.widths:
+        assert err[(2, w)] < 0.15, err
+        assert err[(2, w)] < 0.2 * rand[(2, w)], (err, rand)
+    for depth in (dp for dp in cfg.depths if dp >= 5):
+        row = [err[(depth, w)] for w in cfg.widths]
+        assert all(a < b for a, b in zip(row, row[1:])), row
+        assert err[(depth, cfg.widths[-1])] > 3 * err[(2, cfg.widths[-1])]
+
+
+def test_table2_run_folder(ci_table2):
+    import pathlib
+
+    path = pathlib.Path(ci_table2["run_dir"])
+    for name in ("config.json", "meta.json", "table2.csv", "table2.png"):
+        assert (path / name).exists(), name
+    header = (path / "table2.csv").read_text().splitlines()[0].split(",")
+    assert {"depth", "width", "test_mse_mean", "test_mse_sd", "paper_test_error"} <= set(header)
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["effective_mean_loss_step"] == pytest.approx(0.2)
+    assert not list((path / "checkpoints").iterdir())  # finished cells leave no checkpoints
+
+
+# --- resumption ---------------------------------------------------------------------------------------------------
+
+class _Stop(KeyboardInterrupt):
+    pass
+
+
+def _interrupt_after(event_name, count, seen):
+    def cb(event):
+        seen.append(event)
+        if event["event"] == event_name and sum(e["event"] == event_name for e in seen) == count:
+            raise _Stop
+    return cb
+
+
+def test_interrupted_run_resumes_without_redoing_cells(tmp_path):
+    full = s5.reproduce("figure1", TINY, out=tmp_path / "a", figures=False)
+    seen = []
+    with pytest.raises(_Stop):  # stop right after the first cell is written
+        s5.reproduce("figure1", TINY, out=tmp_path / "b", progress=_interrupt_after("cell", 1, seen), figures=False)
+    run = seen[0]["run_dir"]
+    assert len(list((tmp_path / "b").glob("*/cells/*.json"))) == 1
+    again = []
+    res = s5.reproduce("figure1", resume=run, progress=again.append, figures=False)
+    assert [(e["depth"], e["width"]) for e in again if e["event"] == "skip"] == [(2, 5)]
+    assert {(e["depth"], e["width"]) for e in again if e["event"] == "chunk"} == {(2, 10)}
+    assert res["rows"] == full["rows"]
+
+
+def test_interrupted_cell_resumes_from_checkpoint(tmp_path):
+    full = s5.run_cell(TINY, 2, 5)
+    ck = tmp_path / "c.npz"
+    seen = []
+    with pytest.raises(_Stop):  # stop after the second chunk of three; its checkpoint is on disk
+        s5.run_cell(TINY, 2, 5, checkpoint=ck, checkpoint_every=0, progress=_interrupt_after("chunk", 2, seen))
+    assert ck.exists()
+    rest = []
+    res = s5.run_cell(TINY, 2, 5, checkpoint=ck, progress=rest.append)
+    assert [e["step"] for e in rest] == [300]  # only the last chunk ran
+    assert res["test_mse"] == full["test_mse"]
+    assert res["curve_test_mse"] == full["curve_test_mse"]
+    assert res["dense_train_mse"] == full["dense_train_mse"]
+
+
+def test_resume_rejects_other_target_and_missing_folder(tmp_path):
+    res = s5.reproduce("figure1", TINY.replace(widths=(5,), steps=100), out=tmp_path, figures=False)
+    with pytest.raises(ValueError, match="figure1 run"):
+        s5.reproduce("table2", resume=res["run_dir"])
+    with pytest.raises(FileNotFoundError):
+        s5.reproduce("table2", resume=tmp_path / "nope")
+
+
+# --- divergence and bad input --------------------------------------------------------------------------------------
+
+def test_too_large_step_gives_clear_error():
+    cfg = TINY.replace(lr=1.0, widths=(5,), steps=100)
+    with pytest.raises(DivergenceError, match="step size is too large.*mean-loss step of 200"):
+        s5.run_cell(cfg, 2, 5)
+
+
+@pytest.mark.parametrize("bad, match", [(dict(reduction="avg"), "reduction"), (dict(lr=-1.0), "lr"),
+                                        (dict(activation="sigmoid"), "unknown activation"),
+                                        (dict(depths=(1,)), "depths"), (dict(seeds=0), "seeds")])
+def test_config_validation(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TINY.replace(**bad)
+
+
+# --- CLI ------------------------------------------------------------------------------------------------------------
+
+def test_cli_reproduce_json_and_errors(tmp_path):
+    runner = CliRunner()
+    args = ["reproduce", "table2", "--preset", "ci", "--depths", "2", "--widths", "5", "--steps", "200",
+            "--chunk", "100", "--n-train", "200", "--n-test", "200", "--lr", "5e-4", "--out", str(tmp_path), "--json"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{"):])
+    assert [(r["depth"], r["width"]) for r in out["rows"]] == [(2, 5)]
+    assert out["rows"][0]["paper_test_error"] == 0.0015
+    res = runner.invoke(app, ["reproduce", "table2", "--quiet", "--resume", out["run_dir"]])
+    assert res.exit_code == 0, res.output
+    bad = runner.invoke(app, ["reproduce", "table3"])
+    assert bad.exit_code != 0 and "valid targets: table2, figure1" in bad.output
+    bad = runner.invoke(app, ["reproduce", "table2", "--reduction", "avg", "--out", str(tmp_path)])
+    assert bad.exit_code != 0 and "reduction" in bad.output
+    bad = runner.invoke(app, args[:-1] + ["--lr", "1.0", "--quiet"])
+    assert bad.exit_code != 0 and "step size is too large" in bad.output
+
+
+@pytest.mark.slow
+def test_quick_preset_orderings(tmp_path):
+    res = s5.reproduce_table2(s5.PRESETS["table2"]["quick"], out=tmp_path, figures=False)
+    err = {(r["depth"], r["width"]): r["test_mse_mean"] for r in res["rows"]}
+    for w in (5, 10, 20, 40):
+        assert err[(2, w)] < 0.1
+    for depth in (5, 9):
+        assert err[(depth, 5)] < err[(depth, 20)] < err[(depth, 40)]
