@@ -1,0 +1,108 @@
+"""Section 5 training: earnshaw (jit + lax.scan + vmap over seeds) against a PyTorch eager loop.
+
+Both train the same students on the same data (the seeds of one Table 2 cell, the full
+preset's d, n_train and lr) for the same number of full-batch GD steps. The PyTorch loop is
+written as a user would write it: a loop over seeds, and per step a forward pass, ``backward()``,
+and an in-place update under ``no_grad``, with PyTorch's default threading. The script checks
+that both runs end at the same training MSE, then prints the time ratio per cell.
+
+    python -m benchmarks.bench_section5                      # the 20 Table 2 cells
+    python -m benchmarks.bench_section5 --cells 2x20 --steps 2000
+
+The earnshaw time is the steady state (the compiled chunk called again, as the 99 later chunks of a
+10^6-step run are); the time including compilation is printed too.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def torch_train(params, x, y, lr: float, steps: int, act: str = "sigmoid_pm1"):
+    """PyTorch eager GD, one seed after another; returns (final train MSE per seed, seconds)."""
+    import torch
+
+    finals = []
+    t0 = time.perf_counter()
+    for s in range(x.shape[0]):
+        ws = [torch.tensor(np.asarray(p[s]), requires_grad=True) for p in params]
+        xs, ys = torch.tensor(np.asarray(x[s])), torch.tensor(np.asarray(y[s]))
+        for _ in range(steps):
+            h = xs
+            for w in ws:
+                h = h @ w.T
+                h = 2 * torch.sigmoid(h) - 1 if act == "sigmoid_pm1" else torch.tanh(h)
+            loss = ((h[:, 0] - ys) ** 2).sum()
+            for w in ws:
+                w.grad = None
+            loss.backward()
+            with torch.no_grad():
+                for w in ws:
+                    w -= lr * w.grad
+        with torch.no_grad():
+            h = xs
+            for w in ws:
+                h = h @ w.T
+                h = 2 * torch.sigmoid(h) - 1 if act == "sigmoid_pm1" else torch.tanh(h)
+            finals.append(float(((h[:, 0] - ys) ** 2).mean()))
+    return np.asarray(finals), time.perf_counter() - t0
+
+
+def jax_train(params, x, y, lr: float, steps: int, act: str = "sigmoid_pm1"):
+    """earnshaw's compiled chunk; returns (final train MSE, seconds steady, seconds incl. compile)."""
+    import jax
+
+    from earnshaw.deep import make_train_chunk
+
+    chunk = make_train_chunk(steps, lr, act, "sum")
+    t0 = time.perf_counter()
+    res = jax.block_until_ready(chunk(params, x, y, x[:, :2], y[:, :2]))
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = jax.block_until_ready(chunk(params, x, y, x[:, :2], y[:, :2]))
+    steady = time.perf_counter() - t0
+    return np.asarray(res.final_train_mse), steady, first
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cells", default="all", help="'all' (Table 2) or comma list like 2x20,5x40 (depth x width)")
+    ap.add_argument("--steps", type=int, default=0, help="GD steps per cell (default: 1000 at depth <= 3, else 200)")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--n-train", type=int, default=10_000)
+    ap.add_argument("--lr", type=float, default=1e-5)
+    args = ap.parse_args(argv)
+
+    import jax
+    import torch
+
+    from earnshaw.experiments.section5 import PRESETS, _cell_data
+
+    base = PRESETS["table2"]["full"].replace(seeds=args.seeds, n_train=args.n_train, n_test=16, lr=args.lr)
+    cells = base.cells if args.cells == "all" else [tuple(int(v) for v in c.split("x")) for c in args.cells.split(",")]
+    print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads); seeds={args.seeds}, n_train={args.n_train}, lr={args.lr:g} (sum), "
+          f"float32")
+    print(f"{'cell':>8} {'steps':>6} {'torch s':>9} {'earnshaw s':>11} {'+compile':>9} {'ratio':>7} "
+          f"{'ms/step jax':>11} {'max |dMSE|':>10}")
+    ratios = {}
+    for depth, width in cells:
+        steps = args.steps or (1000 if depth <= 3 else 200)
+        params, x, y, _, _ = _cell_data(base, depth, width)
+        mj, tj, tj_first = jax_train(params, x, y, args.lr, steps)
+        mt, tt = torch_train(params, x, y, args.lr, steps)
+        ratios[(depth, width)] = tt / tj
+        print(f"{depth:>3}x{width:<4} {steps:>6} {tt:>9.3f} {tj:>11.3f} {tj_first:>9.3f} {tt / tj:>6.2f}x "
+              f"{1e3 * tj / steps:>11.3f} {np.max(np.abs(mj - mt)):>10.2e}", flush=True)
+    r = np.asarray(list(ratios.values()))
+    print(f"speed-up over the PyTorch eager loop: min {r.min():.2f}x, geometric mean {np.exp(np.log(r).mean()):.2f}x, "
+          f"max {r.max():.2f}x")
+    if (2, 20) in ratios:
+        print(f"depth 2 width 20: {ratios[(2, 20)]:.2f}x (target >= 5x)")
+    return ratios
+
+
+if __name__ == "__main__":
+    main()
