@@ -57,8 +57,15 @@ def _yukawa(*, d=None, lam=1.0):
                      value_at_zero=radial.yukawa_value_at_zero(d, lam), lam=float(lam))
 
 
+def _almost_harmonic(*, d=None, eps=None, lam=1.0, variant="ball"):
+    from earnshaw.potentials.almost_harmonic import almost_harmonic_potential
+
+    return almost_harmonic_potential(d=d, eps=eps, lam=lam, variant=variant)
+
+
 #: Builders of radial potentials by name; other modules register theirs here.
-RADIAL_BUILDERS = {"gaussian": _gaussian, "coulomb": _coulomb, "yukawa": _yukawa}
+RADIAL_BUILDERS = {"gaussian": _gaussian, "coulomb": _coulomb, "yukawa": _yukawa,
+                   "almost_harmonic": _almost_harmonic}
 
 
 def _names():
