@@ -24,3 +24,12 @@ from earnshaw.potentials.monte_carlo import monte_carlo as monte_carlo
 from earnshaw.potentials.realize import NotRealizableError as NotRealizableError, realize as realize
 
 __version__ = "0.1.0"
+from earnshaw.dynamics.descent import (gradient_descent as gradient_descent, hessian_descent as hessian_descent,
+                                       nodewise_descent as nodewise_descent, perturbed_gd as perturbed_gd,
+                                       second_gd as second_gd)
+from earnshaw.dynamics.flow import gradient_flow as gradient_flow
+from earnshaw.landscape.analyze import Report as Report, analyze as analyze
+from earnshaw.landscape.critical import refine as refine
+from earnshaw.landscape.hessian import hessian as hessian, spectrum as spectrum
+from earnshaw.landscape.matching import match_units as match_units
+from earnshaw.trajectory import DivergenceError as DivergenceError, STATUS as STATUS, Trajectory as Trajectory

@@ -1,0 +1,386 @@
+r"""Discrete dynamics: GD (Algorithm 4), perturbed GD, Hessian descent (Algorithm 1),
+SecondGD (Algorithm 2) and node-wise descent (Algorithm 3).
+
+Each method is an ``update`` rule ``(i, x, state, value, grad) -> (x_new, state, flag)``
+on the flat parameter vector (see :mod:`earnshaw.dynamics.problem`), run by one
+driver: a ``lax.scan`` over save points whose body is a ``lax.while_loop`` over
+steps, so runs stop early (converged, stalled, diverged) and a batch of problems
+is one ``vmap`` of the whole run, compiled once.
+
+Corrections to the paper (MATH.md sections 5 and 8): the Hessian step is
+``x - alpha |lambda_min| sgn(grad . v) v`` (the printed sign goes uphill); SecondGD's
+threshold uses ``alpha^2 gamma^3 / 3`` (Lemma 19 with the 1/2 of Taylor's term) and
+returns ``x_T`` at the iteration limit.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+from earnshaw import trajectory as _tr
+from earnshaw._typing import Student, Teacher
+from earnshaw.dynamics import problem as P
+from earnshaw.potentials import potential as _potential
+from earnshaw.trajectory import Trajectory, report_failures
+
+__all__ = ["gradient_descent", "perturbed_gd", "hessian_descent", "second_gd", "nodewise_descent"]
+
+_BLOWUP = 1e12
+
+
+def _hd_direction(f, x, g, mask, k, d, manifold):
+    """Smallest eigenpair of the (masked, Riemannian) Hessian and the corrected HD step direction."""
+    H = jax.hessian(f)(x)
+    H = P.riemannian_hessian(H, g, x, k, d, manifold)
+    frozen = 1.0 - mask
+    big = jnp.max(jnp.abs(H)) * 10.0 + 1.0
+    H = H * mask[:, None] * mask[None, :] + jnp.diag(frozen * big)
+    lam, vecs = jnp.linalg.eigh(0.5 * (H + H.T))
+    v = vecs[:, 0]
+    s = jnp.where(jnp.dot(g, v) < 0, -1.0, 1.0)
+    return lam[0], s * v
+
+
+def _run(f, x0, update, state0, *, mask, k, d, manifold, max_steps, save_every, tol):
+    """Drive ``update`` from ``x0``; returns the per-save records and the end state."""
+    n_chunks = -(-max_steps // save_every)
+    vg = jax.value_and_grad(f)
+
+    def evaluate(x):
+        val, g = vg(x)
+        g = P.tangent(g * mask, x, k, d, manifold)
+        return val, g
+
+    def finite(val, g, ref):
+        return jnp.isfinite(val) & jnp.all(jnp.isfinite(g)) & (jnp.abs(val) <= _BLOWUP * (1.0 + jnp.abs(ref)))
+
+    val0, g0 = evaluate(x0)
+    gn0 = jnp.linalg.norm(g0)
+    status0 = jnp.where(~finite(val0, g0, 0.0), _tr.DIVERGED, jnp.where(gn0 < tol, _tr.CONVERGED, _tr.RUNNING))
+    carry0 = dict(i=jnp.zeros((), jnp.int32), x=x0, val=val0, g=g0, state=state0, status=status0,
+                  nev=jnp.ones((), jnp.int32))
+
+    def body(c):
+        x_new, state, flag = update(c["i"], c["x"], c["state"], c["val"], c["g"])
+        x_new = P.project(x_new, k, d, manifold)
+        val, g = evaluate(x_new)
+        ok = finite(val, g, c["val"])
+        accept = ok & (flag == _tr.RUNNING)
+        status = jnp.where(~ok, _tr.DIVERGED, jnp.where(flag != _tr.RUNNING, flag,
+                                                         jnp.where(jnp.linalg.norm(g) < tol, _tr.CONVERGED,
+                                                                   _tr.RUNNING)))
+        pick = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
+        return dict(i=c["i"] + 1, x=pick(x_new, c["x"]), val=pick(val, c["val"]), g=pick(g, c["g"]),
+                    state=jax.tree_util.tree_map(pick, state, c["state"]), status=status, nev=c["nev"] + 1)
+
+    def chunk(c, _):
+        record = (c["x"], c["val"], jnp.linalg.norm(c["g"]), c["i"], c["status"] == _tr.RUNNING)
+        stop_at = jnp.minimum(c["i"] + save_every, max_steps)
+        c = jax.lax.while_loop(lambda c: (c["i"] < stop_at) & (c["status"] == _tr.RUNNING), body, c)
+        return c, record
+
+    end, (xs, vals, gns, its, alive) = jax.lax.scan(chunk, carry0, None, length=n_chunks)
+    # the end point is the last record; earlier records taken after the run stopped repeat it
+    xs = jnp.concatenate([xs, end["x"][None]])
+    vals = jnp.concatenate([vals, end["val"][None]])
+    gns = jnp.concatenate([gns, jnp.linalg.norm(end["g"])[None]])
+    its = jnp.concatenate([its, end["i"][None]])
+    saved = jnp.concatenate([jnp.ones((1,), bool), alive[1:], jnp.ones((1,), bool)])
+    status = jnp.where(end["status"] == _tr.RUNNING, _tr.MAX_STEPS, end["status"])
+    return xs, vals, gns, its, saved, end, status
+
+
+def _trajectory(xs, vals, gns, its, saved, end, status, k, d):
+    params = P.unflatten(xs, k, d)
+    return Trajectory(ts=its.astype(vals.dtype), losses=vals, grad_norms=gns, params=params,
+                      final=P.unflatten(end["x"], k, d), final_loss=end["val"],
+                      final_grad_norm=jnp.linalg.norm(end["g"]), n_grad_evals=end["nev"], n_steps=end["i"],
+                      status=status, saved=saved)
+
+
+def _solve(method, pot, teacher, student, lr, *, steps, train, objective, manifold, save_every, tol,
+           options, key=None, on_divergence="raise"):
+    """Validate, batch (vmap) and run one discrete method; ``options`` is a hashable tuple of extras."""
+    pot = _potential(pot)
+    P.check_options(train, manifold)
+    objective = P.default_objective(pot) if objective is None else objective
+    if not (isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"steps must be a positive integer, got steps={steps!r}")
+    save_every = max(1, int(save_every if save_every is not None else max(1, steps // 100)))
+    nb, teacher_batched = P.batch_axes(student, teacher)
+    lr = jnp.asarray(lr, student.a.dtype)
+    if lr.ndim not in (0, nb) or (lr.ndim and lr.shape != student.a.shape[:-1]):
+        raise ValueError(f"lr must be a scalar or have the batch shape {student.a.shape[:-1]}, got {lr.shape}")
+    if key is None:
+        key = jax.random.key(0)
+        keyed = False
+    else:
+        keyed = True
+    batch = student.a.shape[:-1]
+    keys = jax.random.split(key, math.prod(batch)).reshape(batch) if nb else key
+    traj = _compiled(method, pot, nb, teacher_batched, lr.ndim > 0, keyed, student.k, student.d, steps, train,
+                     objective, manifold, save_every, float(tol), options)(student, teacher, lr, keys)
+    return report_failures(traj, method=method, lr=None if method == "nodewise_descent" else float(jnp.max(lr)),
+                           pot=pot, on_divergence=on_divergence)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(method, pot, nb, teacher_batched, lr_batched, keyed, k, d, steps, train, objective, manifold,
+              save_every, tol, options):
+    opts = dict(options)
+
+    def single(student: Student, teacher: Teacher, lr, key):
+        x0 = P.flatten(student)
+        mask = P.train_mask(k, d, train, x0.dtype)
+        f = P.make_objective(pot, teacher, k, d, objective)
+        update, state0 = _METHODS[method](f, lr, mask, k, d, manifold, opts, key)
+        if method == "nodewise_descent":
+            return _nodewise(pot, teacher, student, lr, k, d, manifold, objective, opts, key)
+        out = _run(f, x0, update, state0, mask=mask, k=k, d=d, manifold=manifold, max_steps=steps,
+                   save_every=save_every, tol=tol)
+        return _trajectory(*out, k, d)
+
+    fn = single
+    for _ in range(nb):
+        fn = jax.vmap(fn, in_axes=(0, 0 if teacher_batched else None, 0 if lr_batched else None, 0))
+    return jax.jit(fn)
+
+
+# --- update rules ------------------------------------------------------------------------------------------
+
+
+def _gd(f, lr, mask, k, d, manifold, opts, key):
+    def update(i, x, state, val, g):
+        return x - lr * g, state, jnp.asarray(_tr.RUNNING)
+    return update, ()
+
+
+def _perturbed(f, lr, mask, k, d, manifold, opts, key):
+    g_thres, radius, t_thres = opts["g_thres"], opts["radius"], opts["t_thres"]
+
+    def update(i, x, state, val, g):
+        key, last = state
+        key, sub = jax.random.split(key)
+        u = jax.random.normal(sub, x.shape, x.dtype) * mask
+        r = radius * jax.random.uniform(jax.random.fold_in(sub, 1), (), x.dtype) ** (1.0 / max(x.size, 1))
+        noise = r * u / jnp.maximum(jnp.linalg.norm(u), 1e-30)
+        kick = (jnp.linalg.norm(g) <= g_thres) & (i - last >= t_thres)
+        x_new = jnp.where(kick, x + noise, x - lr * g)
+        return x_new, (key, jnp.where(kick, i, last)), jnp.asarray(_tr.RUNNING)
+    return update, (key, jnp.asarray(-(10**9), jnp.int32))
+
+
+def _hessian(f, lr, mask, k, d, manifold, opts, key):
+    gamma = opts["gamma"]
+
+    def update(i, x, state, val, g):
+        lam, v = _hd_direction(f, x, g, mask, k, d, manifold)
+        done = lam >= -gamma
+        return x - lr * jnp.abs(lam) * v, state, jnp.where(done, _tr.CONVERGED, _tr.RUNNING)
+    return update, ()
+
+
+def _second(f, lr, mask, k, d, manifold, opts, key):
+    eta, gamma = opts["eta"], opts["gamma"]
+    thr = jnp.minimum(lr * eta**2 / 2.0, lr**2 * gamma**3 / 3.0)
+
+    def update(i, x, state, val, g):
+        big = jnp.linalg.norm(g) >= eta
+        x_gd = x - lr * g
+
+        def hd(_):
+            lam, v = _hd_direction(f, x, g, mask, k, d, manifold)
+            return x - lr * jnp.abs(lam) * v
+
+        x_new = jax.lax.cond(big, lambda _: x_gd, hd, None)
+        x_new = P.project(x_new, k, d, manifold)
+        stalled = f(x_new) >= val - thr
+        return x_new, state, jnp.where(stalled, _tr.STALLED, _tr.RUNNING)
+    return update, ()
+
+
+_METHODS = {"gradient_descent": _gd, "perturbed_gd": _perturbed, "hessian_descent": _hessian,
+            "second_gd": _second, "nodewise_descent": lambda *a: (None, ())}
+
+
+# --- node-wise (Algorithm 3) ---------------------------------------------------------------------------------
+
+
+def _nodewise(pot, teacher, student, lr, k, d, manifold, objective, opts, key):
+    eta, gamma, steps = opts["eta"], opts["gamma"], opts["node_steps"]
+    reg = 1.0 if objective == "G" else 0.0
+    init_theta = opts["init_theta"]
+    x_full0 = P.flatten(student)
+    fobj = P.make_objective(pot, teacher, k, d, objective)
+    sub_mask = jnp.ones(d + 1, x_full0.dtype)
+    keys = jax.random.split(key, k)
+
+    def node(i, carry):
+        x_full, xs, vals, nev = carry
+        s = P.unflatten(x_full, k, d)
+        active = jnp.arange(k) < i
+        a_fixed = jnp.where(active, s.a, 0.0)
+        if init_theta == "zero":
+            th_i = jnp.zeros(d, x_full.dtype)
+        else:
+            th_i = opts["init_scale"] * jax.random.normal(keys[i], (d,), x_full.dtype)
+        # Lemma 16/22: the optimal a_i for theta_i given the frozen nodes (natural sign)
+        num = jnp.sum(teacher.b * pot(th_i, teacher.w)) - jnp.sum(a_fixed * pot(th_i, s.theta))
+        den = pot(th_i, th_i) + reg
+        a_i = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
+
+        def embed(z):
+            th = s.theta.at[i].set(z[1:])
+            return P.flatten(Student(a=a_fixed.at[i].set(z[0]), theta=th))
+
+        f_i = lambda z: fobj(embed(z))  # noqa: E731
+        z0 = jnp.concatenate([a_i[None], th_i])
+        update, st = _second(f_i, lr, sub_mask, 1, d, manifold if manifold == "euclidean" else "euclidean",
+                             dict(eta=eta, gamma=gamma), None)
+        out = _run(f_i, z0, update, st, mask=sub_mask, k=1, d=d, manifold="euclidean", max_steps=steps,
+                   save_every=steps, tol=0.0)
+        end = out[5]
+        x_full = embed(end["x"])
+        return x_full, xs.at[i + 1].set(x_full), vals.at[i + 1].set(fobj(x_full)), nev + end["nev"]
+
+    # before any node: every a_j = 0
+    x_start = P.flatten(Student(a=jnp.zeros_like(student.a), theta=student.theta))
+    xs = jnp.zeros((k + 1, x_full0.size), x_full0.dtype).at[0].set(x_start)
+    vals = jnp.zeros(k + 1, x_full0.dtype).at[0].set(fobj(x_start))
+    x_full, xs, vals, nev = jax.lax.fori_loop(0, k, node, (x_start, xs, vals, jnp.zeros((), jnp.int32)))
+    if opts["resolve_a"]:
+        from earnshaw.loss import optimal_a
+        s = P.unflatten(x_full, k, d)
+        x_full = P.flatten(Student(a=optimal_a(pot, s.theta, teacher, reg=reg), theta=s.theta))
+        xs = xs.at[-1].set(x_full)
+        vals = vals.at[-1].set(fobj(x_full))
+    g = jax.grad(fobj)(x_full)
+    gns = jax.vmap(lambda x: jnp.linalg.norm(jax.grad(fobj)(x)))(xs)
+    ok = jnp.isfinite(vals[-1])
+    end = dict(x=x_full, val=vals[-1], g=g, nev=nev + k + 1, i=jnp.asarray(k, jnp.int32))
+    status = jnp.where(ok, _tr.CONVERGED, _tr.DIVERGED)
+    return _trajectory(xs, vals, gns, jnp.arange(k + 1), jnp.ones(k + 1, bool), end, status, k, d)
+
+
+# --- public API ----------------------------------------------------------------------------------------------
+
+_DOC_ARGS = """
+    Args:
+      pot: potential or name.
+      teacher: :class:`Teacher`, unbatched or with the student's batch shape.
+      student: :class:`Student` start point; leading axes are a batch of independent problems.
+      lr: step size, scalar or one per problem (batch shape).
+      steps: maximum number of steps.
+      train: ``"both"``, ``"theta"`` (fixed charges, Appendix F) or ``"a"``.
+      objective: ``"L"`` (eq. 1), ``"G"`` (``L + |a|^2``) or ``"reduced"`` (eq. 2); default
+        ``"L"`` for bounded potentials and ``"reduced"`` for unbounded ones.
+      manifold: ``"euclidean"`` or ``"sphere"`` (each ``theta_i`` projected to the unit sphere).
+      save_every: steps between saved points (default ``steps // 100``).
+      tol: stop (status ``converged``) when the gradient norm falls below ``tol``.
+      on_divergence: ``"raise"`` (a single run, or every problem of a batch), ``"warn"`` or ``"ignore"``.
+
+    Returns:
+      :class:`~earnshaw.trajectory.Trajectory` (batch axes first).
+"""
+
+
+def gradient_descent(pot, teacher, student, lr=1e-2, steps=10_000, *, train="both", objective=None,
+                     manifold="euclidean", save_every=None, tol=0.0, on_divergence="raise"):
+    """Gradient descent with projection (Algorithm 4): ``x <- Pi_M(x - lr grad f(x))``.
+    {args}
+    >>> import jax, earnshaw as es
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> s = es.random_student(jax.random.key(1), d=3, k=2, batch=4)
+    >>> traj = es.gradient_descent("erf", t, s, lr=0.05, steps=200)
+    >>> traj.final.theta.shape, bool((traj.final_loss <= traj.losses[:, 0]).all())
+    ((4, 2, 3), True)
+    """
+    return _solve("gradient_descent", pot, teacher, student, lr, steps=steps, train=train, objective=objective,
+                  manifold=manifold, save_every=save_every, tol=tol, options=(), on_divergence=on_divergence)
+
+
+def perturbed_gd(pot, teacher, student, key, lr=1e-2, steps=10_000, *, g_thres=1e-3, radius=1e-2, t_thres=100,
+                 train="both", objective=None, manifold="euclidean", save_every=None, tol=0.0,
+                 on_divergence="raise"):
+    """Perturbed gradient descent: GD, plus a uniform kick of radius ``radius`` whenever the
+    gradient norm is below ``g_thres`` and no kick happened in the last ``t_thres`` steps
+    (Jin et al., 2017), which escapes strict saddles. ``key`` seeds the kicks (split per problem).
+    {args}
+    """
+    return _solve("perturbed_gd", pot, teacher, student, lr, steps=steps, train=train, objective=objective,
+                  manifold=manifold, save_every=save_every, tol=tol, key=key, on_divergence=on_divergence,
+                  options=(("g_thres", float(g_thres)), ("radius", float(radius)), ("t_thres", int(t_thres))))
+
+
+def hessian_descent(pot, teacher, student, lr=1e-2, steps=1_000, *, gamma=1e-6, train="both", objective=None,
+                    manifold="euclidean", save_every=None, on_divergence="raise"):
+    """Hessian descent (Algorithm 1, sign corrected): ``x <- x - lr |lambda_min| sgn(grad . v) v``
+    with ``(lambda_min, v)`` the smallest eigenpair of the Hessian (Riemannian on spheres); stops
+    (``converged``) once ``lambda_min >= -gamma``.
+    {args}
+    """
+    return _solve("hessian_descent", pot, teacher, student, lr, steps=steps, train=train, objective=objective,
+                  manifold=manifold, save_every=save_every, tol=0.0, on_divergence=on_divergence,
+                  options=(("gamma", float(gamma)),))
+
+
+def second_gd(pot, teacher, student, lr=1e-2, steps=10_000, *, eta=1e-4, gamma=1e-4, train="both",
+              objective=None, manifold="euclidean", save_every=None, on_divergence="raise"):
+    """SecondGD (Algorithm 2): a gradient step when ``|grad| >= eta``, else a Hessian step; it
+    returns the previous point (status ``stalled``) as soon as a step decreases the objective by less
+    than ``min(lr eta^2 / 2, lr^2 gamma^3 / 3)``, which under Lemmas 18/19 certifies membership of
+    ``M_{f, max(eta, gamma)}``; at the iteration limit it returns ``x_T`` (status ``max_steps``).
+    {args}
+    """
+    return _solve("second_gd", pot, teacher, student, lr, steps=steps, train=train, objective=objective,
+                  manifold=manifold, save_every=save_every, tol=0.0, on_divergence=on_divergence,
+                  options=(("eta", float(eta)), ("gamma", float(gamma))))
+
+
+def nodewise_descent(pot, teacher, student=None, lr=1e-2, node_steps=10_000, *, k=None, eta=1e-6, gamma=1e-6,
+                     objective="L", init_theta=None, init_scale=0.1, key=None, resolve_a=False,
+                     on_divergence="raise"):
+    """Node-wise descent (Algorithm 3): learn one unit at a time with SecondGD.
+
+    Unit ``i`` starts at ``theta_i = 0`` (``init_theta="zero"``, the paper's choice, right for
+    translation-invariant potentials) or ``N(0, init_scale^2)`` (``"random"``, needed when
+    ``Phi(0, 0) = 0``, e.g. odd inner-product activations), with the optimal ``a_i`` of Lemma 16/22
+    given the units already learned; units after ``i`` are inactive (``a_j = 0``). Then SecondGD
+    runs on ``(a_i, theta_i)`` alone. ``resolve_a`` re-solves every ``a`` for the learned ``theta`` at the end.
+
+    Args:
+      pot, teacher: as for :func:`gradient_descent`.
+      student: provides the shapes (and batch shape); its values are not used. If None, ``k``
+        gives the number of units and the problem is unbatched.
+      lr: SecondGD step size. node_steps: SecondGD iteration limit per unit.
+      eta, gamma: SecondGD thresholds. objective: ``"L"`` (default, Theorem 17) or ``"G"``.
+      key: PRNG key for ``init_theta="random"``.
+
+    Returns:
+      :class:`Trajectory` whose ``T = k + 1`` saved points are the state before any unit and after
+      each unit (``ts`` counts units).
+    """
+    pot = _potential(pot)
+    if student is None:
+        if k is None:
+            raise ValueError("nodewise_descent needs a student (for shapes) or k")
+        student = Student(a=jnp.zeros(teacher.b.shape[:-1] + (k,), teacher.w.dtype),
+                          theta=jnp.zeros(teacher.w.shape[:-2] + (k, teacher.d), teacher.w.dtype))
+    if init_theta is None:
+        init_theta = "zero" if pot.kind == "radial" else "random"
+    if init_theta not in ("zero", "random"):
+        raise ValueError(f"init_theta must be 'zero' or 'random', got {init_theta!r}")
+    if init_theta == "random" and key is None:
+        raise ValueError("init_theta='random' needs an explicit PRNG key (key=jax.random.key(seed))")
+    return _solve("nodewise_descent", pot, teacher, student, lr, steps=1, train="both", objective=objective,
+                  manifold="euclidean", save_every=1, tol=0.0, key=key, on_divergence=on_divergence,
+                  options=(("eta", float(eta)), ("gamma", float(gamma)), ("node_steps", int(node_steps)),
+                           ("init_theta", init_theta), ("init_scale", float(init_scale)),
+                           ("resolve_a", bool(resolve_a))))
+
+
+for _fn in (gradient_descent, perturbed_gd, hessian_descent, second_gd):
+    _fn.__doc__ = _fn.__doc__.replace("{args}", _DOC_ARGS)

@@ -1,0 +1,140 @@
+"""``analyze``: what kind of point a run ended at, in the electron-proton picture."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+
+from earnshaw._typing import Student, Teacher
+from earnshaw.dynamics import problem as P
+from earnshaw.landscape.critical import refine as _refine
+from earnshaw.landscape.hessian import hessian, laplacians
+from earnshaw.landscape.matching import match_units
+from earnshaw.loss import objective as _objective
+from earnshaw.potentials import potential as _potential
+
+__all__ = ["Report", "analyze", "VERDICTS"]
+
+VERDICTS = ("global minimum", "spurious local minimum", "saddle", "not converged")
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """Landscape report for one problem or a batch (numpy arrays, batch axes first).
+
+    Attributes:
+      loss: ``(*B,)`` objective value. grad_norm: ``(*B,)`` Euclidean norm of the full gradient.
+      eigenvalues: ``(*B, n)`` Hessian spectrum (ascending), ``n = k + k d``. lambda_min: ``(*B,)``.
+      in_M: ``(*B,)`` membership of ``M_{f, eps} = {|grad| <= eps, lambda_min >= -eps}``.
+      laplacians: ``(*B, k)`` trace of each electron's ``theta_i`` Hessian block.
+      match: ``(*B, k)`` teacher unit matched to each student unit. distance: ``(*B, k)`` to it.
+      charge_error: ``(*B, k)``. recovered: ``(*B,)`` number of teacher units recovered
+        (a student unit within ``match_tol`` in position and charge, sign symmetry for odd activations).
+      verdict: ``(*B,)`` one of :data:`VERDICTS`.
+      refined: whether Newton polishing ran first; point: the analysed :class:`Student`.
+    """
+
+    loss: np.ndarray
+    grad_norm: np.ndarray
+    eigenvalues: np.ndarray
+    lambda_min: np.ndarray
+    in_M: np.ndarray
+    laplacians: np.ndarray
+    match: np.ndarray
+    distance: np.ndarray
+    charge_error: np.ndarray
+    recovered: np.ndarray
+    verdict: np.ndarray
+    k_teacher: int
+    refined: bool
+    point: Student
+
+    def fractions(self) -> dict:
+        """Fraction of problems per verdict, and of problems that recovered every teacher unit."""
+        v = np.asarray(self.verdict).reshape(-1)
+        out = {name: float(np.mean(v == name)) for name in VERDICTS}
+        out["recovered all units"] = float(np.mean(np.asarray(self.recovered).reshape(-1) == self.k_teacher))
+        return out
+
+    def rows(self) -> list:
+        """One dict per problem (flattened batch), for tables and Parquet."""
+        n = int(np.prod(self.loss.shape)) if self.loss.shape else 1
+        flat = lambda x: np.asarray(x).reshape(n, *np.shape(x)[len(self.loss.shape):])  # noqa: E731
+        out = []
+        for i in range(n):
+            out.append(dict(loss=float(flat(self.loss)[i]), grad_norm=float(flat(self.grad_norm)[i]),
+                            lambda_min=float(flat(self.lambda_min)[i]), in_M=bool(flat(self.in_M)[i]),
+                            recovered=int(flat(self.recovered)[i]), verdict=str(flat(self.verdict)[i]),
+                            max_distance=float(np.max(flat(self.distance)[i]))))
+        return out
+
+
+def analyze(pot, teacher: Teacher, student: Student, *, objective=None, refine: bool = False, gtol=1e-6,
+            htol=1e-6, eps=1e-3, loss_tol=1e-8, match_tol=1e-2) -> Report:
+    """Classify the point ``student``: loss, gradient, Hessian spectrum, matching, verdict.
+
+    Args:
+      pot, teacher, student: as for the solvers (``student`` usually ``traj.final``); batch axes allowed.
+      objective: ``"L"``, ``"G"`` or ``"reduced"`` (default by boundedness of ``pot``).
+      refine: polish with Newton (:func:`earnshaw.refine`) before analysing.
+      gtol: a point with gradient norm above ``gtol`` is ``"not converged"``.
+      htol: ``lambda_min < -htol`` makes a converged point a ``"saddle"``.
+      eps: the ``epsilon`` of ``M_{f, eps}``.
+      loss_tol: loss at most ``loss_tol * E[f^2]`` counts as a global minimum (bounded potentials);
+        for unbounded potentials recovering every teacher unit does.
+      match_tol: relative tolerance on positions and charges for a recovered unit.
+
+    Returns:
+      :class:`Report`.
+
+    >>> import jax, earnshaw as es
+    >>> jax.config.update("jax_enable_x64", True)
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> str(es.analyze("erf", t, es.Student(a=t.b, theta=t.w)).verdict)
+    'global minimum'
+    >>> jax.config.update("jax_enable_x64", False)
+    """
+    pot = _potential(pot)
+    objective = P.default_objective(pot) if objective is None else objective
+    nb, _ = P.batch_axes(student, teacher)
+    if refine:
+        student, _, _ = _refine(pot, teacher, student, objective=objective)
+    k, d = student.k, student.d
+    f = _objective(objective)
+    loss = np.asarray(f(pot, student, teacher))
+    H = hessian(pot, teacher, student, objective=objective)
+    x = P.flatten(student)
+    import jax
+
+    grad_fn = lambda s, t: P.flatten(jax.grad(lambda z: f(pot, z, t))(s))  # noqa: E731
+    for _ in range(nb):
+        grad_fn = jax.vmap(grad_fn, in_axes=(0, 0 if teacher.b.ndim > 1 else None))
+    g = np.asarray(jax.jit(grad_fn)(student, teacher))
+    del x
+    gn = np.linalg.norm(g, axis=-1)
+    eig = np.asarray(jnp.linalg.eigvalsh(0.5 * (H + jnp.swapaxes(H, -1, -2))))
+    lam_min = eig[..., 0]
+    lap = np.asarray(laplacians(H, k, d))
+    odd = bool(pot.activation is not None and pot.activation.odd and pot.kind == "inner")
+    idx, dist, cerr = match_units(student.theta, student.a, teacher.w, teacher.b, odd=odd)
+    wn = np.linalg.norm(np.asarray(teacher.w), axis=-1)
+    bn = np.abs(np.asarray(teacher.b))
+    safe_idx = np.maximum(idx, 0)
+    w_at = np.take_along_axis(np.broadcast_to(wn, idx.shape[:-1] + wn.shape[-1:]), safe_idx, -1)
+    b_at = np.take_along_axis(np.broadcast_to(bn, idx.shape[:-1] + bn.shape[-1:]), safe_idx, -1)
+    ok = (idx >= 0) & (dist <= match_tol * (1 + w_at)) & (cerr <= match_tol * (1 + b_at))
+    recovered = ok.sum(-1)
+    if pot.bounded:
+        W = pot.self_gram(teacher.w)
+        scale = np.asarray(jnp.einsum("...i,...ij,...j->...", teacher.b, W, teacher.b))
+        global_min = loss <= loss_tol * np.maximum(scale, 1e-300)
+    else:
+        global_min = recovered == teacher.k
+    converged = gn <= gtol
+    verdict = np.where(~converged, VERDICTS[3],
+                       np.where(global_min, VERDICTS[0], np.where(lam_min < -htol, VERDICTS[2], VERDICTS[1])))
+    return Report(loss=loss, grad_norm=gn, eigenvalues=eig, lambda_min=lam_min,
+                  in_M=(gn <= eps) & (lam_min >= -eps), laplacians=lap, match=idx, distance=dist,
+                  charge_error=cerr, recovered=recovered, verdict=verdict, k_teacher=teacher.k, refined=refine,
+                  point=student)

@@ -1,0 +1,93 @@
+"""The :class:`Trajectory` every solver returns, and per-seed status codes."""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import jax
+import numpy as np
+
+from earnshaw._typing import Student
+
+__all__ = ["Trajectory", "STATUS", "DivergenceError", "report_failures"]
+
+#: Status codes, per problem in a batch.
+STATUS = {0: "max_steps", 1: "converged", 2: "diverged", 3: "stalled", 4: "solver_failed", 5: "collided"}
+RUNNING, MAX_STEPS, CONVERGED, DIVERGED, STALLED, SOLVER_FAILED, COLLIDED = -1, 0, 1, 2, 3, 4, 5
+
+
+class DivergenceError(FloatingPointError):
+    """A run produced NaN/Inf or blew up; the message names the likely cause."""
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Trajectory:
+    """A run of a solver, for one problem or a batch (leading axes ``B``).
+
+    Attributes:
+      ts: ``(*B, T)`` save times (gradient-flow time, or step index for discrete methods).
+      losses: ``(*B, T)`` objective at the saved points.
+      grad_norms: ``(*B, T)`` Euclidean norm of the (trainable part of the) gradient.
+      params: :class:`Student` with arrays ``(*B, T, k)`` and ``(*B, T, k, d)``.
+      final: :class:`Student` ``(*B, k)``, ``(*B, k, d)``: the end point (last finite point if diverged).
+      final_loss, final_grad_norm: ``(*B,)`` at ``final``.
+      n_grad_evals: ``(*B,)`` gradient (vector-field) evaluations used.
+      n_steps: ``(*B,)`` steps taken.
+      status: ``(*B,)`` int codes, see :data:`STATUS`.
+      saved: ``(*B, T)`` bool, which save slots hold data (runs may stop early; later slots repeat the end).
+    """
+
+    ts: jax.Array
+    losses: jax.Array
+    grad_norms: jax.Array
+    params: Student
+    final: Student
+    final_loss: jax.Array
+    final_grad_norm: jax.Array
+    n_grad_evals: jax.Array
+    n_steps: jax.Array
+    status: jax.Array
+    saved: jax.Array
+
+    @property
+    def batch_shape(self) -> tuple:
+        return tuple(self.final_loss.shape)
+
+    def status_names(self):
+        """Status codes as names (numpy array of str, batch shape)."""
+        return np.vectorize(STATUS.get, otypes=[object])(np.asarray(self.status))
+
+    def __getitem__(self, index):
+        """Select problems from a batched trajectory (numpy-style index on the batch axes)."""
+        return jax.tree_util.tree_map(lambda x: x[index], self)
+
+
+def report_failures(traj: Trajectory, *, method: str, lr=None, pot=None, on_divergence: str = "raise"):
+    """Turn diverged problems into a clear error (single run / all diverged) or a warning (some in a batch).
+
+    Returns ``traj`` unchanged when nothing diverged.
+    """
+    status = np.asarray(traj.status).reshape(-1)
+    bad = np.flatnonzero(status == DIVERGED)
+    if bad.size == 0 or on_divergence == "ignore":
+        return traj
+    causes = []
+    if lr is not None:
+        causes.append(f"step size too large (lr={lr}); try a smaller lr")
+    if pot is not None and not pot.bounded:
+        causes.append(f"the potential {pot!r} is unbounded at r=0, so colliding charges blow up; "
+                      "use a bounded potential or stop earlier")
+    if not causes:
+        causes.append("an unstable integration; tighten rtol/atol or use the implicit solver")
+    where = "the run" if traj.final_loss.ndim == 0 else (
+        f"{bad.size} of {status.size} problems (batch indices {bad[:10].tolist()}{'...' if bad.size > 10 else ''})")
+    msg = (f"{method}: {where} produced NaN/Inf or diverged. Likely cause: {' or '.join(causes)}. "
+           "Their final parameters are the last finite point, with status 'diverged'.")
+    if on_divergence == "raise" and (traj.final_loss.ndim == 0 or bad.size == status.size):
+        raise DivergenceError(msg)
+    if on_divergence in ("raise", "warn"):
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    return traj
+
+

@@ -1,0 +1,191 @@
+"""Dynamics: flow monotone, GD tracks the flow, Earnshaw dynamics, SecondGD/HD/node-wise, batching, errors."""
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import earnshaw as es
+from earnshaw.dynamics import problem as P
+
+
+@pytest.fixture(scope="module")
+def easy():
+    """A well-posed erf problem: k=2 teacher in d=3 and students near it."""
+    key = jax.random.key(7)
+    t = es.random_teacher(key, d=3, k=2)
+    s = es.random_student(jax.random.key(8), d=3, k=2, batch=3, scale=0.5)
+    return t, s
+
+
+def test_flow_loss_non_increasing_and_recovers(easy):
+    t, s = easy
+    traj = es.gradient_flow("erf", t, s, t1=2e3, gtol=1e-9)
+    losses = np.asarray(traj.losses)
+    assert np.all(np.diff(losses, axis=-1) <= 1e-12)
+    assert traj.losses.shape == (3, 101) and traj.params.theta.shape == (3, 101, 2, 3)
+    # refine polishes every end point to a critical point
+    polished, gn, _ = es.refine("erf", t, traj.final)
+    assert float(jnp.max(gn)) < 1e-10
+    rep = es.analyze("erf", t, polished)
+    assert (rep.verdict != "not converged").all()
+
+
+def test_flow_recovers_teacher_in_well_posed_case():
+    t = es.Teacher(b=jnp.array([1.0, -0.8]), w=jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+    s = es.Student(a=jnp.array([0.7, -0.5]), theta=jnp.array([[0.8, 0.2, 0.1], [0.1, 0.7, -0.2]]))
+    traj = es.gradient_flow("erf", t, s, t1=1e4, gtol=1e-8)
+    polished, gn, _ = es.refine("erf", t, traj.final)
+    assert float(gn) < 1e-10
+    rep = es.analyze("erf", t, polished)
+    assert str(rep.verdict) == "global minimum" and int(rep.recovered) == 2
+
+
+def test_gd_tracks_flow_first_order(easy):
+    """GD with step h is Euler's method for the flow: its error at fixed time shrinks ~ linearly in h."""
+    t, s = easy
+    s0 = es.Student(a=s.a[0], theta=s.theta[0])
+    T = 2.0
+    ref = es.gradient_flow("erf", t, s0, t1=T, gtol=0.0, rtol=1e-12, atol=1e-12, n_save=2).final
+    errs = []
+    for h in (0.02, 0.01, 0.005):
+        gd = es.gradient_descent("erf", t, s0, lr=h, steps=int(round(T / h)), save_every=int(round(T / h)))
+        errs.append(float(jnp.linalg.norm(P.flatten(gd.final) - P.flatten(ref))))
+    assert errs[0] > errs[1] > errs[2]
+    orders = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
+    assert np.all(np.abs(orders - 1.0) < 0.15), orders
+    # diffrax's Euler with dt0 = h is exactly GD with lr = h
+    eul = es.gradient_flow("erf", t, s0, t1=T, solver="euler", dt0=0.01, gtol=0.0, n_save=2).final
+    gd = es.gradient_descent("erf", t, s0, lr=0.01, steps=200, save_every=200).final
+    np.testing.assert_allclose(P.flatten(eul), P.flatten(gd), atol=1e-10)
+
+
+def test_earnshaw_coulomb_electrons_end_on_protons():
+    """Coulomb in d=3 (Earnshaw): electron-proton dynamics has no equilibrium away from the charges, so
+    from random starts every flow ends with an electron falling onto a proton (never on an electron)."""
+    key = jax.random.key(3)
+    w = jax.random.normal(key, (3, 3)) * 1.5
+    t = es.Teacher(b=jnp.array([1.0, 0.7, 1.2]), w=w)
+    s = es.Student(a=jnp.broadcast_to(jnp.array([1.0, 0.8, 0.6]), (6, 3)),
+                   theta=jax.random.normal(jax.random.key(4), (6, 3, 3)) * 2.0)
+    traj = es.gradient_flow(es.potential("coulomb", d=3), t, s, t1=1e4, train="theta", gtol=1e-10,
+                            collision_radius=1e-3, rtol=1e-6, atol=1e-9)
+    assert traj.status_names().tolist() == ["collided"] * 6
+    th = np.asarray(traj.final.theta)
+    d_ep = np.linalg.norm(th[:, :, None] - np.asarray(w)[None, None], axis=-1).min(axis=(1, 2))
+    assert np.all(d_ep < 1e-3)
+    # the reduced loss decreased along the way
+    assert np.all(np.asarray(traj.losses[:, -1]) < np.asarray(traj.losses[:, 0]))
+
+
+def test_second_gd_escapes_saddle_and_stops_by_rule():
+    """MATH.md section 5: f = x^2 - y^2/2 + y^4/4 from (0.3, 0): GD converges to the saddle, SecondGD escapes."""
+    # realise f as a 'problem' through train='theta' on a custom objective
+    def f(pot, s, t):
+        x, y = s.theta[..., 0, 0], s.theta[..., 0, 1]
+        return x**2 - y**2 / 2 + y**4 / 4
+
+    from earnshaw import loss as L
+    L.OBJECTIVES["_toy"] = f
+    try:
+        t = es.Teacher(b=jnp.zeros(1), w=jnp.zeros((1, 2)))
+        s = es.Student(a=jnp.zeros(1), theta=jnp.array([[0.3, 0.0]]))
+        gd = es.gradient_descent("linear", t, s, lr=0.1, steps=500, objective="_toy", train="theta")
+        assert float(jnp.abs(gd.final.theta[0, 1])) < 1e-12 and float(gd.final_loss) > -1e-6
+        sg = es.second_gd("linear", t, s, lr=0.1, steps=10_000, eta=1e-4, gamma=1e-4, objective="_toy",
+                          train="theta")
+        assert str(sg.status_names()) == "stalled"
+        assert float(sg.final_loss) == pytest.approx(-0.25, abs=1e-6)
+        assert abs(float(jnp.abs(sg.final.theta[0, 1])) - 1.0) < 1e-2
+        assert 50 < int(sg.n_steps) < 1000
+        hd = es.hessian_descent("linear", t, es.Student(a=jnp.zeros(1), theta=jnp.array([[0.0, 0.0]])),
+                                lr=0.5, steps=50, objective="_toy", train="theta")
+        assert float(hd.final_loss) < -1e-3  # left the saddle at the origin downhill
+    finally:
+        del L.OBJECTIVES["_toy"]
+
+
+def test_nodewise_recovers_every_unit_gaussian():
+    t = es.Teacher(b=jnp.array([0.9, -0.6]), w=jnp.array([[1.2, 0.0, 0.0], [-0.8, 0.9, 0.4]]))
+    pot = es.potential("gaussian", ell=0.6)  # short range: little cross-talk between the units
+    traj = es.nodewise_descent(pot, t, k=2, lr=0.05, node_steps=20_000, eta=1e-7, gamma=1e-7, resolve_a=True)
+    rep = es.analyze(pot, t, traj.final, gtol=1e-3, match_tol=1e-2)
+    assert int(rep.recovered) == 2
+    assert traj.losses.shape == (3,)
+    assert float(traj.losses[-1]) < 1e-4 < float(traj.losses[0])
+
+
+def test_batched_equals_per_seed_and_is_deterministic(easy):
+    t, s = easy
+    batched = es.gradient_descent("erf", t, s, lr=0.05, steps=300)
+    for i in range(3):
+        one = es.gradient_descent("erf", t, es.Student(a=s.a[i], theta=s.theta[i]), lr=0.05, steps=300)
+        np.testing.assert_allclose(P.flatten(batched.final)[i], P.flatten(one.final), atol=1e-12)
+        assert float(batched.final_loss[i]) == pytest.approx(float(one.final_loss), abs=1e-13)
+    again = es.gradient_descent("erf", t, s, lr=0.05, steps=300)
+    np.testing.assert_array_equal(np.asarray(again.final.theta), np.asarray(batched.final.theta))
+    fb = es.gradient_flow("erf", t, s, t1=10.0)
+    f1 = es.gradient_flow("erf", t, es.Student(a=s.a[1], theta=s.theta[1]), t1=10.0)
+    np.testing.assert_allclose(P.flatten(fb.final)[1], P.flatten(f1.final), atol=1e-8)
+    k1, k2 = jax.random.key(5), jax.random.key(5)
+    p1 = es.perturbed_gd("erf", t, s, k1, lr=0.05, steps=200, g_thres=1.0, t_thres=10)
+    p2 = es.perturbed_gd("erf", t, s, k2, lr=0.05, steps=200, g_thres=1.0, t_thres=10)
+    np.testing.assert_array_equal(np.asarray(p1.final.theta), np.asarray(p2.final.theta))
+    assert not np.allclose(np.asarray(p1.final.theta), np.asarray(batched.final.theta))
+
+
+def test_batch_of_step_sizes(easy):
+    t, s = easy
+    lrs = jnp.array([0.01, 0.05, 0.1])
+    traj = es.gradient_descent("erf", t, s, lr=lrs, steps=100)
+    one = es.gradient_descent("erf", t, es.Student(a=s.a[2], theta=s.theta[2]), lr=0.1, steps=100)
+    np.testing.assert_allclose(P.flatten(traj.final)[2], P.flatten(one.final), atol=1e-12)
+
+
+def test_train_modes_freeze_the_other_variables(easy):
+    t, s = easy
+    th = es.gradient_descent("erf", t, s, lr=0.05, steps=50, train="theta")
+    np.testing.assert_array_equal(np.asarray(th.final.a), np.asarray(s.a))
+    assert not np.allclose(np.asarray(th.final.theta), np.asarray(s.theta))
+    aa = es.gradient_flow("erf", t, s, t1=5.0, train="a")
+    np.testing.assert_allclose(np.asarray(aa.final.theta), np.asarray(s.theta), atol=1e-14)
+
+
+def test_sphere_projection_keeps_unit_norm(easy):
+    t, s = easy
+    traj = es.gradient_descent("hermite3", t, s, lr=0.05, steps=100, manifold="sphere")
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(traj.final.theta), axis=-1), 1.0, atol=1e-12)
+
+
+def test_divergence_detected_with_clear_message(easy):
+    t, s = easy
+    one = es.Student(a=s.a[0] * 5, theta=s.theta[0])
+    with pytest.raises(es.DivergenceError, match="step size too large"):
+        es.gradient_descent("quadratic", t, one, lr=50.0, steps=200)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        traj = es.gradient_descent("quadratic", t, s, lr=jnp.array([1e-3, 50.0, 1e-3]), steps=200)
+    assert any("1 of 3 problems" in str(r.message) for r in rec)
+    assert traj.status_names().tolist() == ["max_steps", "diverged", "max_steps"]
+    assert bool(jnp.all(jnp.isfinite(traj.final.theta)))
+
+
+def test_float64_preserved_and_no_recompile(easy):
+    t, s = easy
+    traj = es.gradient_descent("erf", t, s, lr=0.05, steps=20)
+    assert traj.final.theta.dtype == jnp.float64
+    from earnshaw.dynamics import descent
+    before = descent._compiled.cache_info().misses
+    es.gradient_descent("erf", t, s, lr=0.07, steps=20)
+    assert descent._compiled.cache_info().misses == before
+
+
+def test_bad_options_are_rejected(easy):
+    t, s = easy
+    with pytest.raises(ValueError, match="valid: both, theta, a"):
+        es.gradient_descent("erf", t, s, train="w")
+    with pytest.raises(ValueError, match="valid: tsit5"):
+        es.gradient_flow("erf", t, s, solver="rk4")
+    with pytest.raises(ValueError, match="batch shape"):
+        es.gradient_descent("erf", t, s, lr=jnp.ones(5))
