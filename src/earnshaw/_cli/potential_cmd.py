@@ -48,6 +48,21 @@ def profile_table(pot, dim: int = 3):
     return rows
 
 
+def realisability(pot, dim: int = 3) -> str:
+    """One line: is a radial potential realisable under Gaussian inputs (Theorem 3), and why (not)."""
+    import earnshaw as es
+
+    d = pot.d if pot.d is not None else dim
+    try:
+        rp = es.realize(pot, d=d)
+    except es.NotRealizableError as err:
+        return f"not realisable: {err}"
+    except ValueError as err:
+        return f"realisability undecided: {err}"
+    return (f"realisable in d={d} (Theorem 3): sigma(x, w) = (2 pi)^(d/4) exp(|x|^2/4) g(|x - w|), "
+            f"activation {rp.activation.name!r}; use es.realize(pot, d={d})")
+
+
 def register(app: typer.Typer):
     @app.command()
     def potential(
@@ -75,6 +90,7 @@ def register(app: typer.Typer):
             bounded = "bounded" if pot.bounded else "unbounded at r = 0 (not realisable; use the reduced loss)"
             harm = {None: "", 0.0: "; harmonic"}.get(pot.lam, f"; lambda-harmonic with lambda={pot.lam}")
             console.print(f"{pot.name}: {bounded}{harm}")
+            console.print(realisability(pot, dim), markup=False)
         if plot:
             from earnshaw import plot as _plot
 

@@ -413,8 +413,8 @@ def construct(d: int, eps: float, lam: float = 1.0, variant: str = "ball") -> Al
       ValueError: naming the bad parameter.
 
     >>> c = construct(3, 0.5, 1.0, "ball")
-    >>> f"{c.N:.12e}", f"{c.A:.12f}"
-    ('4.613277127251e-05', '0.115817651940')
+    >>> f"{c.N:.10e}", f"{c.A:.12f}"
+    ('4.6132771273e-05', '0.115817651940')
     """
     _check(d, eps, lam, variant)
     return _construct(int(d), float(eps), float(lam), variant)
