@@ -26,7 +26,7 @@ def test_flow_loss_non_increasing_and_recovers(easy):
     assert np.all(np.diff(losses, axis=-1) <= 1e-12)
     assert traj.losses.shape == (3, 101) and traj.params.theta.shape == (3, 101, 2, 3)
     # refine polishes every end point to a critical point
-    polished, gn, _ = es.refine("erf", t, traj.final)
+    polished, gn = es.refine("erf", t, traj.final)
     assert float(jnp.max(gn)) < 1e-10
     rep = es.analyze("erf", t, polished)
     assert (rep.verdict != "not converged").all()
@@ -36,7 +36,7 @@ def test_flow_recovers_teacher_in_well_posed_case():
     t = es.Teacher(b=jnp.array([1.0, -0.8]), w=jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
     s = es.Student(a=jnp.array([0.7, -0.5]), theta=jnp.array([[0.8, 0.2, 0.1], [0.1, 0.7, -0.2]]))
     traj = es.gradient_flow("erf", t, s, t1=1e4, gtol=1e-8)
-    polished, gn, _ = es.refine("erf", t, traj.final)
+    polished, gn = es.refine("erf", t, traj.final)
     assert float(gn) < 1e-10
     rep = es.analyze("erf", t, polished)
     assert str(rep.verdict) == "global minimum" and int(rep.recovered) == 2

@@ -59,7 +59,7 @@ def test_spurious_local_minimum_verdict_erf():
     t = es.Teacher(b=jnp.array([1.0, 1.0]), w=jnp.array([[1.0, 0.0], [0.0, 1.0]]))
     s = es.Student(a=jnp.array([1.0]), theta=jnp.array([[0.5, 0.6]]))
     traj = es.gradient_flow("erf", t, s, t1=1e4, gtol=1e-10)
-    p, gn, _ = es.refine("erf", t, traj.final)
+    p, gn = es.refine("erf", t, traj.final)
     rep = es.analyze("erf", t, p)
     assert float(gn) < 1e-10
     assert str(rep.verdict) == "spurious local minimum" and float(rep.lambda_min) > 0
@@ -99,7 +99,7 @@ def test_cluster_laplacian_formula_yukawa():
 def test_refine_reaches_machine_precision_and_warns_on_float32():
     t = es.random_teacher(jax.random.key(0), d=3, k=2)
     near = es.Student(a=t.b + 1e-2, theta=t.w - 1e-2)
-    s, gn, _ = es.refine("erf", t, near)
+    s, gn = es.refine("erf", t, near)
     assert float(gn) < 1e-12
     with pytest.warns(RuntimeWarning, match="float64"):
         es.hessian("erf", es.Teacher(b=t.b.astype(jnp.float32), w=t.w.astype(jnp.float32)),

@@ -1,37 +1,80 @@
 """``earnshaw demo``: the main job on defaults."""
 from __future__ import annotations
 
+import dataclasses
+import json
+import time
+
 import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from earnshaw._cli.common import console, enable_x64
+from earnshaw._cli.common import console, enable_x64, environment, fail, run_dir
 
 
 def register(app: typer.Typer):
     @app.command()
-    def demo(seed: int = typer.Option(0, help="PRNG seed"),
-             samples: int = typer.Option(1_000_000, help="samples for the empirical estimate")):
-        """Random erf teacher, random students: exact population loss vs a sample estimate."""
+    def demo(
+        activation: str = typer.Option("erf", help="activation of teacher and student"),
+        d: int = typer.Option(10, help="input dimension"),
+        k: int = typer.Option(5, help="units in teacher and student"),
+        seeds: int = typer.Option(1000, help="number of student seeds"),
+        seed: int = typer.Option(0, help="master PRNG seed (teacher and students)"),
+        t1: float = typer.Option(1e3, help="gradient-flow time horizon"),
+        out: str = typer.Option("runs", help="parent folder of the run folder"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+        as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+    ):
+        """Random teacher, many student seeds: gradient flow, Newton polish, landscape verdicts."""
         enable_x64()
-        import jax
-        import jax.numpy as jnp
+        from earnshaw import store
+        from earnshaw.experiments.demo import DemoConfig, run_demo
 
-        import earnshaw as es
+        try:
+            cfg = DemoConfig(activation=activation, d=d, k=k, seeds=seeds, seed=seed, t1=t1,
+                             chunk=min(250, seeds))
+            from earnshaw.potentials import potential
 
-        key = jax.random.key(seed)
-        kt, ks, kx = jax.random.split(key, 3)
-        teacher = es.random_teacher(kt, d=10, k=5, scale=10**-0.5)
-        students = es.random_student(ks, d=10, k=5, scale=10**-0.5, batch=8)
-        exact = es.population_loss("erf", students, teacher)
-        x = jax.random.normal(kx, (samples, 10))
-        table = Table(title=f"erf, d=10, k=5: exact population loss vs {samples:,}-sample estimate")
-        for col in ("student", "exact (eq. 1)", "empirical", "std. error", "z"):
-            table.add_column(col, justify="right")
-        for i in range(8):
-            s = es.Student(a=students.a[i], theta=students.theta[i])
-            err = es.predict("erf", teacher.b, teacher.w, x) - es.predict("erf", s.a, s.theta, x)
-            sq = err**2
-            emp, se = float(jnp.mean(sq)), float(jnp.std(sq) / jnp.sqrt(samples))
-            table.add_row(str(i), f"{float(exact[i]):.6f}", f"{emp:.6f}", f"{se:.1e}",
-                          f"{(emp - float(exact[i])) / se:+.2f}")
+            potential(activation)
+        except ValueError as err:
+            fail(str(err))
+        folder = run_dir("demo", out)
+        start = time.perf_counter()
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeElapsedColumn(), console=console, disable=quiet or as_json) as bar:
+            tasks = {}
+
+            def progress(phase, done, total):
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(phase, total=total)
+                bar.update(tasks[phase], completed=done)
+
+            progress("gradient flow", 0, -(-seeds // cfg.chunk))
+            summary = run_demo(cfg, folder, progress=progress)
+        summary["timings"]["total_s"] = time.perf_counter() - start
+        store.write_json_atomic(folder / "meta.json", dict(command="demo", config=dataclasses.asdict(cfg),
+                                                           environment=environment(), summary=summary))
+        (folder / "config.toml").write_text("".join(f"{k_} = {json.dumps(v)}\n"
+                                                    for k_, v in dataclasses.asdict(cfg).items() if v is not None))
+        if as_json:
+            print(json.dumps(summary, indent=2))
+            return
+        fr = summary["fractions"]
+        table = Table(title=f"{activation} teacher, d={d}, k={k}: {seeds} student seeds "
+                            f"(gradient flow to t={t1:g}, then Newton)")
+        table.add_column("outcome")
+        table.add_column("fraction", justify="right")
+        for name in ("recovered all units", "global minimum", "spurious local minimum", "saddle", "not converged"):
+            table.add_row(name, f"{fr[name]:.3f}")
         console.print(table)
+        q = Table(title="quantiles over seeds")
+        q.add_column("")
+        for p in ("min", "median", "90%", "max"):
+            q.add_column(p, justify="right")
+        q.add_row("final loss", *(f"{v:.2e}" for v in summary["loss_quantiles"].values()))
+        q.add_row("max unit distance", *(f"{v:.2e}" for v in summary["distance_quantiles"].values()))
+        console.print(q)
+        tm = summary["timings"]
+        console.print(f"flow {tm['flow_s']:.1f} s, Newton + analysis {tm['refine_analyze_s']:.1f} s, "
+                      f"total {tm['total_s']:.1f} s")
+        console.print(f"wrote {folder}/ (results.parquet, meta.json, config.toml, figures/)")

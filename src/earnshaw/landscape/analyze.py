@@ -99,7 +99,7 @@ def analyze(pot, teacher: Teacher, student: Student, *, objective=None, refine: 
     objective = P.default_objective(pot) if objective is None else objective
     nb, _ = P.batch_axes(student, teacher)
     if refine:
-        student, _, _ = _refine(pot, teacher, student, objective=objective)
+        student, _ = _refine(pot, teacher, student, objective=objective)
     k, d = student.k, student.d
     f = _objective(objective)
     loss = np.asarray(f(pot, student, teacher))

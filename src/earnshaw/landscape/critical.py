@@ -1,9 +1,15 @@
-"""Newton polishing of near-critical points (optimistix), like MLPGradientFlow's flow -> Newton step.
+"""Newton polishing of near-critical points, like MLPGradientFlow's flow -> Newton step.
 
 Newton's method on ``grad f = 0`` converges quadratically to the nearest critical
-point of any index (minimum or saddle), which is what landscape analysis wants;
-the least-squares linear solve copes with the flat directions that symmetric
-configurations have.
+point of any index (minimum or saddle), which is what landscape analysis wants.
+Each step solves with the pseudo-inverse of the Hessian from its eigendecomposition
+(flat directions from symmetries are left alone) and is clipped to a trust radius;
+the polish is rejected, and the start returned, if it would move the point further
+than ``radius`` or not lower the gradient norm.
+
+Why not ``optimistix.Newton``: with lineax's SVD solve under ``vmap`` it measured about
+1 s per problem on a batch of 100 (k=5, d=10) on this 2-core CPU, 100x slower than this
+fixed-count loop of batched ``eigh``, and polishing a thousand seeds is the common case.
 """
 from __future__ import annotations
 
@@ -11,8 +17,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import lineax as lx
-import optimistix as optx
 
 from earnshaw.dynamics import problem as P
 from earnshaw.landscape.hessian import warn_if_float32
@@ -22,23 +26,30 @@ __all__ = ["refine"]
 
 
 @functools.lru_cache(maxsize=None)
-def _refine_fn(pot, k, d, objective, train, nb, teacher_batched, max_steps, rtol, atol):
+def _refine_fn(pot, k, d, objective, train, nb, teacher_batched, max_steps, trust, radius, rcond):
     def single(x0, teacher):
         f = P.make_objective(pot, teacher, k, d, objective)
         mask = P.train_mask(k, d, train, x0.dtype)
+        grad = lambda x: jax.grad(f)(x) * mask  # noqa: E731
 
-        def fn(x, args):
-            # frozen coordinates: residual x - x0 pins them
-            return jnp.where(mask > 0, jax.grad(f)(x), x - x0)
+        def step(_, carry):
+            x, best, best_gn = carry
+            g = grad(x)
+            H = jax.hessian(f)(x) * mask[:, None] * mask[None, :]
+            lam, V = jnp.linalg.eigh(0.5 * (H + H.T))
+            cut = rcond * jnp.max(jnp.abs(lam))
+            inv = jnp.where(jnp.abs(lam) > cut, 1.0 / jnp.where(jnp.abs(lam) > cut, lam, 1.0), 0.0)
+            dx = V @ (inv * (V.T @ g))
+            n = jnp.linalg.norm(dx)
+            dx = dx * jnp.minimum(1.0, trust / jnp.maximum(n, 1e-300))
+            x = x - dx
+            gn = jnp.linalg.norm(grad(x))
+            ok = jnp.isfinite(gn) & (gn < best_gn) & (jnp.linalg.norm(x - x0) <= radius)
+            return x, jnp.where(ok, x, best), jnp.where(ok, gn, best_gn)
 
-        solver = optx.Newton(rtol=rtol, atol=atol, linear_solver=lx.AutoLinearSolver(well_posed=False))
-        sol = optx.root_find(fn, solver, x0, max_steps=max_steps, throw=False)
-        x = sol.value
-        gn = jnp.linalg.norm(jax.grad(f)(x) * mask)
-        # keep the start if Newton made things worse (e.g. it left the basin)
-        gn0 = jnp.linalg.norm(jax.grad(f)(x0) * mask)
-        better = jnp.isfinite(gn) & (gn <= gn0)
-        return jnp.where(better, x, x0), jnp.where(better, gn, gn0), sol.stats["num_steps"]
+        gn0 = jnp.linalg.norm(grad(x0))
+        _, best, best_gn = jax.lax.fori_loop(0, max_steps, step, (x0, x0, gn0))
+        return best, best_gn
 
     fn = single
     for _ in range(nb):
@@ -46,26 +57,29 @@ def _refine_fn(pot, k, d, objective, train, nb, teacher_batched, max_steps, rtol
     return jax.jit(fn)
 
 
-def refine(pot, teacher, student, *, objective=None, train="both", max_steps=30, rtol=1e-13, atol=1e-13):
-    """Polish ``student`` to a critical point of the objective with Newton's method.
+def refine(pot, teacher, student, *, objective=None, train="both", max_steps=20, trust=0.1, radius=0.5,
+           rcond=1e-12):
+    """Polish ``student`` to a nearby critical point of the objective with Newton's method.
 
     Args:
       pot, teacher, student: as for the solvers; leading batch axes allowed.
       objective: ``"L"``, ``"G"`` or ``"reduced"`` (default by boundedness).
       train: which variables move (the others stay fixed).
-      max_steps: Newton iterations. rtol, atol: optimistix termination tolerances.
+      max_steps: Newton iterations (a fixed count, so batches vectorise).
+      trust: largest Euclidean length of one step.
+      radius: largest total move from the start; a point further away is not "nearby" and is rejected.
+      rcond: eigenvalues below ``rcond * max|eig|`` are treated as zero (pseudo-inverse).
 
     Returns:
-      ``(student, grad_norm, n_steps)``: the polished point, its gradient norm ``(*B,)``
-      (Euclidean norm over the trainable variables) and the iterations used. A start
-      that Newton cannot improve is returned unchanged.
+      ``(student, grad_norm)``: the point with the smallest gradient norm found within ``radius``
+      (the start if none improved) and that norm ``(*B,)`` (over the trainable variables).
 
     >>> import jax, jax.numpy as jnp, earnshaw as es
     >>> jax.config.update("jax_enable_x64", True)
     >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
     >>> near = es.Student(a=t.b + 1e-3, theta=t.w - 1e-3)
-    >>> s, gn, _ = es.refine("erf", t, near)
-    >>> bool(gn < 1e-10)
+    >>> s, gn = es.refine("erf", t, near)
+    >>> bool(gn < 1e-12)
     True
     >>> jax.config.update("jax_enable_x64", False)
     """
@@ -75,8 +89,6 @@ def refine(pot, teacher, student, *, objective=None, train="both", max_steps=30,
     nb, tb = P.batch_axes(student, teacher)
     x0 = P.flatten(student)
     warn_if_float32(x0, "refine")
-    x, gn, n = _refine_fn(pot, student.k, student.d, objective, train, nb, tb, int(max_steps), float(rtol),
-                          float(atol))(x0, teacher)
-    return P.unflatten(x, student.k, student.d), gn, n
-
-
+    x, gn = _refine_fn(pot, student.k, student.d, objective, train, nb, tb, int(max_steps), float(trust),
+                       float(radius), float(rcond))(x0, teacher)
+    return P.unflatten(x, student.k, student.d), gn
