@@ -20,7 +20,8 @@ def register(app: typer.Typer):
         k: int = typer.Option(5, help="units in teacher and student"),
         seeds: int = typer.Option(1000, help="number of student seeds"),
         seed: int = typer.Option(0, help="master PRNG seed (teacher and students)"),
-        t1: float = typer.Option(1e3, help="gradient-flow time horizon"),
+        t1: float = typer.Option(1e6, help="gradient-flow time horizon"),
+        solver: str = typer.Option("kvaerno5", help="ODE solver: kvaerno5 (implicit, stiff) or tsit5, dopri5, ..."),
         out: str = typer.Option("runs", help="parent folder of the run folder"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
@@ -31,7 +32,7 @@ def register(app: typer.Typer):
         from earnshaw.experiments.demo import DemoConfig, run_demo
 
         try:
-            cfg = DemoConfig(activation=activation, d=d, k=k, seeds=seeds, seed=seed, t1=t1,
+            cfg = DemoConfig(activation=activation, d=d, k=k, seeds=seeds, seed=seed, t1=t1, solver=solver,
                              chunk=min(250, seeds))
             from earnshaw.potentials import potential
 

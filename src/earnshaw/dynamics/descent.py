@@ -44,22 +44,33 @@ def _hd_direction(f, x, g, mask, k, d, manifold):
     return lam[0], s * v
 
 
-def _run(f, x0, update, state0, *, mask, k, d, manifold, max_steps, save_every, tol):
-    """Drive ``update`` from ``x0``; returns the per-save records and the end state."""
+def _run(f, x0, update, state0, *, mask, k, d, manifold, max_steps, save_every, tol, needs_value=True):
+    """Drive ``update`` from ``x0``; returns the per-save records and the end state.
+
+    Methods that do not look at the objective's value (GD, perturbed GD) evaluate only the
+    gradient per step (the value's arcsin is the costly half of erf's loss in float64); their
+    value is computed at the save points, and divergence is caught from the gradient.
+    """
     n_chunks = -(-max_steps // save_every)
     vg = jax.value_and_grad(f)
+    gf = jax.grad(f)
 
     def evaluate(x):
-        val, g = vg(x)
-        g = P.tangent(g * mask, x, k, d, manifold)
-        return val, g
+        if needs_value:
+            val, g = vg(x)
+        else:
+            val, g = jnp.zeros((), x.dtype), gf(x)
+        return val, P.tangent(g * mask, x, k, d, manifold)
 
-    def finite(val, g, ref):
-        return jnp.isfinite(val) & jnp.all(jnp.isfinite(g)) & (jnp.abs(val) <= _BLOWUP * (1.0 + jnp.abs(ref)))
+    def finite(val, g, ref_val, ref_gn):
+        gn = jnp.linalg.norm(g)
+        ok = jnp.isfinite(val) & jnp.all(jnp.isfinite(g)) & (gn <= _BLOWUP * (1.0 + ref_gn))
+        return ok & (jnp.abs(val) <= _BLOWUP * (1.0 + jnp.abs(ref_val)))
 
     val0, g0 = evaluate(x0)
     gn0 = jnp.linalg.norm(g0)
-    status0 = jnp.where(~finite(val0, g0, 0.0), _tr.DIVERGED, jnp.where(gn0 < tol, _tr.CONVERGED, _tr.RUNNING))
+    status0 = jnp.where(~finite(val0, g0, 0.0, 0.0), _tr.DIVERGED,
+                        jnp.where(gn0 < tol, _tr.CONVERGED, _tr.RUNNING))
     carry0 = dict(i=jnp.zeros((), jnp.int32), x=x0, val=val0, g=g0, state=state0, status=status0,
                   nev=jnp.ones((), jnp.int32))
 
@@ -67,7 +78,7 @@ def _run(f, x0, update, state0, *, mask, k, d, manifold, max_steps, save_every, 
         x_new, state, flag = update(c["i"], c["x"], c["state"], c["val"], c["g"])
         x_new = P.project(x_new, k, d, manifold)
         val, g = evaluate(x_new)
-        ok = finite(val, g, c["val"])
+        ok = finite(val, g, c["val"], gn0)
         accept = ok & (flag == _tr.RUNNING)
         status = jnp.where(~ok, _tr.DIVERGED, jnp.where(flag != _tr.RUNNING, flag,
                                                          jnp.where(jnp.linalg.norm(g) < tol, _tr.CONVERGED,
@@ -76,20 +87,26 @@ def _run(f, x0, update, state0, *, mask, k, d, manifold, max_steps, save_every, 
         return dict(i=c["i"] + 1, x=pick(x_new, c["x"]), val=pick(val, c["val"]), g=pick(g, c["g"]),
                     state=jax.tree_util.tree_map(pick, state, c["state"]), status=status, nev=c["nev"] + 1)
 
+    def value(c):
+        return c["val"] if needs_value else f(c["x"])
+
     def chunk(c, _):
-        record = (c["x"], c["val"], jnp.linalg.norm(c["g"]), c["i"], c["status"] == _tr.RUNNING)
+        record = (c["x"], value(c), jnp.linalg.norm(c["g"]), c["i"], c["status"] == _tr.RUNNING)
         stop_at = jnp.minimum(c["i"] + save_every, max_steps)
         c = jax.lax.while_loop(lambda c: (c["i"] < stop_at) & (c["status"] == _tr.RUNNING), body, c)
         return c, record
 
     end, (xs, vals, gns, its, alive) = jax.lax.scan(chunk, carry0, None, length=n_chunks)
+    end = dict(end, val=value(end))
+    # a run that blew up between saves: its value at the last finite point
+    status = jnp.where(end["status"] == _tr.RUNNING, _tr.MAX_STEPS, end["status"])
+    status = jnp.where(jnp.isfinite(end["val"]), status, _tr.DIVERGED)
     # the end point is the last record; earlier records taken after the run stopped repeat it
     xs = jnp.concatenate([xs, end["x"][None]])
     vals = jnp.concatenate([vals, end["val"][None]])
     gns = jnp.concatenate([gns, jnp.linalg.norm(end["g"])[None]])
     its = jnp.concatenate([its, end["i"][None]])
     saved = jnp.concatenate([jnp.ones((1,), bool), alive[1:], jnp.ones((1,), bool)])
-    status = jnp.where(end["status"] == _tr.RUNNING, _tr.MAX_STEPS, end["status"])
     return xs, vals, gns, its, saved, end, status
 
 
@@ -136,11 +153,11 @@ def _compiled(method, pot, nb, teacher_batched, lr_batched, keyed, k, d, steps, 
         x0 = P.flatten(student)
         mask = P.train_mask(k, d, train, x0.dtype)
         f = P.make_objective(pot, teacher, k, d, objective)
-        update, state0 = _METHODS[method](f, lr, mask, k, d, manifold, opts, key)
         if method == "nodewise_descent":
             return _nodewise(pot, teacher, student, lr, k, d, manifold, objective, opts, key)
+        update, state0 = _METHODS[method](f, lr, mask, k, d, manifold, opts, key)
         out = _run(f, x0, update, state0, mask=mask, k=k, d=d, manifold=manifold, max_steps=steps,
-                   save_every=save_every, tol=tol)
+                   save_every=save_every, tol=tol, needs_value=method not in ("gradient_descent", "perturbed_gd"))
         return _trajectory(*out, k, d)
 
     fn = single
@@ -203,7 +220,7 @@ def _second(f, lr, mask, k, d, manifold, opts, key):
 
 
 _METHODS = {"gradient_descent": _gd, "perturbed_gd": _perturbed, "hessian_descent": _hessian,
-            "second_gd": _second, "nodewise_descent": lambda *a: (None, ())}
+            "second_gd": _second}
 
 
 # --- node-wise (Algorithm 3) ---------------------------------------------------------------------------------

@@ -68,6 +68,8 @@ def gradient_flow(pot, teacher, student, t1=1e4, *, train="both", objective=None
         raise ValueError(f"unknown solver {solver!r}; valid: {', '.join(SOLVERS)}")
     if not t1 > 0:
         raise ValueError(f"t1 must be positive, got t1={t1!r}")
+    if not (isinstance(n_save, int) and n_save >= 2):
+        raise ValueError(f"n_save must be an integer >= 2, got n_save={n_save!r}")
     if solver == "euler" and dt0 is None:
         raise ValueError("solver='euler' is fixed-step: pass dt0 (it equals the GD step size)")
     objective = P.default_objective(pot) if objective is None else objective
@@ -83,7 +85,8 @@ def gradient_flow(pot, teacher, student, t1=1e4, *, train="both", objective=None
 def _compiled(pot, nb, teacher_batched, k, d, t1, train, objective, manifold, solver, rtol, atol, gtol, n_save,
               dt0, max_steps, collision_radius):
     solver_cls, stages = SOLVERS[solver]
-    save_ts = np.concatenate([[0.0], np.geomspace(min(1e-2, t1 / 10), t1, n_save - 1)])
+    start = t1 if n_save == 2 else min(1e-2, t1 / 10)
+    save_ts = np.concatenate([[0.0], np.geomspace(start, t1, n_save - 1)])
 
     def single(student: Student, teacher):
         x0 = P.flatten(student)
