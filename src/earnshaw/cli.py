@@ -13,6 +13,8 @@ COMMAND_MODULES = [
     "earnshaw._cli.potential_cmd",
     "earnshaw._cli.demo_cmd",
     "earnshaw._cli.reproduce_cmd",
+    "earnshaw._cli.verify_cmd",
+    "earnshaw._cli.sweep_cmd",
 ]
 
 for _name in COMMAND_MODULES:

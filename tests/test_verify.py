@@ -1,0 +1,70 @@
+"""``earnshaw verify``: every theorem check passes on the corrected claims and fails on wrong ones."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from earnshaw.experiments import theorems as T
+
+
+def test_theorem5_corrected_passes_and_paper_factor_fails():
+    ok = T.check_theorem5(seeds=20, potentials=(("erf", {}), ("gaussian", {})))
+    assert ok["verdict"] == "PASS" and ok["success"] == 1.0
+    # the paper's "flow on L/2 <-> 2 Phi" is off by a factor of 2
+    bad = T.check_theorem5(seeds=20, potentials=(("erf", {}), ("gaussian", {})), loss_scale=0.5)
+    assert bad["verdict"] == "FAIL" and bad["success"] == 0.0
+    assert bad["details"]["per_potential"]["gaussian"] == pytest.approx(0.5)
+    # inner-product potentials need the self-energy force
+    noself = T.check_theorem5(seeds=20, potentials=(("erf", {}),), include_self=False)
+    assert noself["verdict"] == "FAIL"
+
+
+def test_earnshaw_fails_for_a_non_harmonic_potential():
+    bad = T.check_earnshaw(seeds=20, potential=("gaussian", {}), flow_seeds=4)
+    assert bad["verdict"] == "FAIL"
+    assert bad["details"]["laplacian_rel_max"] > 1e-2
+
+
+def test_theorem11_laplacian_formula_fails_for_gaussian():
+    bad = T.check_theorem11(seeds=8, quick=True, potential=("gaussian", {}), yukawa=("gaussian", {}), steps=400)
+    assert bad["verdict"] == "FAIL"
+    assert bad["details"]["optimal_L_rel"] > 1e-2 and bad["details"]["identity_rel"] > 1e-2
+
+
+def test_lemma29_passes_for_sign_and_fails_for_a_smooth_potential():
+    ok = T.check_lemma29(seeds=20, quick=True, steps=2000)
+    assert ok["verdict"] == "PASS"
+    bad = T.check_lemma29(seeds=20, quick=True, steps=2000, potential="erf")
+    assert bad["verdict"] == "FAIL"
+
+
+def test_lemma31_passes():
+    row = T.check_lemma31(seeds=10, quick=True, grid=128)
+    assert row["verdict"] == "PASS" and row["details"]["strict_minima_per_seed"] >= 1
+
+
+def test_theorem30_fails_for_l2_and_non_orthonormal_w():
+    ok = T.check_theorem30(seeds=40, steps=1500)
+    assert ok["verdict"] == "PASS"
+    l2 = T.check_theorem30(seeds=20, steps=1500, l=2)  # e_2, e_3 become saddles
+    assert l2["verdict"] == "FAIL" and l2["details"]["hessian_rel_err"] > 0.5
+    skew = T.check_theorem30(seeds=40, steps=1500, w=[[1, 0, 0, 0], [0.6, 0.8, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    assert skew["verdict"] == "FAIL"
+
+
+def test_verify_rejects_unknown_checks():
+    with pytest.raises(ValueError, match="unknown checks"):
+        T.verify(quick=True, only=["theorem99"])
+
+
+@pytest.mark.slow
+def test_cli_verify_quick(tmp_path):
+    """The whole ``earnshaw verify --quick`` (about 2 minutes on 2 cores, so marked slow: ``-m slow``)."""
+    proc = subprocess.run([sys.executable, "-m", "earnshaw.cli", "verify", "--quick", "--json", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(proc.stdout)
+    assert len(rows) == len(T.CHECKS) and all(r["verdict"] == "PASS" for r in rows)
+    folder = next(tmp_path.glob("verify-*"))
+    assert (folder / "results.parquet").exists() and (folder / "meta.json").exists()
