@@ -1,0 +1,433 @@
+"""Experiment configs for ``earnshaw run`` and ``earnshaw sweep``: TOML in, validated models out.
+
+A config names the teacher, the student, the activation (or a radial potential), the
+algorithm and its options, the analysis tolerances, the number of seeds and, for a
+sweep, the grid axes::
+
+    name = "erf-d5"
+    activation = "erf"          # or: potential = "yukawa" with [potential_params]
+    seed = 0                    # master seed: teachers and students derive their keys from it
+    seeds = 64                  # students per cell, run as one batched call
+
+    [teacher]
+    d = 5
+    k = 2
+    scale = 1.0                 # w_j ~ N(0, scale^2 / d I): |w_j| is about scale
+
+    [student]
+    init_scale = 1.0            # theta_i ~ N(0, init_scale^2 / d I); k defaults to teacher.k
+
+    [algorithm]
+    name = "gradient_flow"      # any of ALGORITHMS
+    options = { t1 = 1e3, rtol = 1e-6, atol = 1e-8, gtol = 1e-8 }
+
+    [grid]                      # axes: dotted paths into this config, each a list of values
+    teacher.k = [2, 3]
+    student.init_scale = [0.5, 1.0]
+
+Every model forbids unknown keys, and :func:`load_config` turns pydantic's errors into
+one line per problem that names the field path, e.g. ``teacher.d: must be >= 1 (got -3)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import itertools
+import json
+import pathlib
+import tomllib
+from typing import Dict, List, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, \
+    model_validator
+
+__all__ = ["ConfigError", "TeacherConfig", "StudentConfig", "AlgorithmConfig", "AnalysisConfig",
+           "ExperimentConfig", "ALGORITHMS", "load_config", "parse_config", "expand_grid", "canonical_json",
+           "stable_hash", "to_toml"]
+
+Scalar = Union[StrictBool, StrictInt, float, str]
+
+#: Arguments of the solvers that the sweep supplies itself (not options).
+_RESERVED = ("pot", "teacher", "student", "key", "on_divergence", "k")
+#: Top-level keys a grid axis may not vary.
+_NOT_GRIDDABLE = ("name", "grid", "seeds", "save_paths")
+
+
+def _solvers() -> dict:
+    from earnshaw.dynamics.descent import (gradient_descent, hessian_descent, nodewise_descent, perturbed_gd,
+                                           second_gd)
+    from earnshaw.dynamics.flow import gradient_flow
+
+    return {"gradient_flow": gradient_flow, "gradient_descent": gradient_descent, "perturbed_gd": perturbed_gd,
+            "hessian_descent": hessian_descent, "second_gd": second_gd, "nodewise_descent": nodewise_descent}
+
+
+#: Algorithm names a config may use (the solvers of :mod:`earnshaw.dynamics`).
+ALGORITHMS = ("gradient_flow", "gradient_descent", "perturbed_gd", "hessian_descent", "second_gd",
+              "nodewise_descent")
+
+
+def algorithm_options(name: str) -> dict:
+    """Option names of algorithm ``name`` and their defaults."""
+    sig = inspect.signature(_solvers()[name])
+    return {p: v.default for p, v in sig.parameters.items() if p not in _RESERVED}
+
+
+class ConfigError(ValueError):
+    """An invalid config; the message has one line per problem, each starting with the field path."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TeacherConfig(_Model):
+    """The teacher (protons): ``w_j ~ N(0, scale^2 / d I)``, ``b_j ~ N(0, 1)`` (``"standard"``),
+    or Theorem 12's ``w ~ N(0, c d log d I)``, ``b ~ U[-1, 1]`` (``"thm12"``)."""
+
+    d: StrictInt = Field(ge=1, description="input dimension")
+    k: StrictInt = Field(ge=1, description="teacher units")
+    convention: str = Field("standard", description="standard or thm12")
+    scale: float = Field(1.0, gt=0, description="typical norm of a teacher unit (standard convention)")
+    c: float = Field(1.0, gt=0, description="Theorem 12's variance constant (thm12 convention)")
+
+    @field_validator("convention")
+    @classmethod
+    def _convention(cls, v):
+        from earnshaw.network import TEACHER_CONVENTIONS
+
+        if v not in TEACHER_CONVENTIONS:
+            raise ValueError(f"unknown convention {v!r}; valid: {', '.join(TEACHER_CONVENTIONS)}")
+        return v
+
+
+class StudentConfig(_Model):
+    """The student (electrons) at initialisation: ``theta_i ~ N(0, init_scale^2 / d I)``, ``a_i ~ N(0, a_scale^2)``."""
+
+    k: Optional[StrictInt] = Field(None, ge=1, description="student units (default: teacher.k)")
+    init_scale: float = Field(1.0, gt=0, description="typical norm of a student unit at the start")
+    a_scale: float = Field(1.0, ge=0, description="standard deviation of the initial charges")
+
+
+class AlgorithmConfig(_Model):
+    """The solver and its keyword options (checked against the solver's signature)."""
+
+    name: str = "gradient_flow"
+    options: Dict[str, Scalar] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        if v not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {v!r}; valid: {', '.join(ALGORITHMS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _options(self):
+        allowed = algorithm_options(self.name)
+        fixed = {}
+        for key, value in self.options.items():
+            if key not in allowed:
+                raise ValueError(f"options.{key}: unknown option for {self.name}; valid: {', '.join(allowed)}")
+            default = allowed[key]
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"options.{key}: must be true or false (got {value!r})")
+            elif isinstance(default, int):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"options.{key}: must be an integer (got {value!r})")
+            elif isinstance(default, float):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ValueError(f"options.{key}: must be a number (got {value!r})")
+                value = float(value)
+            fixed[key] = value
+        object.__setattr__(self, "options", fixed)
+        return self
+
+
+class AnalysisConfig(_Model):
+    """How end points are polished and classified (see :func:`earnshaw.analyze`)."""
+
+    refine: bool = Field(True, description="Newton polish before the analysis")
+    gtol: float = Field(1e-9, gt=0)
+    htol: float = Field(1e-6, gt=0)
+    eps: float = Field(1e-3, gt=0)
+    loss_tol: float = Field(1e-8, gt=0)
+    match_tol: float = Field(1e-2, gt=0)
+
+
+class ExperimentConfig(_Model):
+    """One experiment (``earnshaw run``) or a grid of them (``earnshaw sweep``)."""
+
+    name: str = Field("sweep", pattern=r"^[A-Za-z0-9_.-]+$", description="run folder prefix")
+    activation: Optional[str] = None
+    potential: Optional[str] = None
+    potential_params: Dict[str, Scalar] = Field(default_factory=dict)
+    seed: StrictInt = Field(0, ge=0, description="master PRNG seed")
+    seeds: StrictInt = Field(ge=1, description="student seeds per cell")
+    save_paths: StrictInt = Field(16, ge=0, description="seeds per cell whose parameter paths are kept")
+    teacher: TeacherConfig
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    grid: Dict[str, List[Scalar]] = Field(default_factory=dict)
+
+    @field_validator("activation")
+    @classmethod
+    def _activation(cls, v):
+        from earnshaw.activations import ACTIVATIONS
+
+        if v is not None and v not in ACTIVATIONS and not (v.startswith("hermite") and v[7:].isdigit()):
+            raise ValueError(f"unknown activation {v!r}; valid: {', '.join(ACTIVATIONS)}")
+        return v
+
+    @field_validator("potential")
+    @classmethod
+    def _potential_name(cls, v):
+        from earnshaw.potentials import POTENTIALS
+
+        if v is not None and v not in POTENTIALS:
+            raise ValueError(f"unknown potential {v!r}; valid: {', '.join(POTENTIALS)}")
+        return v
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _flatten_grid(cls, v):
+        # TOML dotted keys (teacher.k = [...]) arrive as nested tables: flatten them to "teacher.k"
+        if not isinstance(v, dict):
+            return v
+        out = {}
+
+        def walk(prefix, obj):
+            for key, val in obj.items():
+                path = f"{prefix}.{key}" if prefix else key
+                if isinstance(val, dict):
+                    walk(path, val)
+                else:
+                    out[path] = val
+
+        walk("", v)
+        return out
+
+    @model_validator(mode="after")
+    def _check(self):
+        if (self.activation is None) == (self.potential is None):
+            raise ValueError("give exactly one of activation (e.g. \"erf\") or potential (e.g. \"yukawa\")")
+        if self.activation is not None and self.potential_params:
+            raise ValueError("potential_params: only for a radial potential (potential = ...); "
+                             "an activation's potential has no parameters")
+        try:
+            self.build_potential()
+        except ValueError as err:
+            raise ValueError(f"potential_params: {err}") from None
+        return self
+
+    # -- derived ------------------------------------------------------------------------------------------
+
+    @property
+    def potential_name(self) -> str:
+        return self.activation if self.activation is not None else self.potential
+
+    @property
+    def student_k(self) -> int:
+        return self.student.k if self.student.k is not None else self.teacher.k
+
+    def build_potential(self):
+        """The :class:`~earnshaw.potentials.Potential` (radial potentials get ``d = teacher.d`` unless given)."""
+        from earnshaw.potentials import RADIAL_BUILDERS, potential
+
+        params = dict(self.potential_params)
+        if self.potential in RADIAL_BUILDERS and "d" not in params and self.potential != "gaussian":
+            params["d"] = self.teacher.d
+        return potential(self.potential_name, **params)
+
+    def axes(self) -> List[str]:
+        """Grid axis paths, in config order."""
+        return list(self.grid)
+
+    def cell_dict(self) -> dict:
+        """The config of one cell as plain JSON data (no grid, no name): what its results depend on."""
+        return self.model_dump(mode="json", exclude={"grid", "name"})
+
+
+# --- errors --------------------------------------------------------------------------------------------------
+
+_CONSTRAINTS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+
+
+def _fields_at(loc) -> Optional[List[str]]:
+    """Field names of the model at ``loc`` (for 'unknown key' messages)."""
+    model = ExperimentConfig
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _message(err: dict) -> str:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    got = err.get("input")
+    if kind == "extra_forbidden":
+        fields = _fields_at(loc[:-1])
+        valid = f"; valid keys: {', '.join(fields)}" if fields else ""
+        return f"unknown key{valid}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind in _CONSTRAINTS:
+        bound = next(iter(ctx.values())) if ctx else "?"
+        return f"must be {_CONSTRAINTS[kind]} {bound} (got {got!r})"
+    msg = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    msg = msg.replace("Input should be", "must be")
+    return f"{msg} (got {got!r})" if not isinstance(got, dict) else msg
+
+
+def _path(loc) -> str:
+    parts = []
+    for p in loc:
+        if isinstance(p, int):
+            parts.append(f"[{p}]")
+        else:
+            # union members show up as extra loc entries (e.g. 'int', 'float'); drop them
+            if p in ("bool", "int", "float", "str") and parts:
+                continue
+            parts.append(("." if parts else "") + str(p))
+    return "".join(parts)
+
+
+def _format(error: ValidationError, prefix: str = "") -> List[str]:
+    lines = []
+    for err in error.errors():
+        msg = _message(err)
+        loc = _path(err["loc"])
+        # model-level validators report the field inside the message ("options.lr: ..."): join the paths
+        if msg.split(":", 1)[0].replace(".", "").replace("_", "").isalnum() and ":" in msg.split(" ", 1)[0]:
+            field, rest = msg.split(":", 1)
+            loc = f"{loc}.{field}" if loc else field
+            msg = rest.strip()
+        where = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "config")
+        lines.append(f"{where}: {msg}")
+    return list(dict.fromkeys(lines))
+
+
+# --- loading ---------------------------------------------------------------------------------------------------
+
+def _set_path(data: dict, path: str, value) -> dict:
+    """A copy of ``data`` with the dotted ``path`` set to ``value``."""
+    out = json.loads(json.dumps(data))
+    node = out
+    parts = path.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"grid.{path}: {p} is not a table")
+    node[parts[-1]] = value
+    return out
+
+
+def _check_axis(path: str):
+    parts = path.split(".")
+    if parts[0] in _NOT_GRIDDABLE:
+        raise ConfigError(f"grid.{path}: {parts[0]} cannot be a grid axis")
+    if parts[0] not in ExperimentConfig.model_fields:
+        raise ConfigError(f"grid.{path}: unknown key {parts[0]!r}; valid: "
+                          + ", ".join(k for k in ExperimentConfig.model_fields if k not in _NOT_GRIDDABLE))
+    if parts[:2] == ["algorithm", "options"] or parts[0] == "potential_params":
+        return  # checked when the cells are validated
+    fields = _fields_at(tuple(parts[:-1])) if len(parts) > 1 else list(ExperimentConfig.model_fields)
+    if fields is None or parts[-1] not in fields or len(parts) > 2:
+        raise ConfigError(f"grid.{path}: not a setting of the config"
+                          + (f"; valid keys of {'.'.join(parts[:-1])}: {', '.join(fields)}" if fields else ""))
+
+
+def parse_config(data: dict) -> ExperimentConfig:
+    """Validate a config given as a dict (as parsed from TOML); raise :class:`ConfigError` naming each field.
+
+    The grid is checked too: each axis must name a setting, hold a non-empty list, and each of its values
+    must give a valid config (errors read ``grid.teacher.d[1]: must be >= 1 (got -2)``).
+    """
+    try:
+        cfg = ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError("\n".join(_format(err))) from None
+    base = cfg.model_dump(mode="json", exclude={"grid"})
+    problems = []
+    for path, values in cfg.grid.items():
+        try:
+            _check_axis(path)
+        except ConfigError as err:
+            problems.append(str(err))
+            continue
+        if not values:
+            problems.append(f"grid.{path}: needs at least one value")
+        if len(set(map(json.dumps, values))) != len(values):
+            problems.append(f"grid.{path}: repeated values {values}")
+        for i, value in enumerate(values):
+            try:
+                ExperimentConfig.model_validate(_set_path(base, path, value))
+            except ValidationError as err:
+                problems.extend(f"grid.{path}[{i}]: " + line.split(": ", 1)[1] for line in _format(err))
+            except ConfigError as err:
+                problems.append(str(err))
+    if problems:
+        raise ConfigError("\n".join(dict.fromkeys(problems)))
+    return cfg
+
+
+def load_config(path) -> ExperimentConfig:
+    """Read and validate a TOML config file; raise :class:`ConfigError` naming each bad field."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    return parse_config(data)
+
+
+def canonical_json(obj) -> str:
+    """Key-sorted, whitespace-free JSON: the same data always gives the same string."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def stable_hash(obj) -> str:
+    """sha256 of :func:`canonical_json` (hex); stable across processes, machines and versions of Python."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+def expand_grid(cfg: ExperimentConfig) -> List[tuple]:
+    """The cells of a sweep in a deterministic order (the last axis varies fastest).
+
+    Returns:
+      A list of ``(params, cell_cfg)``: ``params`` maps each axis path to its value in the cell,
+      ``cell_cfg`` is the full :class:`ExperimentConfig` of the cell with no grid.
+    """
+    base = cfg.model_dump(mode="json", exclude={"grid"})
+    axes = cfg.axes()
+    cells = []
+    for combo in itertools.product(*(cfg.grid[a] for a in axes)):
+        data = base
+        for path, value in zip(axes, combo):
+            data = _set_path(data, path, value)
+        try:
+            cell = ExperimentConfig.model_validate(data)
+        except ValidationError as err:
+            where = ", ".join(f"{a}={v!r}" for a, v in zip(axes, combo))
+            raise ConfigError(f"the grid cell {where} is invalid:\n" + "\n".join(_format(err))) from None
+        cells.append((dict(zip(axes, combo)), cell))
+    return cells
+
+
+def to_toml(cfg: ExperimentConfig) -> str:
+    """The config as TOML text (defaults filled in), which :func:`load_config` reads back to an equal config."""
+    import tomli_w
+
+    data = cfg.model_dump(mode="json", exclude_none=True)
+    return tomli_w.dumps(data)
