@@ -167,7 +167,7 @@ def test_divergence_detected_with_clear_message(easy):
         warnings.simplefilter("always")
         traj = es.gradient_descent("quadratic", t, s, lr=jnp.array([1e-3, 50.0, 1e-3]), steps=200)
     assert any("1 of 3 problems" in str(r.message) for r in rec)
-    assert traj.status_names().tolist() == ["max_steps", "diverged", "max_steps"]
+    assert traj.status_names().tolist() == ["limit_reached", "diverged", "limit_reached"]
     assert bool(jnp.all(jnp.isfinite(traj.final.theta)))
 
 

@@ -11,8 +11,9 @@ from earnshaw._typing import Student
 
 __all__ = ["Trajectory", "STATUS", "DivergenceError", "report_failures"]
 
-#: Status codes, per problem in a batch.
-STATUS = {0: "max_steps", 1: "converged", 2: "diverged", 3: "stalled", 4: "solver_failed", 5: "collided"}
+#: Status codes, per problem in a batch. ``limit_reached``: stopped at the step limit (or, for the flow,
+#: at ``t1``) before meeting the tolerance; ``stalled``: SecondGD's stopping rule; ``collided``: two charges met.
+STATUS = {0: "limit_reached", 1: "converged", 2: "diverged", 3: "stalled", 4: "solver_failed", 5: "collided"}
 RUNNING, MAX_STEPS, CONVERGED, DIVERGED, STALLED, SOLVER_FAILED, COLLIDED = -1, 0, 1, 2, 3, 4, 5
 
 

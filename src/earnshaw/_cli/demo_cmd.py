@@ -21,7 +21,7 @@ def register(app: typer.Typer):
         seeds: int = typer.Option(1000, help="number of student seeds"),
         seed: int = typer.Option(0, help="master PRNG seed (teacher and students)"),
         t1: float = typer.Option(1e6, help="gradient-flow time horizon"),
-        solver: str = typer.Option("kvaerno5", help="ODE solver: kvaerno5 (implicit, stiff) or tsit5, dopri5, ..."),
+        solver: str = typer.Option("kvaerno3", help="ODE solver: kvaerno3/kvaerno5 (implicit, stiff) or tsit5, ..."),
         out: str = typer.Option("runs", help="parent folder of the run folder"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),

@@ -24,7 +24,7 @@ __all__ = ["gradient_flow", "SOLVERS"]
 
 #: ODE solvers by name, and vector-field evaluations per step (FSAL counted once).
 SOLVERS = {"tsit5": (diffrax.Tsit5, 6), "dopri5": (diffrax.Dopri5, 6), "dopri8": (diffrax.Dopri8, 12),
-           "kvaerno5": (diffrax.Kvaerno5, 7), "euler": (diffrax.Euler, 1)}
+           "kvaerno3": (diffrax.Kvaerno3, 4), "kvaerno5": (diffrax.Kvaerno5, 7), "euler": (diffrax.Euler, 1)}
 
 
 def gradient_flow(pot, teacher, student, t1=1e4, *, train="both", objective=None, manifold="euclidean",
@@ -41,7 +41,8 @@ def gradient_flow(pot, teacher, student, t1=1e4, *, train="both", objective=None
       objective: ``"L"``, ``"G"`` or ``"reduced"`` (default by boundedness of ``pot``).
       manifold: ``"euclidean"`` or ``"sphere"`` (Riemannian flow: tangent gradient, and each
         ``theta_i`` renormalised at the saves).
-      solver: one of :data:`SOLVERS` (``"tsit5"`` explicit adaptive; ``"kvaerno5"`` implicit, stiff).
+      solver: one of :data:`SOLVERS` (``"tsit5"`` explicit adaptive; ``"kvaerno3"``/``"kvaerno5"``
+        implicit, for stiff flows: plateaus with tiny Hessian eigenvalues next to large ones).
       rtol, atol: PID controller tolerances (``euler`` is fixed-step with ``dt0``: exactly GD with lr = dt0).
       gtol: stop when the gradient norm is below this (status ``converged``).
       n_save: number of saved points, log-spaced in time after ``t=0``.

@@ -25,6 +25,7 @@ from earnshaw.landscape.analyze import VERDICTS, analyze
 from earnshaw.landscape.critical import refine
 from earnshaw.network import random_student, random_teacher
 from earnshaw.potentials import potential as _potential
+from earnshaw.trajectory import STATUS
 
 __all__ = ["DemoConfig", "run_demo", "summarise"]
 
@@ -41,11 +42,12 @@ class DemoConfig:
     t1: float = 1e6
     gtol: float = 1e-8
     # The erf landscape has plateaus with Hessian eigenvalues ~1e-6 next to ones ~10: the flow is
-    # stiff, so the implicit Kvaerno5 reaches t = 1e6 in ~10^3 steps where Tsit5 needs ~10^6.
-    solver: str = "kvaerno5"
+    # stiff, so an implicit solver reaches t = 1e6 in a few hundred steps where Tsit5 needs ~10^6.
+    # Kvaerno3 took half the steps and time of Kvaerno5 here, with the same verdicts (100 seeds).
+    solver: str = "kvaerno3"
     rtol: float = 1e-4
     atol: float = 1e-6
-    max_steps: int = 20_000
+    max_steps: int = 5_000
     chunk: int = 250
     init_scale: Optional[float] = None  # default 1/sqrt(d): unit-norm units
 
@@ -106,8 +108,7 @@ def run_demo(cfg: DemoConfig, out_dir, *, progress: Optional[Callable[[str, int,
     if progress:
         progress("Newton + analysis", 1, 1)
 
-    status = np.vectorize({0: "max_steps", 1: "converged", 2: "diverged", 3: "stalled", 4: "solver_failed",
-                           5: "collided"}.get)(traj.status)
+    status = np.vectorize(STATUS.get)(traj.status)
     rows = []
     for i, r in enumerate(report.rows()):
         rows.append(dict(seed_index=i, flow_status=str(status[i]), flow_loss=float(traj.final_loss[i]),
