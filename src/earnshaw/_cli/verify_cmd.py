@@ -5,6 +5,7 @@ import json
 import time
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -64,8 +65,9 @@ def register(app: typer.Typer):
         if as_json:
             print(json.dumps([{k: v for k, v in r.items() if k != "details"} for r in flat], indent=2))
         else:
-            console.print(render(rows, title=f"earnshaw verify{' --quick' if quick else ''}: the paper's claims "
-                                             f"over many seeds"), width=max(console.width, 230))
+            wide = Console(width=max(console.width, 240))
+            wide.print(render(rows, title=f"earnshaw verify{' --quick' if quick else ''}: the paper's claims "
+                                             f"over many seeds"))
             console.print(f"{len(rows) - len(failed)}/{len(rows)} claims pass; {total:.0f} s; wrote {folder}/ "
                           "(results.parquet, meta.json)")
         if failed:
