@@ -97,7 +97,8 @@ def distance_histogram(distances, *, bins=40, title="distance of student units t
     return fig
 
 
-def trajectories_2d(thetas, w, *, charges=None, b=None, basis=None, title="electrons (paths) and protons"):
+def trajectories_2d(thetas, w, *, charges=None, b=None, basis=None, mirror=False,
+                    title="electrons (paths) and protons"):
     """Paths of electrons projected to a plane, with the protons.
 
     Args:
@@ -105,6 +106,8 @@ def trajectories_2d(thetas, w, *, charges=None, b=None, basis=None, title="elect
       w: ``(m, d)`` proton positions. charges/b: optional charges for marker sizes.
       basis: ``(d, 2)`` projection; default: the plane of the first two principal axes of the protons
         (the teacher plane), falling back to the paths' PCA.
+      mirror: also mark ``-w_j`` (hollow): for odd activations a unit at ``-w_j`` with charge ``-b_j``
+        is the same unit.
 
     Returns:
       Figure.
@@ -128,6 +131,9 @@ def trajectories_2d(thetas, w, *, charges=None, b=None, basis=None, title="elect
             ax.plot(p[0, 0], p[0, 1], "x", color=f"C{i % 10}", ms=4)
     pw = w @ basis
     ax.scatter(pw[:, 0], pw[:, 1], s=120, marker="+", color="k", linewidths=2.5, label="protons (teacher)", zorder=5)
+    if mirror:
+        ax.scatter(-pw[:, 0], -pw[:, 1], s=90, marker="o", facecolors="none", edgecolors="k", linewidths=1.2,
+                   label="-w (same unit, odd activation)", zorder=5)
     ax.set(title=title, xlabel="projection 1", ylabel="projection 2")
     ax.set_aspect("equal", adjustable="datalim")
     ax.legend(fontsize=8)

@@ -117,13 +117,16 @@ def run_demo(cfg: DemoConfig, out_dir, *, progress: Optional[Callable[[str, int,
                          **r))
     store.write_parquet_atomic(out / "results.parquet", rows)
 
-    # figures
+    # figures: the paths of the first seed that reached the global minimum (else seed 0)
+    good = np.flatnonzero(report.verdict == VERDICTS[0])
+    show = int(good[0]) if good.size else 0
     figs = {
         "loss_curves.png": plot.loss_curves(traj.ts, traj.losses, labels=report.verdict,
                                             title=f"{cfg.activation}, d={cfg.d}, k={cfg.k}: loss along the flow"),
         "distances.png": plot.distance_histogram(np.max(report.distance, axis=-1)),
-        "trajectories.png": plot.trajectories_2d(traj.params.theta[:3], teacher.w,
-                                                 title="electrons (3 seeds) moving to the protons"),
+        "trajectories.png": plot.trajectories_2d(
+            traj.params.theta[show], teacher.w, mirror=pot.activation is not None and pot.activation.odd,
+            title=f"seed {show}: electrons (paths; x start, o end) and protons"),
     }
     for name, fig in figs.items():
         fig.savefig(out / "figures" / name, dpi=110)
