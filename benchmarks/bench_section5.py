@@ -69,7 +69,7 @@ def jax_train(params, x, y, lr: float, steps: int, act: str = "sigmoid_pm1"):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cells", default="all", help="'all' (Table 2) or comma list like 2x20,5x40 (depth x width)")
-    ap.add_argument("--steps", type=int, default=0, help="GD steps per cell (default: 1000 at depth <= 3, else 200)")
+    ap.add_argument("--steps", type=int, default=0, help="GD steps per cell (default: 500 at depth <= 3, else 100)")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--n-train", type=int, default=10_000)
     ap.add_argument("--lr", type=float, default=1e-5)
@@ -89,7 +89,7 @@ def main(argv=None):
           f"{'ms/step jax':>11} {'max |dMSE|':>10}")
     ratios = {}
     for depth, width in cells:
-        steps = args.steps or (1000 if depth <= 3 else 200)
+        steps = args.steps or (500 if depth <= 3 else 100)
         params, x, y, _, _ = _cell_data(base, depth, width)
         mj, tj, tj_first = jax_train(params, x, y, args.lr, steps)
         mt, tt = torch_train(params, x, y, args.lr, steps)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -180,28 +181,43 @@ def cell_keys(seed: int, depth: int, width: int, seeds: int):
     return jax.vmap(lambda s: jax.random.fold_in(cell, s))(np.arange(seeds, dtype=np.uint32))
 
 
-def _cell_data(cfg: Section5Config, depth: int, width: int):
-    """Teacher outputs on training/test inputs and student initialisations for every seed of a cell."""
+@functools.lru_cache(maxsize=None)
+def _data_fn(d: int, width: int, depth: int, n_train: int, n_test: int, act: str):
+    """Compiled ``keys (S,) -> (students, x, y, x_test, y_test)``; cached so repeated cells do not recompile."""
     import jax
     import jax.numpy as jnp
 
     from earnshaw.deep import _fast_fn, _forward_t, init_deep
 
-    fn = _fast_fn(cfg.activation)
+    fn = _fast_fn(act)
     dtype = jnp.float32
 
-    @jax.jit
-    def make(keys):
-        def one(key):
-            kt, ks, kx, kz = jax.random.split(key, 4)
-            teacher = init_deep(kt, cfg.d, width, depth, dtype=dtype)
-            student = init_deep(ks, cfg.d, width, depth, dtype=dtype)
-            x = jax.random.normal(kx, (cfg.n_train, cfg.d), dtype)
-            xz = jax.random.normal(kz, (cfg.n_test, cfg.d), dtype)
-            return student, x, _forward_t(teacher, x.T, fn), xz, _forward_t(teacher, xz.T, fn)
+    def one(key):
+        kt, ks, kx, kz = jax.random.split(key, 4)
+        teacher = init_deep(kt, d, width, depth, dtype=dtype)
+        student = init_deep(ks, d, width, depth, dtype=dtype)
+        x = jax.random.normal(kx, (n_train, d), dtype)
+        xz = jax.random.normal(kz, (n_test, d), dtype)
+        return student, x, _forward_t(teacher, x.T, fn), xz, _forward_t(teacher, xz.T, fn)
 
-        return jax.vmap(one)(keys)
+    return jax.jit(jax.vmap(one))
 
+
+@functools.lru_cache(maxsize=None)
+def _mse_fn(act: str):
+    """Compiled seed-batched MSE ``(params (S,...), x (S,n,d), y (S,n)) -> (S,)``."""
+    import jax
+    import jax.numpy as jnp
+
+    from earnshaw.deep import _fast_fn, _forward_t
+
+    fn = _fast_fn(act)
+    return jax.jit(jax.vmap(lambda p, x, y: jnp.mean((_forward_t(p, x.T, fn) - y) ** 2)))
+
+
+def _cell_data(cfg: Section5Config, depth: int, width: int):
+    """Student initialisations, training and test sets (teacher outputs) for every seed of a cell."""
+    make = _data_fn(cfg.d, width, depth, cfg.n_train, cfg.n_test, cfg.activation)
     return make(cell_keys(cfg.seed, depth, width, cfg.seeds))
 
 
@@ -251,12 +267,11 @@ def run_cell(cfg: Section5Config, depth: int, width: int, *, checkpoint: Optiona
     import jax
     import jax.numpy as jnp
 
-    from earnshaw.deep import _fast_fn, _forward_t, check_divergence, make_train_chunk
+    from earnshaw.deep import check_divergence, make_train_chunk
 
     t_start = time.perf_counter()
     params, x, y, xz, yz = _cell_data(cfg, depth, width)
-    fn = _fast_fn(cfg.activation)
-    mse = jax.jit(jax.vmap(lambda p, x, y: jnp.mean((_forward_t(p, x.T, fn) - y) ** 2)))
+    mse = _mse_fn(cfg.activation)
     init_train = np.asarray(mse(params, x, y))
     init_test = np.asarray(mse(params, xz, yz))
     step = 0
