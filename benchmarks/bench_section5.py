@@ -73,12 +73,17 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--n-train", type=int, default=10_000)
     ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--torch-threads", type=int, default=0,
+                    help="torch.set_num_threads (0: PyTorch's default; 1 is steadier on a loaded machine)")
     args = ap.parse_args(argv)
 
     import jax
     import torch
 
     from earnshaw.experiments.section5 import PRESETS, _cell_data
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
 
     base = PRESETS["table2"]["full"].replace(seeds=args.seeds, n_train=args.n_train, n_test=16, lr=args.lr)
     cells = base.cells if args.cells == "all" else [tuple(int(v) for v in c.split("x")) for c in args.cells.split(",")]
