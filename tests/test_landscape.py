@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 import earnshaw as es
-from earnshaw.dynamics import problem as P
 
 
 def test_global_minimum_classified_with_psd_hessian():

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import pathlib
 import platform
@@ -56,9 +55,5 @@ def environment() -> dict:
     return info
 
 
-def write_json_atomic(path: pathlib.Path, obj) -> None:
-    """Write JSON through a temporary file and rename, so a crash never leaves half a file."""
-    path = pathlib.Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+# One atomic JSON writer for the whole package.
+from earnshaw.store import write_json_atomic as write_json_atomic  # noqa: E402,F401

@@ -27,7 +27,6 @@ the sweep again on the same folder (``--resume``) skips every cell whose Parquet
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import os
 import pathlib

@@ -481,7 +481,6 @@ def check_lemma29(seeds=200, quick=False, *, potential="sign", k=3, grid=None, l
     """
     _require_x64()
     t0 = time.perf_counter()
-    from earnshaw.dynamics.descent import gradient_descent
 
     pot = _potential(potential)
     grid = grid or (4096 if quick else 16384)
