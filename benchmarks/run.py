@@ -1,0 +1,18 @@
+"""``make bench``: every benchmark, each against the code a user would otherwise write, ratios printed."""
+from __future__ import annotations
+
+import sys
+
+from benchmarks import bench_dynamics, bench_section5
+
+
+def main():
+    quick = "--quick" in sys.argv
+    print("== population-loss dynamics, flow, batching, Hessian ==", flush=True)
+    bench_dynamics.main(["--quick"] if quick else [])
+    print("\n== Section 5 training (deep networks) ==", flush=True)
+    bench_section5.main(["--cells", "2x5,2x20,3x20,5x20,9x20"] + (["--steps", "100"] if quick else []))
+
+
+if __name__ == "__main__":
+    main()
