@@ -46,11 +46,12 @@ def potential_profile(pot, *, dim: int = 3, r_max: float = 4.0, n: int = 200):
         vals = np.asarray(pot.profile(jnp.asarray(ts)))
         force = -np.asarray(jax.vmap(jax.grad(pot.profile))(jnp.asarray(ts)))
         xlabel = "distance r"
+    var = "angle" if pot.kind == "inner" else "r"
     ax1.plot(ts, vals, color="C0")
     ax1.set(xlabel=xlabel, ylabel="Phi", title=f"{pot.name}: potential")
     ax2.plot(ts, force, color="C3")
     ax2.axhline(0, color="0.6", lw=0.8)
-    ax2.set(xlabel=xlabel, ylabel="force  -dPhi/dx", title=f"{pot.name}: force")
+    ax2.set(xlabel=xlabel, ylabel=f"force  -dPhi/d{var}", title=f"{pot.name}: force")
     if pot.kind == "radial" and not pot.bounded:
         ax1.set_yscale("symlog")
         ax2.set_yscale("symlog")

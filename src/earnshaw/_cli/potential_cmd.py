@@ -84,7 +84,7 @@ def register(app: typer.Typer):
         table.add_column("Phi", justify="right")
         table.add_column("force -dPhi/d" + ("angle" if pot.kind == "inner" else "r"), justify="right")
         for x, val, force in profile_table(pot, dim):
-            table.add_row(x, f"{val:.10g}", f"{force:.6g}")
+            table.add_row(x, f"{val:.10g}", f"{force + 0.0:.6g}")  # + 0.0 prints -0 as 0
         console.print(table)
         if pot.kind == "radial":
             bounded = "bounded" if pot.bounded else "unbounded at r = 0 (not realisable; use the reduced loss)"
