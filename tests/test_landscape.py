@@ -38,7 +38,7 @@ def test_saddle_classified():
     assert str(rep.verdict) == "saddle" and float(rep.lambda_min) < 0
 
 
-def test_spurious_minimum_classified():
+def test_lemma29_single_node_minimum_value():
     # Lemma 29 example (sign activation on the circle, MATH.md section 6): t=1.9+pi is a local
     # minimum of the single-node loss with optimal a; with a free unit it is not a global minimum.
     s_ang = jnp.array([0.3, 1.9, 4.0])
@@ -83,10 +83,8 @@ def test_cluster_laplacian_formula_yukawa():
     pot = es.potential("yukawa", d=3, lam=lam)
     t = es.Teacher(b=jnp.array([0.8, -0.5]), w=jnp.array([[0.0, 1.5, 0.0], [1.2, -1.0, 0.9]]))
     th = jnp.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
-    # optimal a for the reduced loss restricted to a: with Phi(0) unbounded use the off-diagonal system
+    # at any charges a, moving electron 1 alone: Laplacian = 2 lam a_1 (a_2 K_12 - sum_j b_j B_1j)
     K = pot.self_gram(th)
-    K = jnp.where(jnp.eye(2, dtype=bool), 0.0, K)
-    # choose a_2 free, solve dL_bar/da_1 = 0: 2 a_2 K12 - 2 sum_j b_j B_1j = 0 -> any a_1 (linear); use a point
     a = jnp.array([0.7, -0.4])
     f = lambda v: es.reduced_loss(pot, es.Student(a=a, theta=th.at[0].add(v)), t)  # noqa: E731
     lap = float(jnp.trace(jax.hessian(f)(jnp.zeros(3))))

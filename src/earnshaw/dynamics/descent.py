@@ -255,7 +255,8 @@ def _nodewise(pot, teacher, student, lr, k, d, manifold, objective, opts, key):
 
         f_i = lambda z: fobj(embed(z))  # noqa: E731
         z0 = jnp.concatenate([a_i[None], th_i])
-        update, st = _second(f_i, lr, sub_mask, 1, d, manifold if manifold == "euclidean" else "euclidean",
+        # the unit being learned moves in R^d (Algorithm 3 is stated there)
+        update, st = _second(f_i, lr, sub_mask, 1, d, "euclidean",
                              dict(eta=eta, gamma=gamma), None)
         out = _run(f_i, z0, update, st, mask=sub_mask, k=1, d=d, manifold="euclidean", max_steps=steps,
                    save_every=steps, tol=0.0)

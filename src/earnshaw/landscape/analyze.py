@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -70,6 +72,20 @@ class Report:
         return out
 
 
+@functools.lru_cache(maxsize=None)
+def _grad_fn(pot, objective, nb, teacher_batched):
+    """Compiled flat gradient of the objective, cached so repeated analyses do not recompile."""
+    f = _objective(objective)
+
+    def single(s, t):
+        return P.flatten(jax.grad(lambda z: f(pot, z, t))(s))
+
+    fn = single
+    for _ in range(nb):
+        fn = jax.vmap(fn, in_axes=(0, 0 if teacher_batched else None))
+    return jax.jit(fn)
+
+
 def analyze(pot, teacher: Teacher, student: Student, *, objective=None, refine: bool = False, gtol=1e-6,
             htol=1e-6, eps=1e-3, loss_tol=1e-8, match_tol=1e-2) -> Report:
     """Classify the point ``student``: loss, gradient, Hessian spectrum, matching, verdict.
@@ -104,14 +120,7 @@ def analyze(pot, teacher: Teacher, student: Student, *, objective=None, refine: 
     f = _objective(objective)
     loss = np.asarray(f(pot, student, teacher))
     H = hessian(pot, teacher, student, objective=objective)
-    x = P.flatten(student)
-    import jax
-
-    grad_fn = lambda s, t: P.flatten(jax.grad(lambda z: f(pot, z, t))(s))  # noqa: E731
-    for _ in range(nb):
-        grad_fn = jax.vmap(grad_fn, in_axes=(0, 0 if teacher.b.ndim > 1 else None))
-    g = np.asarray(jax.jit(grad_fn)(student, teacher))
-    del x
+    g = np.asarray(_grad_fn(pot, objective, nb, teacher.b.ndim > 1)(student, teacher))
     gn = np.linalg.norm(g, axis=-1)
     eig = np.asarray(jnp.linalg.eigvalsh(0.5 * (H + jnp.swapaxes(H, -1, -2))))
     lam_min = eig[..., 0]
