@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from earnshaw import trajectory as _tr
 from earnshaw._typing import Student, Teacher
 from earnshaw.dynamics import problem as P
+from earnshaw.dynamics.closed_form import check_gradient, flat_gradient
 from earnshaw.potentials import potential as _potential
 from earnshaw.trajectory import Trajectory, report_failures
 
@@ -44,7 +45,8 @@ def _hd_direction(f, x, g, mask, k, d, manifold):
     return lam[0], s * v
 
 
-def _run(f, x0, update, state0, *, mask, k, d, manifold, max_steps, save_every, tol, needs_value=True):
+def _run(f, x0, update, state0, *, mask, k, d, manifold, max_steps, save_every, tol, needs_value=True,
+         grad_fn=None):
     """Drive ``update`` from ``x0``; returns the per-save records and the end state.
 
     Methods that do not look at the objective's value (GD, perturbed GD) evaluate only the
@@ -53,7 +55,7 @@ def _run(f, x0, update, state0, *, mask, k, d, manifold, max_steps, save_every, 
     """
     n_chunks = -(-max_steps // save_every)
     vg = jax.value_and_grad(f)
-    gf = jax.grad(f)
+    gf = jax.grad(f) if grad_fn is None else grad_fn
 
     def evaluate(x):
         if needs_value:
@@ -124,6 +126,7 @@ def _solve(method, pot, teacher, student, lr, *, steps, train, objective, manifo
     pot = _potential(pot)
     P.check_options(train, manifold)
     objective = P.default_objective(pot) if objective is None else objective
+    check_gradient(pot, objective, dict(options).get("grad", "auto"))
     if not (isinstance(steps, int) and steps >= 1):
         raise ValueError(f"steps must be a positive integer, got steps={steps!r}")
     save_every = max(1, int(save_every if save_every is not None else max(1, steps // 100)))
@@ -156,8 +159,10 @@ def _compiled(method, pot, nb, teacher_batched, lr_batched, keyed, k, d, steps, 
         if method == "nodewise_descent":
             return _nodewise(pot, teacher, student, lr, k, d, manifold, objective, opts, key)
         update, state0 = _METHODS[method](f, lr, mask, k, d, manifold, opts, key)
+        first_order = method in ("gradient_descent", "perturbed_gd")
+        grad_fn = flat_gradient(pot, teacher, k, d, objective, opts.get("grad", "auto")) if first_order else None
         out = _run(f, x0, update, state0, mask=mask, k=k, d=d, manifold=manifold, max_steps=steps,
-                   save_every=save_every, tol=tol, needs_value=method not in ("gradient_descent", "perturbed_gd"))
+                   save_every=save_every, tol=tol, needs_value=not first_order, grad_fn=grad_fn)
         return _trajectory(*out, k, d)
 
     fn = single
@@ -298,6 +303,9 @@ _DOC_ARGS = """
       manifold: ``"euclidean"`` or ``"sphere"`` (each ``theta_i`` projected to the unit sphere).
       save_every: steps between saved points (default ``steps // 100``).
       tol: stop (status ``converged``) when the gradient norm falls below ``tol``.
+      grad: (GD and perturbed GD) ``"auto"`` uses a hand-derived gradient where one is known (the
+        built-in erf potential, see :mod:`earnshaw.dynamics.closed_form`) and autodiff otherwise;
+        ``"autodiff"`` or ``"closed_form"`` force one.
       on_divergence: ``"raise"`` (a single run, or every problem of a batch), ``"warn"`` or ``"ignore"``.
 
     Returns:
@@ -306,7 +314,7 @@ _DOC_ARGS = """
 
 
 def gradient_descent(pot, teacher, student, lr=1e-2, steps=10_000, *, train="both", objective=None,
-                     manifold="euclidean", save_every=None, tol=0.0, on_divergence="raise"):
+                     manifold="euclidean", save_every=None, tol=0.0, grad="auto", on_divergence="raise"):
     """Gradient descent with projection (Algorithm 4): ``x <- Pi_M(x - lr grad f(x))``.
     {args}
     >>> import jax, earnshaw as es
@@ -317,11 +325,12 @@ def gradient_descent(pot, teacher, student, lr=1e-2, steps=10_000, *, train="bot
     ((4, 2, 3), True)
     """
     return _solve("gradient_descent", pot, teacher, student, lr, steps=steps, train=train, objective=objective,
-                  manifold=manifold, save_every=save_every, tol=tol, options=(), on_divergence=on_divergence)
+                  manifold=manifold, save_every=save_every, tol=tol, options=(("grad", grad),),
+                  on_divergence=on_divergence)
 
 
 def perturbed_gd(pot, teacher, student, key, lr=1e-2, steps=10_000, *, g_thres=1e-3, radius=1e-2, t_thres=100,
-                 train="both", objective=None, manifold="euclidean", save_every=None, tol=0.0,
+                 train="both", objective=None, manifold="euclidean", save_every=None, tol=0.0, grad="auto",
                  on_divergence="raise"):
     """Perturbed gradient descent: GD, plus a uniform kick of radius ``radius`` whenever the
     gradient norm is below ``g_thres`` and no kick happened in the last ``t_thres`` steps
@@ -330,7 +339,8 @@ def perturbed_gd(pot, teacher, student, key, lr=1e-2, steps=10_000, *, g_thres=1
     """
     return _solve("perturbed_gd", pot, teacher, student, lr, steps=steps, train=train, objective=objective,
                   manifold=manifold, save_every=save_every, tol=tol, key=key, on_divergence=on_divergence,
-                  options=(("g_thres", float(g_thres)), ("radius", float(radius)), ("t_thres", int(t_thres))))
+                  options=(("g_thres", float(g_thres)), ("radius", float(radius)), ("t_thres", int(t_thres)),
+                           ("grad", grad)))
 
 
 def hessian_descent(pot, teacher, student, lr=1e-2, steps=1_000, *, gamma=1e-6, train="both", objective=None,

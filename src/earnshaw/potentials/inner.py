@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from earnshaw.potentials._fastmath import asin
 from earnshaw.potentials._safe import safe_sqrt, safe_where
 
 __all__ = ["CLOSED_FORMS", "gauss_hermite", "gauss_hermite_nodes"]
@@ -46,7 +47,8 @@ def quadratic(nu, c, nv):
 
 
 def erf(nu, c, nv):
-    return (2.0 / jnp.pi) * jnp.arcsin(2.0 * c / jnp.sqrt((1.0 + 2.0 * nu) * (1.0 + 2.0 * nv)))
+    # one rsqrt per unit (nu, nv broadcast against c in a Gram matrix), not one sqrt per pair
+    return (2.0 / jnp.pi) * asin(2.0 * c * jax.lax.rsqrt(1.0 + 2.0 * nu) * jax.lax.rsqrt(1.0 + 2.0 * nv))
 
 
 def _angle_parts(nu, c, nv):
