@@ -190,6 +190,9 @@ def test_cli_reproduce_json_and_errors(tmp_path):
     assert out["rows"][0]["paper_test_error"] == 0.0015
     res = runner.invoke(app, ["reproduce", "table2", "--quiet", "--resume", out["run_dir"]])
     assert res.exit_code == 0, res.output
+    # a short run says its numbers are not the paper's converged ones
+    res = runner.invoke(app, ["reproduce", "table2", "--resume", out["run_dir"]])
+    assert res.exit_code == 0 and "not converged" in res.output and "1,000,000" in res.output, res.output
     bad = runner.invoke(app, ["reproduce", "table3"])
     assert bad.exit_code != 0 and "valid targets: table2, figure1" in bad.output
     bad = runner.invoke(app, ["reproduce", "table2", "--reduction", "avg", "--out", str(tmp_path)])

@@ -127,3 +127,10 @@ def register(app: typer.Typer):
         if not quiet:
             console.print(results_table(target, result["rows"], result["config"]))
             console.print(f"wrote {result['run_dir']}/{target}.csv, {target}.png, meta.json")
+            full = s5.PRESETS[target]["full"]
+            if result["config"].steps < full.steps:
+                # the paper's numbers are after 10^6 steps; a shorter run shows the pattern, not the values
+                err_console.print(f"[yellow]note:[/] {result['config'].steps:,} steps, not the paper's {full.steps:,}: "
+                                  "these errors are not converged, so compare the pattern (which cells are small, "
+                                  "how error grows with width), not the values. The full preset is "
+                                  f"`earnshaw reproduce {target}`.")
