@@ -299,8 +299,7 @@ def _refuse_unbounded(pot, d):
     if pot.value_at_zero is not None and math.isfinite(pot.value_at_zero):
         return
     if pot.lam == 0.0:
-        why = (f"its transform c/k^2 is positive but not integrable (harmonic potentials are never "
-               f"realisable)")
+        why = "its transform c/k^2 is positive but not integrable (harmonic potentials are never realisable)"
     elif pot.lam is not None:
         why = f"its transform 1/(lam + k^2) is positive but not integrable in d={d} >= 2"
     else:
