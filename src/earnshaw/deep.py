@@ -46,7 +46,7 @@ import numpy as np
 
 from earnshaw.activations import Activation, activation as _activation
 
-__all__ = ["init_deep", "deep_forward", "empirical_loss", "mse", "effective_step", "make_train_chunk",
+__all__ = ["init_deep", "deep_forward", "empirical_loss", "mse", "effective_step", "make_train_chunk", "spread_seeds",
            "ChunkResult", "DivergenceError", "check_divergence", "param_count", "REDUCTIONS"]
 
 #: Loss reductions accepted by :func:`empirical_loss`.
@@ -246,7 +246,46 @@ def make_train_chunk(steps: int, lr: float, act="sigmoid_pm1", reduction: str = 
         params, train = jax.lax.scan(step, params, None, length=steps)
         return ChunkResult(params, train, _mse_t(params, xt, y), _mse_t(params, xt_test, y_test))
 
-    return jax.jit(jax.vmap(one_seed))
+    return spread_seeds(jax.jit(jax.vmap(one_seed)))
+
+
+def spread_seeds(fn: Callable) -> Callable:
+    """Run a seed-batched function with its seed axis split over the local devices.
+
+    XLA runs one program on one CPU thread for elementwise work, so a vmap over seeds leaves the
+    other cores idle; with several devices (on CPU: ``jax.config.update("jax_num_cpu_devices", n)``
+    before the first computation, as ``earnshaw reproduce`` does) each runs its share of the seeds
+    at the same time. Inputs' leading axes are padded to a multiple of the device count by
+    repeating the last seed, and outputs are cut back, so results equal the one-device run.
+    With one device ``fn`` is called as is.
+
+    Args:
+      fn: a jitted function whose every input and output array has the seed axis first.
+
+    Returns:
+      A function with ``fn``'s signature.
+    """
+    devices = jax.local_devices()
+    if len(devices) < 2:
+        return fn
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    sharding = NamedSharding(Mesh(np.asarray(devices), ("seeds",)), PartitionSpec("seeds"))
+    n_dev = len(devices)
+
+    def spread(*args):
+        n = jax.tree_util.tree_leaves(args)[0].shape[0]
+        pad = -n % n_dev
+
+        def place(a):
+            if pad:
+                a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])
+            return jax.device_put(a, sharding)
+
+        out = fn(*jax.tree_util.tree_map(place, args))
+        return jax.tree_util.tree_map(lambda a: a[:n], out) if pad else out
+
+    return spread
 
 
 def check_divergence(initial_mse, result: ChunkResult, *, lr: float, reduction: str, n_train: int,

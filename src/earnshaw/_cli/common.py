@@ -21,6 +21,20 @@ def enable_x64():
     jax.config.update("jax_enable_x64", True)
 
 
+def use_cpu_cores(n: int) -> int:
+    """Expose ``n`` CPU cores as ``n`` XLA devices, so seed-batched work can run on all of them
+    (:func:`earnshaw.deep.spread_seeds`). Only possible before JAX's first computation; returns
+    the device count in effect."""
+    import jax
+
+    if n > 1:
+        try:
+            jax.config.update("jax_num_cpu_devices", int(n))
+        except RuntimeError:  # backend already initialised (e.g. in tests): keep what there is
+            pass
+    return jax.local_device_count()
+
+
 def fail(message: str, code: int = 2):
     """Print a clear error and exit."""
     err_console.print(f"[bold red]error:[/] {message}")

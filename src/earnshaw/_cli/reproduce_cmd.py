@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Optional
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from earnshaw._cli.common import console, err_console, fail
+from earnshaw._cli.common import console, err_console, fail, use_cpu_cores
 
 
 def _fmt(mean: float, sd: float) -> str:
@@ -59,6 +60,8 @@ def register(app: typer.Typer):
         depths: Optional[str] = typer.Option(None, "--depths", help="comma-separated depths, e.g. 2,3"),
         widths: Optional[str] = typer.Option(None, "--widths", help="comma-separated widths, e.g. 5,10"),
         workers: int = typer.Option(1, "--workers", help="cells trained at once, each in its own process"),
+        devices: Optional[int] = typer.Option(None, "--devices", help="CPU cores the seeds of a cell are split "
+                                              "over (default: all; with --workers > 1 each worker uses one)"),
         out: str = typer.Option("runs", "--out", help="parent folder of the run folder"),
         resume: Optional[str] = typer.Option(None, "--resume", help="continue this run folder"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar or table"),
@@ -87,6 +90,9 @@ def register(app: typer.Typer):
         elif not quiet:
             err_console.print(f"{target}, preset {name}: lr={cfg.lr:g} with reduction={cfg.reduction!r} and "
                               f"n_train={cfg.n_train} is a mean-loss step of {cfg.effective_step:g}")
+
+        if workers <= 1:
+            use_cpu_cores(devices if devices else (os.cpu_count() or 1))
 
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                             TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, disable=quiet)
