@@ -112,8 +112,52 @@ def test_nodewise_recovers_every_unit_gaussian():
     traj = es.nodewise_descent(pot, t, k=2, lr=0.05, node_steps=20_000, eta=1e-7, gamma=1e-7, resolve_a=True)
     rep = es.analyze(pot, t, traj.final, gtol=1e-3, match_tol=1e-2)
     assert int(rep.recovered) == 2
-    assert traj.losses.shape == (3,)
+    assert traj.losses.shape == (4,)  # before any unit, after each unit, after re-solving a
     assert float(traj.losses[-1]) < 1e-4 < float(traj.losses[0])
+    assert traj.status_names() == "converged"
+
+
+def test_nodewise_resolve_a_appends_a_saved_point():
+    t = es.Teacher(b=jnp.array([[0.9, -0.6], [0.7, 0.8]]),
+                   w=jnp.array([[[1.2, 0.0, 0.0], [-0.8, 0.9, 0.4]], [[0.5, 0.5, 0.0], [-0.6, -0.4, 0.3]]]))
+    s = es.Student(a=jnp.zeros((2, 2)), theta=jnp.zeros((2, 2, 3)))
+    pot = es.potential("gaussian", ell=0.6)
+    kw = dict(lr=0.05, node_steps=5_000, eta=1e-7, gamma=1e-7)
+    plain = es.nodewise_descent(pot, t, s, **kw)
+    res = es.nodewise_descent(pot, t, s, resolve_a=True, **kw)
+    assert plain.losses.shape == (2, 3) and res.losses.shape == (2, 4) and res.params.a.shape == (2, 4, 2)
+    # the first k + 1 points are those without resolve_a; the appended one has the same theta, a re-solved
+    np.testing.assert_allclose(res.losses[:, :3], plain.losses, rtol=1e-12)
+    np.testing.assert_allclose(res.params.a[:, :3], plain.params.a, rtol=1e-12)
+    np.testing.assert_allclose(res.params.theta[:, -1], plain.final.theta, rtol=1e-12)
+    np.testing.assert_allclose(res.final.a, es.optimal_a(pot, plain.final.theta, t), rtol=1e-10)
+    np.testing.assert_allclose(res.final_loss, res.losses[:, -1])
+    assert bool(jnp.all(res.losses[:, -1] <= res.losses[:, -2] + 1e-15))  # optimal a cannot be worse
+    from earnshaw.experiments.theorems import _unresolved_a
+    np.testing.assert_allclose(_unresolved_a(res), plain.final.a, rtol=1e-12)
+    np.testing.assert_allclose(_unresolved_a(plain), plain.final.a)
+
+
+def test_nodewise_best_of_starts_and_budget_status():
+    """``init_theta="best_of"`` (Lemma 26's search) starts each unit where its optimal charge lowers L most
+    (``theta = 0`` is a candidate, so never worse than the zero start); a unit that uses all ``node_steps``
+    makes the status ``limit_reached``."""
+    pot = es.potential("gaussian", ell=0.6)
+    t = es.Teacher(b=jnp.array([0.9, -0.6]), w=jnp.array([[1.2, 0.0, 0.0], [-0.8, 0.9, 0.4]]))
+    one = dict(lr=0.05, node_steps=1, eta=1e-7, gamma=1e-7)  # one step: the losses show the starts
+    zero = es.nodewise_descent(pot, t, k=2, init_theta="zero", **one)
+    best = es.nodewise_descent(pot, t, k=2, init_theta="best_of", init_scale=1.0, n_starts=32,
+                               key=jax.random.key(0), **one)
+    assert zero.status_names() == "limit_reached" and best.status_names() == "limit_reached"
+    assert float(best.losses[1]) < float(zero.losses[1]) - 0.1  # a start near a proton, not at 0
+    full = es.nodewise_descent(pot, t, k=2, lr=0.05, node_steps=20_000, eta=1e-7, gamma=1e-7, init_theta="best_of",
+                               init_scale=1.0, n_starts=32, key=jax.random.key(0), resolve_a=True)
+    assert full.status_names() == "converged"
+    assert int(es.analyze(pot, t, full.final, gtol=1e-3, match_tol=1e-2).recovered) == 2
+    with pytest.raises(ValueError, match="PRNG key"):
+        es.nodewise_descent(pot, t, k=2, init_theta="best_of")
+    with pytest.raises(ValueError, match="n_starts"):
+        es.nodewise_descent(pot, t, k=2, init_theta="best_of", n_starts=0, key=jax.random.key(0))
 
 
 def test_batched_equals_per_seed_and_is_deterministic(easy):

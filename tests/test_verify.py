@@ -44,6 +44,28 @@ def test_lemma31_passes():
     assert row["verdict"] == "PASS" and row["details"]["strict_minima_per_seed"] >= 1
 
 
+def test_lemma31_fails_with_the_paper_sign_or_strong_electrons():
+    # the paper's a = -1, b = 1 read in the natural-sign code: electrons repelled by the protons, whose
+    # strict minima sit away from the protons (near the antipodes), not at matchings
+    flipped = T.check_lemma31(seeds=10, quick=True, grid=128, charges=-1.0)
+    assert flipped["verdict"] == "FAIL" and flipped["success"] <= 0.2
+    assert flipped["details"]["strict_minima_per_seed"] >= 1
+    # electron charge 3 against proton charge 1: the electrons repel each other more than the protons
+    # attract them, and a spurious strict minimum appears on every seed
+    strong = T.check_lemma31(seeds=10, quick=True, grid=128, charges=3.0)
+    assert strong["verdict"] == "FAIL" and strong["success"] == 0.0
+    assert strong["details"]["max_from_matching"] > 1.0
+
+
+def test_theorem17_passes_quick_and_fails_when_the_budget_runs_out():
+    ok = T.check_theorem17(seeds=4, quick=True)
+    assert ok["verdict"] == "PASS" and ok["details"]["example_ok"]
+    assert ok["details"]["status"] == {"converged": 3}
+    # theta_i = 0 starts with too few SecondGD steps: node 2 of some teachers is still on its way
+    bad = T.check_theorem17(seeds=4, quick=True, init_theta="zero", node_steps=20_000)
+    assert bad["verdict"] == "FAIL" and bad["details"]["status"].get("limit_reached", 0) >= 1
+
+
 def test_theorem30_fails_for_l2_and_non_orthonormal_w():
     ok = T.check_theorem30(seeds=40, steps=1500)
     assert ok["verdict"] == "PASS"

@@ -241,18 +241,29 @@ def _nodewise(pot, teacher, student, lr, k, d, manifold, objective, opts, key):
     keys = jax.random.split(key, k)
 
     def node(i, carry):
-        x_full, xs, vals, nev = carry
+        x_full, xs, vals, nev, limit = carry
         s = P.unflatten(x_full, k, d)
         active = jnp.arange(k) < i
         a_fixed = jnp.where(active, s.a, 0.0)
+
+        def a_opt(th):
+            """Lemma 16/22: the optimal a_i for theta_i given the frozen nodes (natural sign), and the
+            drop of the objective it gives, ``num^2 / den``."""
+            num = jnp.sum(teacher.b * pot(th, teacher.w)) - jnp.sum(a_fixed * pot(th, s.theta))
+            den = pot(th, th) + reg
+            safe = jnp.where(den > 0, den, 1.0)
+            return jnp.where(den > 0, num / safe, 0.0), jnp.where(den > 0, num**2 / safe, 0.0)
+
         if init_theta == "zero":
             th_i = jnp.zeros(d, x_full.dtype)
-        else:
+        elif init_theta == "random":
             th_i = opts["init_scale"] * jax.random.normal(keys[i], (d,), x_full.dtype)
-        # Lemma 16/22: the optimal a_i for theta_i given the frozen nodes (natural sign)
-        num = jnp.sum(teacher.b * pot(th_i, teacher.w)) - jnp.sum(a_fixed * pot(th_i, s.theta))
-        den = pot(th_i, th_i) + reg
-        a_i = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
+        else:  # "best_of" (Lemma 26): theta = 0 and n_starts - 1 draws of N(0, init_scale^2 I); the
+            # start whose optimal a_i lowers the objective most, i.e. the lowest single-node optimal loss
+            cand = opts["init_scale"] * jax.random.normal(keys[i], (opts["n_starts"], d), x_full.dtype)
+            cand = cand.at[0].set(0.0)
+            th_i = cand[jnp.argmax(jax.vmap(lambda th: a_opt(th)[1])(cand))]
+        a_i = a_opt(th_i)[0]
 
         def embed(z):
             th = s.theta.at[i].set(z[1:])
@@ -265,27 +276,31 @@ def _nodewise(pot, teacher, student, lr, k, d, manifold, objective, opts, key):
                              dict(eta=eta, gamma=gamma), None)
         out = _run(f_i, z0, update, st, mask=sub_mask, k=1, d=d, manifold="euclidean", max_steps=steps,
                    save_every=steps, tol=0.0)
-        end = out[5]
+        end, node_status = out[5], out[6]
         x_full = embed(end["x"])
-        return x_full, xs.at[i + 1].set(x_full), vals.at[i + 1].set(fobj(x_full)), nev + end["nev"]
+        return (x_full, xs.at[i + 1].set(x_full), vals.at[i + 1].set(fobj(x_full)), nev + end["nev"],
+                limit | (node_status == _tr.MAX_STEPS))
 
     # before any node: every a_j = 0
     x_start = P.flatten(Student(a=jnp.zeros_like(student.a), theta=student.theta))
     xs = jnp.zeros((k + 1, x_full0.size), x_full0.dtype).at[0].set(x_start)
     vals = jnp.zeros(k + 1, x_full0.dtype).at[0].set(fobj(x_start))
-    x_full, xs, vals, nev = jax.lax.fori_loop(0, k, node, (x_start, xs, vals, jnp.zeros((), jnp.int32)))
-    if opts["resolve_a"]:
+    x_full, xs, vals, nev, limit = jax.lax.fori_loop(
+        0, k, node, (x_start, xs, vals, jnp.zeros((), jnp.int32), jnp.zeros((), bool)))
+    if opts["resolve_a"]:  # one more saved point: the learned theta with every a re-solved
         from earnshaw.loss import optimal_a
         s = P.unflatten(x_full, k, d)
         x_full = P.flatten(Student(a=optimal_a(pot, s.theta, teacher, reg=reg), theta=s.theta))
-        xs = xs.at[-1].set(x_full)
-        vals = vals.at[-1].set(fobj(x_full))
+        xs = jnp.concatenate([xs, x_full[None]])
+        vals = jnp.concatenate([vals, fobj(x_full)[None]])
+    n_saved = xs.shape[0]
     g = jax.grad(fobj)(x_full)
     gns = jax.vmap(lambda x: jnp.linalg.norm(jax.grad(fobj)(x)))(xs)
     ok = jnp.isfinite(vals[-1])
-    end = dict(x=x_full, val=vals[-1], g=g, nev=nev + k + 1, i=jnp.asarray(k, jnp.int32))
-    status = jnp.where(ok, _tr.CONVERGED, _tr.DIVERGED)
-    return _trajectory(xs, vals, gns, jnp.arange(k + 1), jnp.ones(k + 1, bool), end, status, k, d)
+    end = dict(x=x_full, val=vals[-1], g=g, nev=nev + n_saved, i=jnp.asarray(k, jnp.int32))
+    # converged: every node's SecondGD stopped by its rule; limit_reached: some node ran out of node_steps
+    status = jnp.where(ok, jnp.where(limit, _tr.MAX_STEPS, _tr.CONVERGED), _tr.DIVERGED)
+    return _trajectory(xs, vals, gns, jnp.arange(n_saved), jnp.ones(n_saved, bool), end, status, k, d)
 
 
 # --- public API ----------------------------------------------------------------------------------------------
@@ -369,15 +384,19 @@ def second_gd(pot, teacher, student, lr=1e-2, steps=10_000, *, eta=1e-4, gamma=1
 
 
 def nodewise_descent(pot, teacher, student=None, lr=1e-2, node_steps=10_000, *, k=None, eta=1e-6, gamma=1e-6,
-                     objective="L", init_theta=None, init_scale=0.1, key=None, resolve_a=False,
+                     objective="L", init_theta=None, init_scale=0.1, n_starts=64, key=None, resolve_a=False,
                      on_divergence="raise"):
     """Node-wise descent (Algorithm 3): learn one unit at a time with SecondGD.
 
     Unit ``i`` starts at ``theta_i = 0`` (``init_theta="zero"``, the paper's choice, right for
-    translation-invariant potentials) or ``N(0, init_scale^2)`` (``"random"``, needed when
-    ``Phi(0, 0) = 0``, e.g. odd inner-product activations), with the optimal ``a_i`` of Lemma 16/22
-    given the units already learned; units after ``i`` are inactive (``a_j = 0``). Then SecondGD
-    runs on ``(a_i, theta_i)`` alone. ``resolve_a`` re-solves every ``a`` for the learned ``theta`` at the end.
+    translation-invariant potentials), at ``N(0, init_scale^2 I)`` (``"random"``, needed when
+    ``Phi(0, 0) = 0``, e.g. odd inner-product activations), or at the best of ``n_starts`` candidates
+    (``"best_of"``: ``theta = 0`` and ``n_starts - 1`` draws of ``N(0, init_scale^2 I)``; the one with
+    the lowest single-node optimal loss, i.e. the largest drop of the objective at optimal ``a_i``:
+    the search over starts of Lemma 26, MATH.md section 5's option), with the optimal ``a_i`` of
+    Lemma 16/22 given the units already learned; units after ``i`` are inactive (``a_j = 0``). Then
+    SecondGD runs on ``(a_i, theta_i)`` alone. ``resolve_a`` re-solves every ``a`` for the learned
+    ``theta`` at the end.
 
     Args:
       pot, teacher: as for :func:`gradient_descent`.
@@ -385,11 +404,15 @@ def nodewise_descent(pot, teacher, student=None, lr=1e-2, node_steps=10_000, *, 
         gives the number of units and the problem is unbatched.
       lr: SecondGD step size. node_steps: SecondGD iteration limit per unit.
       eta, gamma: SecondGD thresholds. objective: ``"L"`` (default, Theorem 17) or ``"G"``.
-      key: PRNG key for ``init_theta="random"``.
+      init_theta, init_scale, n_starts: the start of each unit, see above.
+      key: PRNG key for ``init_theta="random"`` and ``"best_of"`` (split per problem and per unit).
 
     Returns:
       :class:`Trajectory` whose ``T = k + 1`` saved points are the state before any unit and after
-      each unit (``ts`` counts units).
+      each unit (``ts`` counts units), plus, with ``resolve_a``, a last point ``T = k + 2`` with the
+      same ``theta`` and every ``a`` re-solved (``losses[..., -2]`` is the loss before re-solving).
+      ``status`` is ``converged`` when every unit's SecondGD stopped by its rule (Algorithm 2's
+      certificate), ``limit_reached`` when some unit used all ``node_steps``, ``diverged`` if not finite.
     """
     pot = _potential(pot)
     if student is None:
@@ -399,14 +422,17 @@ def nodewise_descent(pot, teacher, student=None, lr=1e-2, node_steps=10_000, *, 
                           theta=jnp.zeros(teacher.w.shape[:-2] + (k, teacher.d), teacher.w.dtype))
     if init_theta is None:
         init_theta = "zero" if pot.kind == "radial" else "random"
-    if init_theta not in ("zero", "random"):
-        raise ValueError(f"init_theta must be 'zero' or 'random', got {init_theta!r}")
-    if init_theta == "random" and key is None:
-        raise ValueError("init_theta='random' needs an explicit PRNG key (key=jax.random.key(seed))")
+    if init_theta not in ("zero", "random", "best_of"):
+        raise ValueError(f"init_theta must be 'zero', 'random' or 'best_of', got {init_theta!r}")
+    if init_theta in ("random", "best_of") and key is None:
+        raise ValueError(f"init_theta={init_theta!r} needs an explicit PRNG key (key=jax.random.key(seed))")
+    if not (isinstance(n_starts, int) and n_starts >= 1):
+        raise ValueError(f"n_starts must be a positive integer, got n_starts={n_starts!r}")
     return _solve("nodewise_descent", pot, teacher, student, lr, steps=1, train="both", objective=objective,
                   manifold="euclidean", save_every=1, tol=0.0, key=key, on_divergence=on_divergence,
                   options=(("eta", float(eta)), ("gamma", float(gamma)), ("node_steps", int(node_steps)),
                            ("init_theta", init_theta), ("init_scale", float(init_scale)),
+                           ("n_starts", int(n_starts) if init_theta == "best_of" else 1),
                            ("resolve_a", bool(resolve_a))))
 
 
