@@ -75,10 +75,17 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--torch-threads", type=int, default=0,
                     help="torch.set_num_threads (0: PyTorch's default; 1 is steadier on a loaded machine)")
+    ap.add_argument("--devices", type=int, default=0,
+                    help="CPU cores earnshaw splits the seeds over (0: all, as `earnshaw reproduce` does)")
     args = ap.parse_args(argv)
+
+    import os
 
     import jax
     import torch
+
+    # both sides get the whole machine: PyTorch its default intra-op threads, earnshaw one device per core
+    jax.config.update("jax_num_cpu_devices", args.devices or os.cpu_count() or 1)
 
     from earnshaw.experiments.section5 import PRESETS, _cell_data
 
@@ -87,7 +94,8 @@ def main(argv=None):
 
     base = PRESETS["table2"]["full"].replace(seeds=args.seeds, n_train=args.n_train, n_test=16, lr=args.lr)
     cells = base.cells if args.cells == "all" else [tuple(int(v) for v in c.split("x")) for c in args.cells.split(",")]
-    print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
+    print(f"jax {jax.__version__} ({jax.default_backend()}, {jax.local_device_count()} devices), "
+          f"torch {torch.__version__} "
           f"({torch.get_num_threads()} threads); seeds={args.seeds}, n_train={args.n_train}, lr={args.lr:g} (sum), "
           f"float32")
     print(f"{'cell':>8} {'steps':>6} {'torch s':>9} {'earnshaw s':>11} {'+compile':>9} {'ratio':>7} "
