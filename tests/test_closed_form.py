@@ -39,19 +39,22 @@ def test_fast_asin_derivatives_are_exact():
     np.testing.assert_allclose(fd, d1, rtol=1e-8)
 
 
-def _problems(k, d, n, key):
+def _problems(k, d, n, key, m=None):
     k1, k2, k3 = jax.random.split(key, 3)
-    t = es.random_teacher(k1, d, k, batch=n)
+    t = es.random_teacher(k1, d, k if m is None else m, batch=n)
     s = es.random_student(k2, d, k, batch=n)
     # degenerate points: a zero unit, a unit on a proton, two coincident units
-    th = s.theta.at[0, 0].set(0.0).at[1, 0].set(t.w[1, 1]).at[2, 1].set(s.theta[2, 0])
+    th = s.theta.at[0, 0].set(0.0).at[1, 0].set(t.w[1, t.w.shape[-2] - 1])
+    if k >= 2:
+        th = th.at[2, 1].set(th[2, 0])
     return t, es.Student(a=s.a, theta=th)
 
 
 @pytest.mark.parametrize("objective", ["L", "G", "reduced"])
-@pytest.mark.parametrize("k,d", [(1, 1), (3, 4), (6, 2)])
-def test_erf_closed_form_gradient_equals_autodiff(objective, k, d):
-    t, s = _problems(k, d, 5, jax.random.key(k * 10 + d))
+@pytest.mark.parametrize("k,d,m", [(1, 1, 1), (3, 4, 3), (6, 2, 6), (1, 2, 2), (3, 2, 1), (2, 5, 4)])
+def test_erf_closed_form_gradient_equals_autodiff(objective, k, d, m):
+    """Student width k, teacher width m (over- and under-parameterised too), dimension d."""
+    t, s = _problems(k, d, 5, jax.random.key(k * 10 + d), m=m)
     pot = es.potential("erf")
     for i in range(5):
         ti = es.Teacher(b=t.b[i], w=t.w[i])

@@ -50,7 +50,7 @@ def _erf_grad(a, th, b, w, objective):
     MB = CB * b[None, :]
     ga = 2.0 * (K @ a - B @ b)
     # sum_j M_ij (v_j - E_ij theta_i) = (M @ V)_i - (sum_j M_ij E_ij) theta_i
-    force = (MK @ th - MB @ w) - jnp.sum(MK * EK - MB * EB, -1)[:, None] * th
+    force = (MK @ th - MB @ w) - (jnp.sum(MK * EK, -1) - jnp.sum(MB * EB, -1))[:, None] * th
     gt = 2.0 * a[:, None] * force
     if objective == "G":
         ga = ga + 2.0 * a

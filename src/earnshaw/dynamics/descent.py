@@ -168,7 +168,7 @@ def _compiled(method, pot, nb, teacher_batched, lr_batched, keyed, k, d, steps, 
     fn = single
     for _ in range(nb):
         fn = jax.vmap(fn, in_axes=(0, 0 if teacher_batched else None, 0 if lr_batched else None, 0))
-    return jax.jit(fn)
+    return jax.jit(fn, compiler_options=P.compile_options(nb))
 
 
 # --- update rules ------------------------------------------------------------------------------------------

@@ -117,13 +117,18 @@ def _compiled(pot, nb, teacher_batched, k, d, t1, train, objective, manifold, so
                 stop = stop | (min_distance(x) < collision_radius)
             return stop
 
+        # only the two ends: no dense interpolation in the solver loop (cheaper to compile and run)
+        saveat = (diffrax.SaveAt(t0=True, t1=True) if n_save == 2
+                  else diffrax.SaveAt(ts=jnp.asarray(save_ts, x0.dtype), t1=True))
         controller = (diffrax.ConstantStepSize() if solver == "euler"
                       else diffrax.PIDController(rtol=rtol, atol=atol))
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(vf), solver_cls(), t0=0.0, t1=t1, dt0=dt0, y0=x0,
-            saveat=diffrax.SaveAt(ts=jnp.asarray(save_ts, x0.dtype), t1=True),
+            saveat=saveat,
             stepsize_controller=controller, event=diffrax.Event(small_grad), max_steps=max_steps, throw=False)
         ys, ts = sol.ys, sol.ts
+        if n_save == 2:  # [start, end] + the end again: the layout of the ts saves below
+            ys, ts = jnp.concatenate([ys, ys[-1:]]), jnp.concatenate([ts, ts[-1:]])
         # Saves the solve did not reach (early stop, step limit, blow-up) are inf/NaN in diffrax:
         # the end point is the last finite save (the t1 save when the solve finished).
         finite = jnp.isfinite(ts) & jnp.all(jnp.isfinite(ys), axis=-1)
@@ -163,4 +168,4 @@ def _compiled(pot, nb, teacher_batched, k, d, t1, train, objective, manifold, so
     fn = single
     for _ in range(nb):
         fn = jax.vmap(fn, in_axes=(0, 0 if teacher_batched else None))
-    return jax.jit(fn)
+    return jax.jit(fn, compiler_options=P.compile_options(nb))

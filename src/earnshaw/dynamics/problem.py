@@ -14,10 +14,16 @@ from earnshaw.loss import objective as _objective
 from earnshaw.potentials import potential as _potential
 
 __all__ = ["TRAIN", "MANIFOLDS", "flatten", "unflatten", "train_mask", "make_objective", "project",
-           "riemannian_hessian", "batch_axes", "default_objective"]
+           "riemannian_hessian", "batch_axes", "default_objective", "compile_options"]
 
 TRAIN = ("both", "theta", "a")
 MANIFOLDS = ("euclidean", "sphere")
+
+
+def compile_options(n_batch_axes: int):
+    """XLA options for a solver program: one problem is a chain of tiny matrix products, which
+    Eigen's thread pool only slows down (k = d = 5 GD runs 2x faster on one thread); batches keep it."""
+    return {"xla_cpu_multi_thread_eigen": False} if n_batch_axes == 0 else None
 
 
 def check_options(train, manifold):
