@@ -117,6 +117,8 @@ def _compiled(pot, nb, teacher_batched, k, d, t1, train, objective, manifold, so
                 stop = stop | (min_distance(x) < collision_radius)
             return stop
 
+        # no stopping rule (gtol = 0, no collisions): no event to compile and check every step
+        event = diffrax.Event(small_grad) if (gtol > 0 or collision_radius is not None) else None
         # only the two ends: no dense interpolation in the solver loop (cheaper to compile and run)
         saveat = (diffrax.SaveAt(t0=True, t1=True) if n_save == 2
                   else diffrax.SaveAt(ts=jnp.asarray(save_ts, x0.dtype), t1=True))
@@ -125,7 +127,7 @@ def _compiled(pot, nb, teacher_batched, k, d, t1, train, objective, manifold, so
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(vf), solver_cls(), t0=0.0, t1=t1, dt0=dt0, y0=x0,
             saveat=saveat,
-            stepsize_controller=controller, event=diffrax.Event(small_grad), max_steps=max_steps, throw=False)
+            stepsize_controller=controller, event=event, max_steps=max_steps, throw=False)
         ys, ts = sol.ys, sol.ts
         if n_save == 2:  # [start, end] + the end again: the layout of the ts saves below
             ys, ts = jnp.concatenate([ys, ys[-1:]]), jnp.concatenate([ts, ts[-1:]])
