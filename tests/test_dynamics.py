@@ -233,3 +233,17 @@ def test_bad_options_are_rejected(easy):
         es.gradient_flow("erf", t, s, solver="rk4")
     with pytest.raises(ValueError, match="batch shape"):
         es.gradient_descent("erf", t, s, lr=jnp.ones(5))
+
+
+def test_mixed_precision_is_promoted_and_on_divergence_validated():
+    t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    s = es.random_student(jax.random.key(1), d=3, k=2, dtype=jnp.float32)
+    gd = es.gradient_descent("erf", t, s, steps=20)
+    flow = es.gradient_flow("erf", t, s, t1=1.0)
+    assert gd.final.a.dtype == jnp.float64 and flow.final.theta.dtype == jnp.float64
+    s64 = jax.tree_util.tree_map(lambda x: x.astype(jnp.float64), s)
+    np.testing.assert_array_equal(P.flatten(gd.final), P.flatten(es.gradient_descent("erf", t, s64, steps=20).final))
+    for call in (lambda: es.gradient_descent("erf", t, s, steps=2, on_divergence="bogus"),
+                 lambda: es.gradient_flow("erf", t, s, t1=1.0, on_divergence="bogus")):
+        with pytest.raises(ValueError, match="valid: raise, warn, ignore"):
+            call()

@@ -185,6 +185,29 @@ def test_unknown_names_list_valid_ones():
         es.potential("coulomb")
     with pytest.raises(ValueError, match="lam must be a positive"):
         es.potential("yukawa", d=3, lam=-1.0)
+    with pytest.raises(ValueError, match="no parameter lamda; valid: d, lam"):
+        es.potential("yukawa", d=3, lamda=2.0)
+    with pytest.raises(ValueError, match="needs d and eps.*-p d=3 -p eps=0.5"):
+        es.potential("almost_harmonic")
+
+
+def test_cli_potential_prints_values_and_rejects_bad_input():
+    from typer.testing import CliRunner
+
+    from earnshaw.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["potential", "erf"])
+    # Phi_erf at 60 degrees between unit vectors: (2/pi) arcsin(2 cos60 / 3)
+    assert res.exit_code == 0 and f"{(2 / math.pi) * math.asin(1 / 3):.10g}"[:8] in res.output, res.output
+    res = runner.invoke(app, ["potential", "coulomb", "-p", "d=3"])
+    assert res.exit_code == 0 and "harmonic" in res.output and "not realisable" in res.output, res.output
+    bad = runner.invoke(app, ["potential", "erf", "--dim", "1"])
+    assert bad.exit_code == 2 and "--dim must be >= 2" in bad.output
+    bad = runner.invoke(app, ["potential", "yukawa", "-p", "d=3", "-p", "lamda=2"])
+    assert bad.exit_code == 2 and "valid: d, lam" in bad.output
+    bad = runner.invoke(app, ["potential", "softmaxx"])
+    assert bad.exit_code == 2 and "valid names" in bad.output
 
 
 def test_shape_mismatch_names_arguments():

@@ -64,11 +64,22 @@ class Trajectory:
         return jax.tree_util.tree_map(lambda x: x[index], self)
 
 
+#: What a solver does with diverged problems (``on_divergence=``).
+ON_DIVERGENCE = ("raise", "warn", "ignore")
+
+
+def check_on_divergence(on_divergence: str) -> None:
+    """Raise a ValueError listing the valid choices if ``on_divergence`` is not one of :data:`ON_DIVERGENCE`."""
+    if on_divergence not in ON_DIVERGENCE:
+        raise ValueError(f"unknown on_divergence={on_divergence!r}; valid: {', '.join(ON_DIVERGENCE)}")
+
+
 def report_failures(traj: Trajectory, *, method: str, lr=None, pot=None, on_divergence: str = "raise"):
     """Turn diverged problems into a clear error (single run / all diverged) or a warning (some in a batch).
 
     Returns ``traj`` unchanged when nothing diverged.
     """
+    check_on_divergence(on_divergence)
     status = np.asarray(traj.status).reshape(-1)
     bad = np.flatnonzero(status == DIVERGED)
     if bad.size == 0 or on_divergence == "ignore":
@@ -81,10 +92,11 @@ def report_failures(traj: Trajectory, *, method: str, lr=None, pot=None, on_dive
                       "use a bounded potential or stop earlier")
     if not causes:
         causes.append("an unstable integration; tighten rtol/atol or use the implicit solver")
-    where = "the run" if traj.final_loss.ndim == 0 else (
+    single = traj.final_loss.ndim == 0
+    where = "the run" if single else (
         f"{bad.size} of {status.size} problems (batch indices {bad[:10].tolist()}{'...' if bad.size > 10 else ''})")
     msg = (f"{method}: {where} produced NaN/Inf or diverged. Likely cause: {' or '.join(causes)}. "
-           "Their final parameters are the last finite point, with status 'diverged'.")
+           f"{'Its' if single else 'Their'} final parameters are the last finite point, with status 'diverged'.")
     if on_divergence == "raise" and (traj.final_loss.ndim == 0 or bad.size == status.size):
         raise DivergenceError(msg)
     if on_divergence in ("raise", "warn"):

@@ -63,13 +63,20 @@ def realisability(pot, dim: int = 3) -> str:
             f"activation {rp.activation.name!r}; use es.realize(pot, d={d})")
 
 
+def _valid_names():
+    from earnshaw.potentials import POTENTIALS
+
+    return list(POTENTIALS)
+
+
 def register(app: typer.Typer):
     @app.command()
     def potential(
-        name: str = typer.Argument(..., help="activation or radial potential name (earnshaw potential --list)"),
+        name: str = typer.Argument(..., help="activation or radial potential name, one of: "
+                                   + ", ".join(_valid_names())),
         param: List[str] = typer.Option([], "--param", "-p", help="parameter key=value, e.g. -p d=3 -p lam=1"),
         plot: Optional[str] = typer.Option(None, "--plot", help="write the profile figure to this PNG"),
-        dim: int = typer.Option(3, "--dim", help="dimension of the unit vectors for inner-product potentials"),
+        dim: int = typer.Option(3, "--dim", help="dimension of the unit vectors for inner-product potentials (>= 2)"),
     ):
         """Print Phi and its force at a few angles (inner-product) or distances (radial)."""
         enable_x64()
@@ -79,6 +86,9 @@ def register(app: typer.Typer):
             pot = es.potential(name, **_parse_params(param))
         except (ValueError, TypeError) as err:
             fail(str(err))
+        if pot.kind == "inner" and dim < 2:
+            fail(f"--dim must be >= 2 for an inner-product potential (its profile is over angles in a plane), "
+                 f"got {dim}")
         table = Table(title=f"{pot!r}: potential and force", show_lines=False)
         table.add_column("angle" if pot.kind == "inner" else "distance")
         table.add_column("Phi", justify="right")

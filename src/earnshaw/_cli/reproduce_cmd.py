@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from typing import Optional
 
 import typer
@@ -85,8 +86,13 @@ def register(app: typer.Typer):
                 reduction=reduction, activation=activation, depths=ints(depths), widths=ints(widths))
         except (ValueError, TypeError) as err:
             fail(str(err))
-        if resume is not None and not quiet:
-            err_console.print(f"resuming {resume}: its config.json is used; preset options are ignored")
+        overrides = [n for n, v in (("--preset", preset), ("--quick", quick or None), ("--seeds", seeds),
+                                    ("--seed", seed), ("--d", d), ("--n-train", n_train), ("--n-test", n_test), ("--lr", lr),
+                                    ("--steps", steps), ("--chunk", chunk), ("--reduction", reduction),
+                                    ("--activation", activation), ("--depths", depths), ("--widths", widths))
+                     if v is not None]
+        if resume is not None and overrides and not quiet:
+            err_console.print(f"resuming {resume}: its config.json is used; {', '.join(overrides)} ignored")
         elif not quiet:
             err_console.print(f"{target}, preset {name}: lr={cfg.lr:g} with reduction={cfg.reduction!r} and "
                               f"n_train={cfg.n_train} is a mean-loss step of {cfg.effective_step:g}")
@@ -126,7 +132,11 @@ def register(app: typer.Typer):
         except KeyboardInterrupt:
             where = state.get("run_dir", "the run folder")
             err_console.print(f"interrupted; continue with: earnshaw reproduce {target} --resume {where}")
-            raise typer.Exit(130)
+            # XLA's threads may still be running the interrupted chunk, and tearing them down in a normal
+            # interpreter exit can crash (SIGSEGV seen); every finished result is on disk, so leave at once
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         if as_json:
             print(json.dumps({"run_dir": result["run_dir"], "rows": result["rows"]}, indent=2))
             return

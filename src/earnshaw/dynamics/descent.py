@@ -127,10 +127,12 @@ def _solve(method, pot, teacher, student, lr, *, steps, train, objective, manifo
     P.check_options(train, manifold)
     objective = P.default_objective(pot) if objective is None else objective
     check_gradient(pot, objective, dict(options).get("grad", "auto"))
+    _tr.check_on_divergence(on_divergence)
     if not (isinstance(steps, int) and steps >= 1):
         raise ValueError(f"steps must be a positive integer, got steps={steps!r}")
     save_every = max(1, int(save_every if save_every is not None else max(1, steps // 100)))
     nb, teacher_batched = P.batch_axes(student, teacher)
+    student, teacher = P.promote(student, teacher)
     lr = jnp.asarray(lr, student.a.dtype)
     if lr.ndim not in (0, nb) or (lr.ndim and lr.shape != student.a.shape[:-1]):
         raise ValueError(f"lr must be a scalar or have the batch shape {student.a.shape[:-1]}, got {lr.shape}")

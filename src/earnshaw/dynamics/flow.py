@@ -78,7 +78,9 @@ def gradient_flow(pot, teacher, student, t1=1e4, *, train="both", objective=None
         raise ValueError("solver='euler' is fixed-step: pass dt0 (it equals the GD step size)")
     objective = P.default_objective(pot) if objective is None else objective
     check_gradient(pot, objective, grad)
+    _tr.check_on_divergence(on_divergence)
     nb, teacher_batched = P.batch_axes(student, teacher)
+    student, teacher = P.promote(student, teacher)
     fn = _compiled(pot, nb, teacher_batched, student.k, student.d, float(t1), train, objective, manifold, solver,
                    float(rtol), float(atol), float(gtol), int(n_save), None if dt0 is None else float(dt0),
                    int(max_steps), None if collision_radius is None else float(collision_radius), grad)

@@ -14,7 +14,7 @@ from earnshaw.loss import objective as _objective
 from earnshaw.potentials import potential as _potential
 
 __all__ = ["TRAIN", "MANIFOLDS", "flatten", "unflatten", "train_mask", "make_objective", "project",
-           "riemannian_hessian", "batch_axes", "default_objective", "compile_options"]
+           "riemannian_hessian", "batch_axes", "default_objective", "compile_options", "promote"]
 
 TRAIN = ("both", "theta", "a")
 MANIFOLDS = ("euclidean", "sphere")
@@ -90,6 +90,13 @@ def riemannian_hessian(H, g, x, k: int, d: int, manifold: str):
     P = P.at[k:, k:].set(jax.scipy.linalg.block_diag(*P_blocks))
     shift = jnp.concatenate([jnp.zeros(k, H.dtype), jnp.repeat(jnp.sum(xs.theta * gs.theta, -1), d)])
     return P @ (H - jnp.diag(shift)) @ P
+
+
+def promote(student: Student, teacher: Teacher):
+    """Both pytrees cast to one floating dtype (a float32 student against a float64 teacher runs in float64)."""
+    dtype = jnp.result_type(student.a, student.theta, teacher.b, teacher.w, float)
+    cast = lambda x: jnp.asarray(x, dtype)  # noqa: E731
+    return jax.tree_util.tree_map(cast, student), jax.tree_util.tree_map(cast, teacher)
 
 
 def batch_axes(student: Student, teacher: Teacher):

@@ -8,6 +8,7 @@ radial potential (``gaussian``, ``coulomb``, ``yukawa``, ``almost_harmonic``).
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import warnings
 
@@ -25,7 +26,8 @@ DEFAULT_GH_ORDER = 128
 
 def _check_d(name, d, minimum=1):
     if d is None:
-        raise ValueError(f"potential {name!r} needs the dimension d (an integer >= {minimum})")
+        raise ValueError(f"potential {name!r} needs the dimension d (an integer >= {minimum}), e.g. "
+                         f"es.potential({name!r}, d=3) or `earnshaw potential {name} -p d=3`")
     if isinstance(d, bool) or not isinstance(d, int) or d < minimum:
         raise ValueError(f"potential {name!r}: d must be an integer >= {minimum}, got d={d!r}")
 
@@ -109,7 +111,12 @@ def _inner_potential(act: _act.Activation, order):
 def _cached(name, items):
     params = dict(items)
     if name in RADIAL_BUILDERS:
-        return RADIAL_BUILDERS[name](**params)
+        builder = RADIAL_BUILDERS[name]
+        valid = [p for p in inspect.signature(builder).parameters]
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise ValueError(f"potential {name!r} has no parameter {', '.join(unknown)}; valid: {', '.join(valid)}")
+        return builder(**params)
     order = params.pop("order", None)
     try:
         act = _act.activation(name, **params)

@@ -431,10 +431,12 @@ def almost_harmonic_potential(*, d=None, eps=None, lam=1.0, variant="ball") -> P
     >>> pot.harmonic_radius, pot.value_at_zero, round(float(pot.profile(0.25)), 10)
     (0.25, 1.0, 0.3607955121)
     """
-    if d is None:
-        raise ValueError("potential 'almost_harmonic' needs the dimension d (an integer >= 1)")
-    if eps is None:
-        raise ValueError("potential 'almost_harmonic' needs eps (a positive number; harmonic for r >= eps/2)")
+    missing = [name for name, v in (("d", d), ("eps", eps)) if v is None]
+    if missing:
+        raise ValueError(f"potential 'almost_harmonic' needs {' and '.join(missing)} (d: the dimension, an integer "
+                         ">= 1; eps: a positive number, harmonic for r >= eps/2), e.g. "
+                         "es.potential('almost_harmonic', d=3, eps=0.5) or "
+                         "`earnshaw potential almost_harmonic -p d=3 -p eps=0.5`")
     c = construct(d, eps, lam, variant)
     return Potential("almost_harmonic", "radial", c.profile,
                      params=(("d", d), ("eps", eps), ("lam", lam), ("variant", variant)),
