@@ -3,6 +3,7 @@
 Training runs in float32 on purpose (earnshaw.deep), even though conftest turns x64 on.
 """
 import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -242,3 +243,26 @@ def test_seeds_spread_over_two_devices_equal_one_device():
     np.testing.assert_allclose(two["train"], np.asarray(one.train_mse), rtol=1e-6)
     np.testing.assert_allclose(two["w0"], np.asarray(one.params[0]), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(two["test"], np.asarray(one.test_mse), rtol=1e-6)
+
+
+def test_cli_reproduce_ctrl_c_exits_130_and_keeps_the_run(tmp_path):
+    import glob
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    exe = pathlib.Path(sys.executable).with_name("earnshaw")
+    p = subprocess.Popen([str(exe), "reproduce", "table2", "--preset", "ci", "--depths", "2", "--widths", "5",
+                          "--steps", "1000000", "--chunk", "200", "--n-train", "200", "--n-test", "200",
+                          "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not glob.glob(str(tmp_path / "table2-*" / "config.json")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(3.0)  # inside the training loop
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 130, out  # not a crash (it could SIGSEGV while XLA tore its threads down)
+    assert "interrupted; continue with: earnshaw reproduce table2 --resume" in out
+    run = glob.glob(str(tmp_path / "table2-*"))[0]
+    assert json.loads(pathlib.Path(run, "config.json").read_text())["config"]["steps"] == 1_000_000

@@ -433,8 +433,8 @@ def almost_harmonic_potential(*, d=None, eps=None, lam=1.0, variant="ball") -> P
     """
     missing = [name for name, v in (("d", d), ("eps", eps)) if v is None]
     if missing:
-        raise ValueError(f"potential 'almost_harmonic' needs {' and '.join(missing)} (d: the dimension, an integer "
-                         ">= 1; eps: a positive number, harmonic for r >= eps/2), e.g. "
+        raise ValueError(f"potential 'almost_harmonic' needs {' and '.join(missing)} (the dimension d, an integer "
+                         ">= 1; eps > 0, harmonic for r >= eps/2), e.g. "
                          "es.potential('almost_harmonic', d=3, eps=0.5) or "
                          "`earnshaw potential almost_harmonic -p d=3 -p eps=0.5`")
     c = construct(d, eps, lam, variant)
