@@ -254,7 +254,7 @@ def test_cli_reproduce_ctrl_c_exits_130_and_keeps_the_run(tmp_path):
 
     exe = pathlib.Path(sys.executable).with_name("earnshaw")
     p = subprocess.Popen([str(exe), "reproduce", "table2", "--preset", "ci", "--depths", "2", "--widths", "5",
-                          "--steps", "1000000", "--chunk", "200", "--n-train", "200", "--n-test", "200",
+                          "--steps", "100000000", "--chunk", "200", "--n-train", "10000", "--n-test", "200",
                           "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while not glob.glob(str(tmp_path / "table2-*" / "config.json")) and time.time() < deadline:
@@ -265,4 +265,5 @@ def test_cli_reproduce_ctrl_c_exits_130_and_keeps_the_run(tmp_path):
     assert p.returncode == 130, out  # not a crash (it could SIGSEGV while XLA tore its threads down)
     assert "interrupted; continue with: earnshaw reproduce table2 --resume" in out
     run = glob.glob(str(tmp_path / "table2-*"))[0]
-    assert json.loads(pathlib.Path(run, "config.json").read_text())["config"]["steps"] == 1_000_000
+    # a run of 10^8 steps (hours) cannot have finished: it was interrupted, and its folder is there to resume
+    assert json.loads(pathlib.Path(run, "config.json").read_text())["config"]["steps"] == 100_000_000
