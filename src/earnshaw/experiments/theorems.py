@@ -180,6 +180,11 @@ def _pot_label(pot):
     return f"{pot.name}({args})" if args else pot.name
 
 
+def _circle_label(name, pot):
+    """The potential's label in the S^1 checks: the sign activation's closed form on the circle."""
+    return "1 − 2·angle/π on S¹" if name == "sign" else _pot_label(pot)
+
+
 @functools.lru_cache(maxsize=None)
 def _earnshaw_hess_fn(pot, k, d):
     def single(student, teacher):
@@ -530,7 +535,7 @@ def check_lemma29(seeds=200, quick=False, *, potential="sign", k=3, grid=None, l
     final_step = lr / (1 + steps / 50)
     ok_gd = gd_far <= 4 * final_step
     ok = ok_grid & ok_gd
-    return _row("Lemma 29", potential, "1 − 2·angle/π on S¹" if potential == "sign" else _pot_label(pot),
+    return _row("Lemma 29", potential, _circle_label(potential, pot),
                 "local minima of L*(t) = −P(t)² only at ±wⱼ",
                 f"grid of {grid} angles; descent on the angle ({starts} starts × {steps} steps), k={k}",
                 ok, f"grid {grid_far.max():.1e} rad, GD {gd_far.max():.1e} rad from ±wⱼ",
@@ -589,7 +594,7 @@ def check_lemma31(seeds=100, quick=False, *, potential="sign", k=2, grid=None, c
     h = 2 * np.pi / grid
     n_min, worst = res[:, 0], res[:, 1]
     ok = worst <= 1.5 * h
-    return _row("Lemma 31", potential, "1 − 2·angle/π on S¹" if potential == "sign" else _pot_label(pot),
+    return _row("Lemma 31", potential, _circle_label(potential, pot),
                 "fixed unit charges: strict minima only at matchings",
                 f"L (eq. 2) on a {grid}×{grid} torus grid, k={k}, a={charges:g}, b=1",
                 ok, f"strict minima ≤ {worst.max():.1e} rad from a matching",
