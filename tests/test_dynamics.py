@@ -42,6 +42,23 @@ def test_flow_recovers_teacher_in_well_posed_case():
     assert str(rep.verdict) == "global minimum" and int(rep.recovered) == 2
 
 
+def test_flow_stops_below_gtol():
+    """The stopping rule: once the gradient norm is below gtol the state stops moving and the solver
+    reaches t1 in a few steps (an explicit solver would otherwise need thousands more)."""
+    t = es.Teacher(b=jnp.array([1.0, -0.8]), w=jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+    s = es.Student(a=jnp.array([0.7, -0.5]), theta=jnp.array([[0.8, 0.2, 0.1], [0.1, 0.7, -0.2]]))
+    traj = es.gradient_flow("erf", t, s, t1=1e4, gtol=1e-8)
+    assert str(traj.status_names()) == "converged" and float(traj.final_grad_norm) < 1e-8
+    gns = np.asarray(traj.grad_norms)
+    first = int(np.argmax(gns < 1e-8))
+    assert 0 < first < gns.size - 1 and np.all(gns[first:] < 1e-8) and gns[first - 1] >= 1e-8
+    th = np.asarray(traj.params.theta)
+    np.testing.assert_array_equal(th[first:], np.broadcast_to(th[-1], th[first:].shape))
+    free = es.gradient_flow("erf", t, s, t1=1e4, gtol=0.0)
+    assert str(free.status_names()) == "limit_reached"
+    assert int(traj.n_steps) < int(free.n_steps) / 5
+
+
 def test_gd_tracks_flow_first_order(easy):
     """GD with step h is Euler's method for the flow: its error at fixed time shrinks ~ linearly in h."""
     t, s = easy
