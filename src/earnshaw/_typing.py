@@ -20,7 +20,7 @@ def _check(obj, charge, weights):
     q, x = getattr(obj, charge), getattr(obj, weights)
     if not (hasattr(q, "shape") and hasattr(x, "shape")):
         return  # placeholders during pytree transformations
-    if x.ndim < 2 or q.shape != x.shape[:-1]:
+    if len(x.shape) < 2 or tuple(q.shape) != tuple(x.shape[:-1]):  # len(): AOT placeholders have no ndim
         raise ValueError(
             f"{type(obj).__name__}: {charge} must have shape (..., k) and {weights} shape (..., k, d) "
             f"with the same leading axes; got {charge} {tuple(q.shape)} and {weights} {tuple(x.shape)}")

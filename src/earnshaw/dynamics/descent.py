@@ -46,12 +46,14 @@ def _hd_direction(f, x, g, mask, k, d, manifold):
 
 
 def _run(f, x0, update, state0, *, mask, k, d, manifold, max_steps, save_every, tol, needs_value=True,
-         grad_fn=None):
+         grad_fn=None, stall=None):
     """Drive ``update`` from ``x0``; returns the per-save records and the end state.
 
     Methods that do not look at the objective's value (GD, perturbed GD) evaluate only the
     gradient per step (the value's arcsin is the costly half of erf's loss in float64); their
     value is computed at the save points, and divergence is caught from the gradient.
+    ``stall``: SecondGD's rule, status ``stalled`` (and the step rejected) when the new value is not
+    below the old one by at least ``stall``.
     """
     n_chunks = -(-max_steps // save_every)
     vg = jax.value_and_grad(f)
@@ -80,6 +82,8 @@ def _run(f, x0, update, state0, *, mask, k, d, manifold, max_steps, save_every, 
         x_new, state, flag = update(c["i"], c["x"], c["state"], c["val"], c["g"])
         x_new = P.project(x_new, k, d, manifold)
         val, g = evaluate(x_new)
+        if stall is not None:
+            flag = jnp.where((flag == _tr.RUNNING) & (val >= c["val"] - stall), _tr.STALLED, flag)
         ok = finite(val, g, c["val"], gn0)
         accept = ok & (flag == _tr.RUNNING)
         status = jnp.where(~ok, _tr.DIVERGED, jnp.where(flag != _tr.RUNNING, flag,
@@ -160,11 +164,11 @@ def _compiled(method, pot, nb, teacher_batched, lr_batched, keyed, k, d, steps, 
         f = P.make_objective(pot, teacher, k, d, objective)
         if method == "nodewise_descent":
             return _nodewise(pot, teacher, student, lr, k, d, manifold, objective, opts, key)
-        update, state0 = _METHODS[method](f, lr, mask, k, d, manifold, opts, key)
+        update, state0, stall = _METHODS[method](f, lr, mask, k, d, manifold, opts, key)
         first_order = method in ("gradient_descent", "perturbed_gd")
         grad_fn = flat_gradient(pot, teacher, k, d, objective, opts.get("grad", "auto")) if first_order else None
         out = _run(f, x0, update, state0, mask=mask, k=k, d=d, manifold=manifold, max_steps=steps,
-                   save_every=save_every, tol=tol, needs_value=not first_order, grad_fn=grad_fn)
+                   save_every=save_every, tol=tol, needs_value=not first_order, grad_fn=grad_fn, stall=stall)
         return _trajectory(*out, k, d)
 
     fn = single
@@ -179,7 +183,7 @@ def _compiled(method, pot, nb, teacher_batched, lr_batched, keyed, k, d, steps, 
 def _gd(f, lr, mask, k, d, manifold, opts, key):
     def update(i, x, state, val, g):
         return x - lr * g, state, jnp.asarray(_tr.RUNNING)
-    return update, ()
+    return update, (), None
 
 
 def _perturbed(f, lr, mask, k, d, manifold, opts, key):
@@ -194,7 +198,7 @@ def _perturbed(f, lr, mask, k, d, manifold, opts, key):
         kick = (jnp.linalg.norm(g) <= g_thres) & (i - last >= t_thres)
         x_new = jnp.where(kick, x + noise, x - lr * g)
         return x_new, (key, jnp.where(kick, i, last)), jnp.asarray(_tr.RUNNING)
-    return update, (key, jnp.asarray(-(10**9), jnp.int32))
+    return update, (key, jnp.asarray(-(10**9), jnp.int32)), None
 
 
 def _hessian(f, lr, mask, k, d, manifold, opts, key):
@@ -204,7 +208,7 @@ def _hessian(f, lr, mask, k, d, manifold, opts, key):
         lam, v = _hd_direction(f, x, g, mask, k, d, manifold)
         done = lam >= -gamma
         return x - lr * jnp.abs(lam) * v, state, jnp.where(done, _tr.CONVERGED, _tr.RUNNING)
-    return update, ()
+    return update, (), None
 
 
 def _second(f, lr, mask, k, d, manifold, opts, key):
@@ -220,10 +224,9 @@ def _second(f, lr, mask, k, d, manifold, opts, key):
             return x - lr * jnp.abs(lam) * v
 
         x_new = jax.lax.cond(big, lambda _: x_gd, hd, None)
-        x_new = P.project(x_new, k, d, manifold)
-        stalled = f(x_new) >= val - thr
-        return x_new, state, jnp.where(stalled, _tr.STALLED, _tr.RUNNING)
-    return update, ()
+        return x_new, state, jnp.asarray(_tr.RUNNING)
+    # the stopping rule f(x_new) >= f(x) - thr is checked by _run on the value it computes anyway
+    return update, (), thr
 
 
 _METHODS = {"gradient_descent": _gd, "perturbed_gd": _perturbed, "hessian_descent": _hessian,
@@ -274,10 +277,10 @@ def _nodewise(pot, teacher, student, lr, k, d, manifold, objective, opts, key):
         f_i = lambda z: fobj(embed(z))  # noqa: E731
         z0 = jnp.concatenate([a_i[None], th_i])
         # the unit being learned moves in R^d (Algorithm 3 is stated there)
-        update, st = _second(f_i, lr, sub_mask, 1, d, "euclidean",
-                             dict(eta=eta, gamma=gamma), None)
+        update, st, stall = _second(f_i, lr, sub_mask, 1, d, "euclidean",
+                                    dict(eta=eta, gamma=gamma), None)
         out = _run(f_i, z0, update, st, mask=sub_mask, k=1, d=d, manifold="euclidean", max_steps=steps,
-                   save_every=steps, tol=0.0)
+                   save_every=steps, tol=0.0, stall=stall)
         end, node_status = out[5], out[6]
         x_full = embed(end["x"])
         return (x_full, xs.at[i + 1].set(x_full), vals.at[i + 1].set(fobj(x_full)), nev + end["nev"],

@@ -11,9 +11,8 @@ import numpy as np
 from earnshaw._typing import Student, Teacher
 from earnshaw.dynamics import problem as P
 from earnshaw.landscape.critical import refine as _refine
-from earnshaw.landscape.hessian import hessian, laplacians
+from earnshaw.landscape.hessian import laplacians, warn_if_float32
 from earnshaw.landscape.matching import match_units
-from earnshaw.loss import objective as _objective
 from earnshaw.potentials import potential as _potential
 
 __all__ = ["Report", "analyze", "VERDICTS"]
@@ -73,12 +72,19 @@ class Report:
 
 
 @functools.lru_cache(maxsize=None)
-def _grad_fn(pot, objective, nb, teacher_batched):
-    """Compiled flat gradient of the objective, cached so repeated analyses do not recompile."""
-    f = _objective(objective)
+def _numbers_fn(pot, k, d, objective, nb, teacher_batched):
+    """The numbers of a report in one compiled program, cached so repeated analyses do not recompile.
 
-    def single(s, t):
-        return P.flatten(jax.grad(lambda z: f(pot, z, t))(s))
+    ``(x, teacher) -> (loss, gradient, Hessian spectrum, Laplacians, E[f^2] of the teacher)``; one
+    program instead of a jit per quantity and eager ops for the rest (each eager op compiles on its own).
+    """
+
+    def single(x, teacher):
+        f = P.make_objective(pot, teacher, k, d, objective)
+        H = jax.hessian(f)(x)
+        eig = jnp.linalg.eigvalsh(0.5 * (H + H.T))
+        scale = (teacher.b @ pot.self_gram(teacher.w) @ teacher.b) if pot.bounded else jnp.zeros((), x.dtype)
+        return f(x), jax.grad(f)(x), eig, laplacians(H, k, d), scale
 
     fn = single
     for _ in range(nb):
@@ -117,14 +123,11 @@ def analyze(pot, teacher: Teacher, student: Student, *, objective=None, refine: 
     if refine:
         student, _ = _refine(pot, teacher, student, objective=objective)
     k, d = student.k, student.d
-    f = _objective(objective)
-    loss = np.asarray(f(pot, student, teacher))
-    H = hessian(pot, teacher, student, objective=objective)
-    g = np.asarray(_grad_fn(pot, objective, nb, teacher.b.ndim > 1)(student, teacher))
+    x = P.flatten(student)
+    warn_if_float32(x, "analyze")
+    loss, g, eig, lap, scale = map(np.asarray, _numbers_fn(pot, k, d, objective, nb, teacher.b.ndim > 1)(x, teacher))
     gn = np.linalg.norm(g, axis=-1)
-    eig = np.asarray(jnp.linalg.eigvalsh(0.5 * (H + jnp.swapaxes(H, -1, -2))))
     lam_min = eig[..., 0]
-    lap = np.asarray(laplacians(H, k, d))
     odd = bool(pot.activation is not None and pot.activation.odd and pot.kind == "inner")
     idx, dist, cerr = match_units(student.theta, student.a, teacher.w, teacher.b, odd=odd)
     wn = np.linalg.norm(np.asarray(teacher.w), axis=-1)
@@ -135,8 +138,6 @@ def analyze(pot, teacher: Teacher, student: Student, *, objective=None, refine: 
     ok = (idx >= 0) & (dist <= match_tol * (1 + w_at)) & (cerr <= match_tol * (1 + b_at))
     recovered = ok.sum(-1)
     if pot.bounded:
-        W = pot.self_gram(teacher.w)
-        scale = np.asarray(jnp.einsum("...i,...ij,...j->...", teacher.b, W, teacher.b))
         global_min = loss <= loss_tol * np.maximum(scale, 1e-300)
     else:
         global_min = recovered == teacher.k
