@@ -146,3 +146,12 @@ def test_shape_errors_name_the_argument():
         es.objective("L2")
     with pytest.raises(ValueError, match="d must be a positive integer"):
         es.random_teacher(jax.random.key(0), d=-1, k=2)
+
+
+def test_records_lower_ahead_of_time():
+    """jit(...).lower(student, teacher) passes shape placeholders through the records' validation."""
+    s = es.Student(a=jnp.ones(2), theta=jnp.ones((2, 2)))
+    lowered = jax.jit(lambda s, t: es.population_loss("erf", s, t)).lower(s, TEACHER)
+    np.testing.assert_allclose(lowered.compile()(s, TEACHER), es.population_loss("erf", s, TEACHER), rtol=1e-12)
+    with pytest.raises(ValueError, match="Student: a must have shape"):  # real arrays are still checked
+        es.Student(a=jnp.ones(3), theta=jnp.ones((2, 4)))
