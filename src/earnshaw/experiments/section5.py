@@ -446,7 +446,11 @@ def reproduce(target: str, cfg: Optional[Section5Config] = None, *, out: os.Path
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"sessions": []}
     meta.update({"target": target, "config": cfg.to_dict(), "effective_mean_loss_step": cfg.effective_step,
                  "environment": environment(), "dtype": "float32", "workers": workers})
-    meta["sessions"].append({"cells_run": [list(c) for c in todo], "seconds": elapsed,
+    # the CPU devices a cell's seeds were split over in this session (workers train on one each)
+    import jax
+
+    devices = 1 if workers > 1 else jax.local_device_count()
+    meta["sessions"].append({"cells_run": [list(c) for c in todo], "seconds": elapsed, "devices_per_cell": devices,
                              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
     _write_json_atomic(meta_path, meta)
     if figures:
