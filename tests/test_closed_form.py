@@ -96,3 +96,22 @@ def test_gradient_choice_is_validated():
         es.gradient_flow("erf", t, s, t1=1.0, grad="analytic")
     # auto falls back to autodiff where no closed form is known
     assert np.isfinite(float(es.gradient_descent("relu", t, s, steps=5, grad="auto").final_loss))
+
+
+@pytest.mark.parametrize("objective", ["L", "G", "reduced"])
+@pytest.mark.parametrize("k,d,m", [(3, 4, 3), (3, 2, 1), (2, 5, 4)])
+def test_erf_hessian_from_closed_form_gradient_equals_autodiff(objective, k, d, m):
+    """es.hessian, analyze and the second-order methods take erf's Hessian as the forward-mode Jacobian of
+    the closed-form gradient; it must equal jax.hessian of the objective, and be symmetric."""
+    from earnshaw.landscape.hessian import flat_hessian
+
+    t, s = _problems(k, d, 5, jax.random.key(k * 7 + d), m=m)
+    pot = es.potential("erf")
+    assert has_closed_form(pot, objective)
+    for i in range(5):
+        ti = es.Teacher(b=t.b[i], w=t.w[i])
+        x = P.flatten(es.Student(a=s.a[i], theta=s.theta[i]))
+        H = np.asarray(flat_hessian(pot, ti, k, d, objective)(x))
+        ref = np.asarray(jax.hessian(P.make_objective(pot, ti, k, d, objective))(x))
+        np.testing.assert_allclose(H, ref, rtol=1e-10, atol=1e-11)
+        np.testing.assert_allclose(H, H.T, atol=1e-12)

@@ -24,6 +24,7 @@ from earnshaw import trajectory as _tr
 from earnshaw._typing import Student, Teacher
 from earnshaw.dynamics import problem as P
 from earnshaw.dynamics.closed_form import check_gradient, flat_gradient
+from earnshaw.landscape.hessian import flat_hessian
 from earnshaw.potentials import potential as _potential
 from earnshaw.trajectory import Trajectory, report_failures
 
@@ -32,9 +33,12 @@ __all__ = ["gradient_descent", "perturbed_gd", "hessian_descent", "second_gd", "
 _BLOWUP = 1e12
 
 
-def _hd_direction(f, x, g, mask, k, d, manifold):
-    """Smallest eigenpair of the (masked, Riemannian) Hessian and the corrected HD step direction."""
-    H = jax.hessian(f)(x)
+def _hd_direction(f, x, g, mask, k, d, manifold, hess=None):
+    """Smallest eigenpair of the (masked, Riemannian) Hessian and the corrected HD step direction.
+
+    ``hess``: ``x -> H(x)`` (default ``jax.hessian(f)``), e.g. :func:`earnshaw.landscape.hessian.flat_hessian`.
+    """
+    H = (jax.hessian(f) if hess is None else hess)(x)
     H = P.riemannian_hessian(H, g, x, k, d, manifold)
     frozen = 1.0 - mask
     big = jnp.max(jnp.abs(H)) * 10.0 + 1.0
@@ -164,9 +168,10 @@ def _compiled(method, pot, nb, teacher_batched, lr_batched, keyed, k, d, steps, 
         f = P.make_objective(pot, teacher, k, d, objective)
         if method == "nodewise_descent":
             return _nodewise(pot, teacher, student, lr, k, d, manifold, objective, opts, key)
-        update, state0, stall = _METHODS[method](f, lr, mask, k, d, manifold, opts, key)
         first_order = method in ("gradient_descent", "perturbed_gd")
         grad_fn = flat_gradient(pot, teacher, k, d, objective, opts.get("grad", "auto")) if first_order else None
+        hess = flat_hessian(pot, teacher, k, d, objective)  # forward mode over erf's closed-form gradient
+        update, state0, stall = _METHODS[method](f, lr, mask, k, d, manifold, dict(opts, hess=hess), key)
         out = _run(f, x0, update, state0, mask=mask, k=k, d=d, manifold=manifold, max_steps=steps,
                    save_every=save_every, tol=tol, needs_value=not first_order, grad_fn=grad_fn, stall=stall)
         return _trajectory(*out, k, d)
@@ -205,7 +210,7 @@ def _hessian(f, lr, mask, k, d, manifold, opts, key):
     gamma = opts["gamma"]
 
     def update(i, x, state, val, g):
-        lam, v = _hd_direction(f, x, g, mask, k, d, manifold)
+        lam, v = _hd_direction(f, x, g, mask, k, d, manifold, opts.get("hess"))
         done = lam >= -gamma
         return x - lr * jnp.abs(lam) * v, state, jnp.where(done, _tr.CONVERGED, _tr.RUNNING)
     return update, (), None
@@ -220,7 +225,7 @@ def _second(f, lr, mask, k, d, manifold, opts, key):
         x_gd = x - lr * g
 
         def hd(_):
-            lam, v = _hd_direction(f, x, g, mask, k, d, manifold)
+            lam, v = _hd_direction(f, x, g, mask, k, d, manifold, opts.get("hess"))
             return x - lr * jnp.abs(lam) * v
 
         x_new = jax.lax.cond(big, lambda _: x_gd, hd, None)
