@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from earnshaw.dynamics import problem as P
-from earnshaw.landscape.hessian import warn_if_float32
+from earnshaw.dynamics.closed_form import flat_gradient
+from earnshaw.landscape.hessian import flat_hessian, warn_if_float32
 from earnshaw.potentials import potential as _potential
 
 __all__ = ["refine"]
@@ -28,14 +29,15 @@ __all__ = ["refine"]
 @functools.lru_cache(maxsize=None)
 def _refine_fn(pot, k, d, objective, train, nb, teacher_batched, max_steps, trust, radius, rcond):
     def single(x0, teacher):
-        f = P.make_objective(pot, teacher, k, d, objective)
         mask = P.train_mask(k, d, train, x0.dtype)
-        grad = lambda x: jax.grad(f)(x) * mask  # noqa: E731
+        # erf: closed-form gradient and its forward-mode Jacobian (tested equal to autodiff to 1e-12/1e-10)
+        gf = flat_gradient(pot, teacher, k, d, objective)
+        hf = flat_hessian(pot, teacher, k, d, objective)
+        grad = lambda x: gf(x) * mask  # noqa: E731
 
         def step(_, carry):
-            x, best, best_gn = carry
-            g = grad(x)
-            H = jax.hessian(f)(x) * mask[:, None] * mask[None, :]
+            x, g, best, best_gn = carry  # g: the masked gradient at x, from the previous step
+            H = hf(x) * mask[:, None] * mask[None, :]
             lam, V = jnp.linalg.eigh(0.5 * (H + H.T))
             cut = rcond * jnp.max(jnp.abs(lam))
             inv = jnp.where(jnp.abs(lam) > cut, 1.0 / jnp.where(jnp.abs(lam) > cut, lam, 1.0), 0.0)
@@ -43,12 +45,13 @@ def _refine_fn(pot, k, d, objective, train, nb, teacher_batched, max_steps, trus
             n = jnp.linalg.norm(dx)
             dx = dx * jnp.minimum(1.0, trust / jnp.maximum(n, 1e-300))
             x = x - dx
-            gn = jnp.linalg.norm(grad(x))
+            g = grad(x)
+            gn = jnp.linalg.norm(g)
             ok = jnp.isfinite(gn) & (gn < best_gn) & (jnp.linalg.norm(x - x0) <= radius)
-            return x, jnp.where(ok, x, best), jnp.where(ok, gn, best_gn)
+            return x, g, jnp.where(ok, x, best), jnp.where(ok, gn, best_gn)
 
-        gn0 = jnp.linalg.norm(grad(x0))
-        _, best, best_gn = jax.lax.fori_loop(0, max_steps, step, (x0, x0, gn0))
+        g0 = grad(x0)
+        _, _, best, best_gn = jax.lax.fori_loop(0, max_steps, step, (x0, g0, x0, jnp.linalg.norm(g0)))
         return best, best_gn
 
     fn = single
