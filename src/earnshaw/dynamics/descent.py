@@ -75,38 +75,46 @@ def _run(f, x0, update, state0, *, mask, k, d, manifold, max_steps, save_every, 
         ok = jnp.isfinite(val) & jnp.all(jnp.isfinite(g)) & (gn <= _BLOWUP * (1.0 + ref_gn))
         return ok & (jnp.abs(val) <= _BLOWUP * (1.0 + jnp.abs(ref_val)))
 
-    val0, g0 = evaluate(x0)
-    gn0 = jnp.linalg.norm(g0)
-    status0 = jnp.where(~finite(val0, g0, 0.0, 0.0), _tr.DIVERGED,
-                        jnp.where(gn0 < tol, _tr.CONVERGED, _tr.RUNNING))
-    carry0 = dict(i=jnp.zeros((), jnp.int32), x=x0, val=val0, g=g0, state=state0, status=status0,
-                  nev=jnp.ones((), jnp.int32))
+    # The start point is evaluated by the loop body itself (its first pass, ``fresh``), so the program
+    # holds one copy of the objective and gradient, not two (0.3-0.5 s less to compile with a Hessian).
+    zero = jnp.zeros((), x0.dtype)
+    carry0 = dict(i=jnp.zeros((), jnp.int32), x=x0, val=zero, g=jnp.zeros_like(x0), state=state0,
+                  status=jnp.asarray(_tr.RUNNING), nev=jnp.ones((), jnp.int32), gn0=zero, fresh=jnp.asarray(True))
 
     def body(c):
-        x_new, state, flag = update(c["i"], c["x"], c["state"], c["val"], c["g"])
-        x_new = P.project(x_new, k, d, manifold)
+        fresh = c["fresh"]
+        # unused on the fresh pass; an infinite gradient there sends SecondGD down its cheap (GD) branch
+        g_in = jnp.where(fresh, jnp.inf, c["g"])
+        x_upd, state, flag = update(c["i"], c["x"], c["state"], c["val"], g_in)
+        x_new = jnp.where(fresh, c["x"], P.project(x_upd, k, d, manifold))
         val, g = evaluate(x_new)
+        gn = jnp.linalg.norm(g)
+        gn0 = jnp.where(fresh, gn, c["gn0"])
         if stall is not None:
             flag = jnp.where((flag == _tr.RUNNING) & (val >= c["val"] - stall), _tr.STALLED, flag)
-        ok = finite(val, g, c["val"], gn0)
-        accept = ok & (flag == _tr.RUNNING)
+        ok = finite(val, g, jnp.where(fresh, 0.0, c["val"]), jnp.where(fresh, 0.0, gn0))
+        flag = jnp.where(fresh, _tr.RUNNING, flag)
+        accept = (ok & (flag == _tr.RUNNING)) | fresh
         status = jnp.where(~ok, _tr.DIVERGED, jnp.where(flag != _tr.RUNNING, flag,
-                                                         jnp.where(jnp.linalg.norm(g) < tol, _tr.CONVERGED,
-                                                                   _tr.RUNNING)))
+                                                         jnp.where(gn < tol, _tr.CONVERGED, _tr.RUNNING)))
         pick = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
-        return dict(i=c["i"] + 1, x=pick(x_new, c["x"]), val=pick(val, c["val"]), g=pick(g, c["g"]),
-                    state=jax.tree_util.tree_map(pick, state, c["state"]), status=status, nev=c["nev"] + 1)
+        keep = lambda new, old: jnp.where(fresh, old, pick(new, old))  # noqa: E731
+        return dict(i=c["i"] + ~fresh, x=pick(x_new, c["x"]), val=pick(val, c["val"]), g=pick(g, c["g"]),
+                    state=jax.tree_util.tree_map(keep, state, c["state"]), status=status,
+                    nev=c["nev"] + ~fresh, gn0=gn0, fresh=jnp.asarray(False))
 
     def value(c):
         return c["val"] if needs_value else f(c["x"])
 
     def chunk(c, _):
         record = (c["x"], value(c), jnp.linalg.norm(c["g"]), c["i"], c["status"] == _tr.RUNNING)
-        stop_at = jnp.minimum(c["i"] + save_every, max_steps)
-        c = jax.lax.while_loop(lambda c: (c["i"] < stop_at) & (c["status"] == _tr.RUNNING), body, c)
+        # chunk 0 only evaluates the start point (its record is dropped); the others take save_every steps
+        stop_at = jnp.where(c["fresh"], 0, jnp.minimum(c["i"] + save_every, max_steps))
+        c = jax.lax.while_loop(lambda c: c["fresh"] | ((c["i"] < stop_at) & (c["status"] == _tr.RUNNING)), body, c)
         return c, record
 
-    end, (xs, vals, gns, its, alive) = jax.lax.scan(chunk, carry0, None, length=n_chunks)
+    end, records = jax.lax.scan(chunk, carry0, None, length=n_chunks + 1)
+    xs, vals, gns, its, alive = (r[1:] for r in records)
     end = dict(end, val=value(end))
     # a run that blew up between saves: its value at the last finite point
     status = jnp.where(end["status"] == _tr.RUNNING, _tr.MAX_STEPS, end["status"])
