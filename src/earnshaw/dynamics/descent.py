@@ -259,7 +259,7 @@ def _nodewise(pot, teacher, student, lr, k, d, manifold, objective, opts, key):
     keys = jax.random.split(key, k)
 
     def node(i, carry):
-        x_full, xs, vals, nev, limit = carry
+        x_full, xs, nev, limit = carry
         s = P.unflatten(x_full, k, d)
         active = jnp.arange(k) < i
         a_fixed = jnp.where(active, s.a, 0.0)
@@ -296,25 +296,22 @@ def _nodewise(pot, teacher, student, lr, k, d, manifold, objective, opts, key):
                    save_every=steps, tol=0.0, stall=stall)
         end, node_status = out[5], out[6]
         x_full = embed(end["x"])
-        return (x_full, xs.at[i + 1].set(x_full), vals.at[i + 1].set(fobj(x_full)), nev + end["nev"],
-                limit | (node_status == _tr.MAX_STEPS))
+        return x_full, xs.at[i + 1].set(x_full), nev + end["nev"], limit | (node_status == _tr.MAX_STEPS)
 
     # before any node: every a_j = 0
     x_start = P.flatten(Student(a=jnp.zeros_like(student.a), theta=student.theta))
     xs = jnp.zeros((k + 1, x_full0.size), x_full0.dtype).at[0].set(x_start)
-    vals = jnp.zeros(k + 1, x_full0.dtype).at[0].set(fobj(x_start))
-    x_full, xs, vals, nev, limit = jax.lax.fori_loop(
-        0, k, node, (x_start, xs, vals, jnp.zeros((), jnp.int32), jnp.zeros((), bool)))
+    x_full, xs, nev, limit = jax.lax.fori_loop(0, k, node, (x_start, xs, jnp.zeros((), jnp.int32),
+                                                            jnp.zeros((), bool)))
     if opts["resolve_a"]:  # one more saved point: the learned theta with every a re-solved
         from earnshaw.loss import optimal_a
         s = P.unflatten(x_full, k, d)
         x_full = P.flatten(Student(a=optimal_a(pot, s.theta, teacher, reg=reg), theta=s.theta))
         xs = jnp.concatenate([xs, x_full[None]])
-        vals = jnp.concatenate([vals, fobj(x_full)[None]])
     n_saved = xs.shape[0]
-    # one unbatched gradient in a loop (vmapped, XLA compiles batched Gram products ~1 s slower);
-    # xs[-1] is x_full
-    gs = jax.lax.map(jax.grad(fobj), xs)
+    # the saved points' values and gradients in one loop: one unbatched copy of the objective in the
+    # program (vmapped, XLA compiles batched Gram products ~1 s slower); xs[-1] is x_full
+    vals, gs = jax.lax.map(jax.value_and_grad(fobj), xs)
     g, gns = gs[-1], jnp.linalg.norm(gs, axis=-1)
     ok = jnp.isfinite(vals[-1])
     end = dict(x=x_full, val=vals[-1], g=g, nev=nev + n_saved, i=jnp.asarray(k, jnp.int32))
