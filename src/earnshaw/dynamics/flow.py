@@ -161,13 +161,12 @@ def _compiled(pot, nb, teacher_batched, k, d, t1, train, objective, manifold, so
         ys, final, vals, gns, fval, fgn = xs[:-1], xs[-1], vals[:-1], gns[:-1], vals[-1], gns[-1]
         res = sol.result
         blew_up = jnp.any(jnp.isfinite(ts) & ~jnp.all(jnp.isfinite(ys), axis=-1)) | ~jnp.isfinite(fval)
+        # the only event is the collision one (it also fires at a start point already inside the radius)
         status = jnp.where(res == diffrax.RESULTS.event_occurred, _tr.COLLIDED,
                            jnp.where(res == diffrax.RESULTS.successful,
                                      jnp.where(fgn < gtol, _tr.CONVERGED, _tr.MAX_STEPS),
                                      jnp.where(res == diffrax.RESULTS.max_steps_reached, _tr.MAX_STEPS,
                                                _tr.SOLVER_FAILED)))
-        if collision_radius is not None:
-            status = jnp.where(min_distance(final) < collision_radius, _tr.COLLIDED, status)
         # a step-size collapse with non-finite values is a divergence, not a convergence failure
         status = jnp.where(blew_up | ((status == _tr.SOLVER_FAILED) & (fgn > 1e6)), _tr.DIVERGED, status)
         nsteps = sol.stats["num_steps"]

@@ -10,8 +10,8 @@ import numpy as np
 
 from earnshaw._typing import Student, Teacher
 from earnshaw.dynamics import problem as P
-from earnshaw.landscape.critical import refine as _refine
 from earnshaw.dynamics.closed_form import flat_gradient
+from earnshaw.landscape.critical import refine as _refine
 from earnshaw.landscape.hessian import flat_hessian, laplacians, warn_if_float32
 from earnshaw.landscape.matching import match_units
 from earnshaw.potentials import potential as _potential
