@@ -264,3 +264,24 @@ def test_mixed_precision_is_promoted_and_on_divergence_validated():
                  lambda: es.gradient_flow("erf", t, s, t1=1.0, on_divergence="bogus")):
         with pytest.raises(ValueError, match="valid: raise, warn, ignore"):
             call()
+
+
+def test_descent_start_point_is_evaluated_once_and_recorded(easy):
+    """The loop's first pass evaluates the start point: a start already below tol stops there (no step),
+    a non-finite start is diverged at step 0, and the first record is the start with its loss."""
+    t, s = easy
+    one = es.Student(a=s.a[0], theta=s.theta[0])
+    loss0 = float(es.population_loss("erf", one, t))
+    done = es.gradient_descent("erf", t, one, lr=1e-2, steps=50, tol=1e3)
+    assert str(done.status_names()) == "converged" and int(done.n_steps) == 0
+    assert int(done.n_grad_evals) == 1
+    np.testing.assert_array_equal(P.flatten(done.final), P.flatten(one))
+    for method in (es.gradient_descent, es.second_gd, es.hessian_descent):
+        run = method("erf", t, one, lr=1e-2, steps=50)
+        assert int(run.n_steps) > 0 and float(run.ts[0]) == 0.0
+        np.testing.assert_allclose(float(run.losses[0]), loss0, rtol=1e-12)
+        np.testing.assert_allclose(P.flatten(es.Student(a=run.params.a[0], theta=run.params.theta[0])),
+                                   P.flatten(one))
+    bad = es.Student(a=one.a, theta=one.theta.at[0, 0].set(jnp.nan))
+    traj = es.gradient_descent("erf", t, bad, lr=1e-2, steps=50, on_divergence="ignore")
+    assert str(traj.status_names()) == "diverged" and int(traj.n_steps) == 0
