@@ -134,6 +134,36 @@ def test_nodewise_recovers_every_unit_gaussian():
     assert traj.status_names() == "converged"
 
 
+@pytest.mark.parametrize("pot_name,objective", [("erf", "L"), ("erf", "G"), ("coulomb", "reduced")])
+def test_nodewise_unit_objective_is_the_full_one_up_to_a_constant(pot_name, objective):
+    """Node-wise descent runs SecondGD on the terms of the objective that involve unit i: the same
+    differences of value, gradient and Hessian as the full objective with every other unit fixed."""
+    from earnshaw.dynamics import descent as D
+    pot = es.potential(pot_name, **({"d": 3} if pot_name == "coulomb" else {}))
+    k, d, i = 3, 3, 1
+    t = es.random_teacher(jax.random.key(0), d=d, k=k)
+    s = es.random_student(jax.random.key(1), d=d, k=k)
+    active = jnp.arange(k) < i
+    a_fixed = jnp.where(active, s.a, 0.0)
+    others = lambda th: jnp.where(active[:, None], s.theta, th + 1.0)  # noqa: E731
+    full_obj = P.make_objective(pot, t, k, d, objective)
+
+    def full(z):
+        # the node-wise state: units after i inactive (a = 0) and, for a singular potential, away from unit i
+        theta = jnp.where(active[:, None], s.theta, s.theta + 5.0).at[i].set(z[1:])
+        return full_obj(P.flatten(es.Student(a=a_fixed.at[i].set(z[0]), theta=theta)))
+
+    f = D._node_objective(pot, t, a_fixed, others, objective, full)
+    zs = jax.random.normal(jax.random.key(2), (4, d + 1), jnp.float64)
+    diff = jax.vmap(f)(zs) - jax.vmap(full)(zs)
+    np.testing.assert_allclose(diff - diff[0], 0.0, atol=1e-12)
+    for z in zs:
+        np.testing.assert_allclose(jax.grad(f)(z), jax.grad(full)(z), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(jax.hessian(f)(z), jax.hessian(full)(z), rtol=1e-9, atol=1e-11)
+    # a custom objective falls back to the full one
+    assert D._node_objective(pot, t, a_fixed, others, lambda *a: 0.0, full) is full
+
+
 def test_nodewise_resolve_a_appends_a_saved_point():
     t = es.Teacher(b=jnp.array([[0.9, -0.6], [0.7, 0.8]]),
                    w=jnp.array([[[1.2, 0.0, 0.0], [-0.8, 0.9, 0.4]], [[0.5, 0.5, 0.0], [-0.6, -0.4, 0.3]]]))

@@ -161,8 +161,12 @@ def _solve(method, pot, teacher, student, lr, *, steps, train, objective, manifo
         keyed = True
     batch = student.a.shape[:-1]
     keys = jax.random.split(key, math.prod(batch)).reshape(batch) if nb else key
-    traj = _compiled(method, pot, nb, teacher_batched, lr.ndim > 0, keyed, student.k, student.d, steps, train,
-                     objective, manifold, save_every, float(tol), options)(student, teacher, lr, keys)
+    if method == "nodewise_descent":
+        fn = _compiled_nodewise(pot, nb, teacher_batched, lr.ndim > 0, student.k, student.d, objective, options)
+    else:
+        fn = _compiled(method, pot, nb, teacher_batched, lr.ndim > 0, keyed, student.k, student.d, steps, train,
+                       objective, manifold, save_every, float(tol), options)
+    traj = fn(student, teacher, lr, keys)
     return report_failures(traj, method=method, lr=None if method == "nodewise_descent" else float(jnp.max(lr)),
                            pot=pot, on_divergence=on_divergence)
 
@@ -176,8 +180,6 @@ def _compiled(method, pot, nb, teacher_batched, lr_batched, keyed, k, d, steps, 
         x0 = P.flatten(student)
         mask = P.train_mask(k, d, train, x0.dtype)
         f = P.make_objective(pot, teacher, k, d, objective)
-        if method == "nodewise_descent":
-            return _nodewise(pot, teacher, student, lr, k, d, manifold, objective, opts, key)
         first_order = method in ("gradient_descent", "perturbed_gd")
         grad_fn = flat_gradient(pot, teacher, k, d, objective, opts.get("grad", "auto")) if first_order else None
         hess = flat_hessian(pot, teacher, k, d, objective)  # forward mode over erf's closed-form gradient
@@ -251,75 +253,128 @@ _METHODS = {"gradient_descent": _gd, "perturbed_gd": _perturbed, "hessian_descen
 # --- node-wise (Algorithm 3) ---------------------------------------------------------------------------------
 
 
-def _nodewise(pot, teacher, student, lr, k, d, manifold, objective, opts, key):
+def _node_objective(pot, teacher, a_fixed, others, objective, full):
+    """The objective as a function of unit ``i``'s ``z = (a_i, theta_i)`` alone, up to a constant.
+
+    For the built-in objectives only the terms that involve unit ``i`` are kept,
+    ``a^2 (Phi(theta, theta) + reg) + 2 a sum_j a_j Phi(theta, theta_j) - 2 a sum_j b_j Phi(theta, w_j)``
+    (``a_fixed[i] = 0``; ``"reduced"`` drops the self term): a program a fraction of the size of the
+    full objective's, and the dropped constant only sharpens SecondGD's value differences.
+    ``others(theta)``: the ``(k, d)`` positions of the other units. ``full`` (``z -> objective``)
+    serves a custom objective.
+    """
+    if objective not in ("L", "G", "reduced"):
+        return full
+    reg = 1.0 if objective == "G" else 0.0
+
+    def f(z):
+        a, th = z[0], z[1:]
+        cross = jnp.sum(a_fixed * pot(th, others(th))) - jnp.sum(teacher.b * pot(th, teacher.w))
+        own = reg if objective == "reduced" else pot(th, th) + reg  # Phi(theta, theta) is inf for coulomb
+        return a * a * own + 2.0 * a * cross
+    return f
+
+
+def _node(pot, teacher, lr, k, d, objective, opts, key, i, x_full):
+    """Algorithm 3's step for unit ``i`` (traced): its start, then SecondGD on ``(a_i, theta_i)`` alone.
+
+    Units ``< i`` keep their values, units ``> i`` are inactive (``a_j = 0``). Returns the new flat
+    parameters, the gradient evaluations used and whether SecondGD ran out of ``node_steps``.
+    """
     eta, gamma, steps = opts["eta"], opts["gamma"], opts["node_steps"]
     reg = 1.0 if objective == "G" else 0.0
     init_theta = opts["init_theta"]
-    x_full0 = P.flatten(student)
     fobj = P.make_objective(pot, teacher, k, d, objective)
-    sub_mask = jnp.ones(d + 1, x_full0.dtype)
-    keys = jax.random.split(key, k)
+    sub_mask = jnp.ones(d + 1, x_full.dtype)
+    s = P.unflatten(x_full, k, d)
+    active = jnp.arange(k) < i
+    a_fixed = jnp.where(active, s.a, 0.0)
+    # inactive units' theta are placeholders: keep them off unit i, where a singular potential
+    # (coulomb) is infinite and 0 * inf would be NaN
+    others = lambda th: jnp.where(active[:, None], s.theta, jax.lax.stop_gradient(th) + 1.0)  # noqa: E731
+    node_key = jax.random.split(key, k)[i]
 
-    def node(i, carry):
-        x_full, xs, nev, limit = carry
-        s = P.unflatten(x_full, k, d)
-        active = jnp.arange(k) < i
-        a_fixed = jnp.where(active, s.a, 0.0)
+    def a_opt(th):
+        """Lemma 16/22: the optimal a_i for theta_i given the frozen nodes (natural sign), and the
+        drop of the objective it gives, ``num^2 / den``."""
+        num = jnp.sum(teacher.b * pot(th, teacher.w)) - jnp.sum(a_fixed * pot(th, others(th)))
+        den = pot(th, th) + reg
+        safe = jnp.where(den > 0, den, 1.0)
+        return jnp.where(den > 0, num / safe, 0.0), jnp.where(den > 0, num**2 / safe, 0.0)
 
-        def a_opt(th):
-            """Lemma 16/22: the optimal a_i for theta_i given the frozen nodes (natural sign), and the
-            drop of the objective it gives, ``num^2 / den``."""
-            num = jnp.sum(teacher.b * pot(th, teacher.w)) - jnp.sum(a_fixed * pot(th, s.theta))
-            den = pot(th, th) + reg
-            safe = jnp.where(den > 0, den, 1.0)
-            return jnp.where(den > 0, num / safe, 0.0), jnp.where(den > 0, num**2 / safe, 0.0)
+    if init_theta == "zero":
+        th_i = jnp.zeros(d, x_full.dtype)
+    elif init_theta == "random":
+        th_i = opts["init_scale"] * jax.random.normal(node_key, (d,), x_full.dtype)
+    else:  # "best_of" (Lemma 26): theta = 0 and n_starts - 1 draws of N(0, init_scale^2 I); the
+        # start whose optimal a_i lowers the objective most, i.e. the lowest single-node optimal loss
+        cand = opts["init_scale"] * jax.random.normal(node_key, (opts["n_starts"], d), x_full.dtype)
+        cand = cand.at[0].set(0.0)
+        th_i = cand[jnp.argmax(jax.vmap(lambda th: a_opt(th)[1])(cand))]
+    a_i = a_opt(th_i)[0]
 
-        if init_theta == "zero":
-            th_i = jnp.zeros(d, x_full.dtype)
-        elif init_theta == "random":
-            th_i = opts["init_scale"] * jax.random.normal(keys[i], (d,), x_full.dtype)
-        else:  # "best_of" (Lemma 26): theta = 0 and n_starts - 1 draws of N(0, init_scale^2 I); the
-            # start whose optimal a_i lowers the objective most, i.e. the lowest single-node optimal loss
-            cand = opts["init_scale"] * jax.random.normal(keys[i], (opts["n_starts"], d), x_full.dtype)
-            cand = cand.at[0].set(0.0)
-            th_i = cand[jnp.argmax(jax.vmap(lambda th: a_opt(th)[1])(cand))]
-        a_i = a_opt(th_i)[0]
+    def embed(z):
+        return P.flatten(Student(a=a_fixed.at[i].set(z[0]), theta=s.theta.at[i].set(z[1:])))
 
-        def embed(z):
-            th = s.theta.at[i].set(z[1:])
-            return P.flatten(Student(a=a_fixed.at[i].set(z[0]), theta=th))
+    f_i = _node_objective(pot, teacher, a_fixed, others, objective, lambda z: fobj(embed(z)))
+    z0 = jnp.concatenate([a_i[None], th_i])
+    # the unit being learned moves in R^d (Algorithm 3 is stated there)
+    update, st, stall = _second(f_i, lr, sub_mask, 1, d, "euclidean", dict(eta=eta, gamma=gamma), None)
+    out = _run(f_i, z0, update, st, mask=sub_mask, k=1, d=d, manifold="euclidean", max_steps=steps,
+               save_every=steps, tol=0.0, stall=stall)
+    end, node_status = out[5], out[6]
+    return embed(end["x"]), end["nev"], node_status == _tr.MAX_STEPS
 
-        f_i = lambda z: fobj(embed(z))  # noqa: E731
-        z0 = jnp.concatenate([a_i[None], th_i])
-        # the unit being learned moves in R^d (Algorithm 3 is stated there)
-        update, st, stall = _second(f_i, lr, sub_mask, 1, d, "euclidean",
-                                    dict(eta=eta, gamma=gamma), None)
-        out = _run(f_i, z0, update, st, mask=sub_mask, k=1, d=d, manifold="euclidean", max_steps=steps,
-                   save_every=steps, tol=0.0, stall=stall)
-        end, node_status = out[5], out[6]
-        x_full = embed(end["x"])
-        return x_full, xs.at[i + 1].set(x_full), nev + end["nev"], limit | (node_status == _tr.MAX_STEPS)
 
-    # before any node: every a_j = 0
-    x_start = P.flatten(Student(a=jnp.zeros_like(student.a), theta=student.theta))
-    xs = jnp.zeros((k + 1, x_full0.size), x_full0.dtype).at[0].set(x_start)
-    x_full, xs, nev, limit = jax.lax.fori_loop(0, k, node, (x_start, xs, jnp.zeros((), jnp.int32),
-                                                            jnp.zeros((), bool)))
+def _nodewise_finish(pot, teacher, xs, nev, limit, k, d, objective, opts):
+    """The Trajectory of node-wise descent from its ``(k + 1, n)`` saved points (start, after each unit)."""
+    fobj = P.make_objective(pot, teacher, k, d, objective)
     if opts["resolve_a"]:  # one more saved point: the learned theta with every a re-solved
         from earnshaw.loss import optimal_a
-        s = P.unflatten(x_full, k, d)
-        x_full = P.flatten(Student(a=optimal_a(pot, s.theta, teacher, reg=reg), theta=s.theta))
-        xs = jnp.concatenate([xs, x_full[None]])
+        s = P.unflatten(xs[-1], k, d)
+        reg = 1.0 if objective == "G" else 0.0
+        xs = jnp.concatenate([xs, P.flatten(Student(a=optimal_a(pot, s.theta, teacher, reg=reg),
+                                                    theta=s.theta))[None]])
     n_saved = xs.shape[0]
     # the saved points' values and gradients in one loop: one unbatched copy of the objective in the
-    # program (vmapped, XLA compiles batched Gram products ~1 s slower); xs[-1] is x_full
+    # program (vmapped, XLA compiles batched Gram products ~1 s slower)
     vals, gs = jax.lax.map(jax.value_and_grad(fobj), xs)
     g, gns = gs[-1], jnp.linalg.norm(gs, axis=-1)
     ok = jnp.isfinite(vals[-1])
-    end = dict(x=x_full, val=vals[-1], g=g, nev=nev + n_saved, i=jnp.asarray(k, jnp.int32))
+    end = dict(x=xs[-1], val=vals[-1], g=g, nev=nev + n_saved, i=jnp.asarray(k, jnp.int32))
     # converged: every node's SecondGD stopped by its rule; limit_reached: some node ran out of node_steps
     status = jnp.where(ok, jnp.where(limit, _tr.MAX_STEPS, _tr.CONVERGED), _tr.DIVERGED)
     return _trajectory(xs, vals, gns, jnp.arange(n_saved), jnp.ones(n_saved, bool), end, status, k, d)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_nodewise(pot, nb, teacher_batched, lr_batched, k, d, objective, options):
+    """Algorithm 3 as two cached programs, one unit's step (called ``k`` times, ``i`` traced) and the
+    finish: one program with the ``k`` steps in a loop took 2.2-2.8 s to compile; these take less each."""
+    opts = dict(options)
+    t_ax, l_ax = (0 if teacher_batched else None), (0 if lr_batched else None)
+
+    def node(teacher, lr, key, i, x_full):
+        return _node(pot, teacher, lr, k, d, objective, opts, key, i, x_full)
+
+    def finish(teacher, xs, nev, limit):
+        return _nodewise_finish(pot, teacher, jnp.stack(xs), nev, limit, k, d, objective, opts)
+
+    for _ in range(nb):
+        node = jax.vmap(node, in_axes=(t_ax, l_ax, 0, None, 0))
+        finish = jax.vmap(finish, in_axes=(t_ax, 0, 0, 0))
+    node, finish = (jax.jit(fn, compiler_options=P.compile_options(nb)) for fn in (node, finish))
+
+    def run(student: Student, teacher: Teacher, lr, keys):
+        # before any node: every a_j = 0
+        x = P.flatten(Student(a=jnp.zeros_like(student.a), theta=student.theta))
+        xs, nev, limit = [x], 0, False
+        for i in range(k):  # k is small; one compiled step serves every unit
+            x, n_i, lim_i = node(teacher, lr, keys, jnp.asarray(i, jnp.int32), x)
+            xs, nev, limit = xs + [x], nev + n_i, limit | lim_i
+        return finish(teacher, tuple(xs), nev, limit)
+
+    return run
 
 
 # --- public API ----------------------------------------------------------------------------------------------
