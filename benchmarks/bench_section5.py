@@ -81,16 +81,17 @@ def main(argv=None):
     ap.add_argument("--torch-threads", type=int, default=0,
                     help="torch.set_num_threads (0: PyTorch's default; 1 is steadier on a loaded machine)")
     ap.add_argument("--devices", type=int, default=0,
-                    help="CPU cores earnshaw splits the seeds over (0: all, as `earnshaw reproduce` does)")
+                    help="XLA CPU devices earnshaw may split the seeds over (0: as `earnshaw reproduce` does, "
+                         "earnshaw.deep.cpu_devices_for; earnshaw.deep.train_devices picks how many a cell uses)")
     args = ap.parse_args(argv)
-
-    import os
 
     import jax
     import torch
 
-    # both sides get the whole machine: PyTorch its default intra-op threads, earnshaw one device per core
-    jax.config.update("jax_num_cpu_devices", args.devices or os.cpu_count() or 1)
+    from earnshaw.deep import cpu_devices_for
+
+    # both sides get the whole machine: PyTorch its default intra-op threads, earnshaw its CPU devices
+    jax.config.update("jax_num_cpu_devices", args.devices or cpu_devices_for(args.seeds))
 
     from earnshaw.experiments.section5 import PRESETS, _cell_data
 

@@ -108,7 +108,9 @@ def test_table2_run_folder(ci_table2):
     assert {"depth", "width", "test_mse_mean", "test_mse_sd", "paper_test_error"} <= set(header)
     meta = json.loads((path / "meta.json").read_text())
     assert meta["effective_mean_loss_step"] == pytest.approx(0.2)
-    assert meta["sessions"][-1]["devices_per_cell"] == jax.local_device_count()
+    # a cell's seeds on at most the devices there are (this test process has one)
+    assert meta["sessions"][-1]["devices_per_cell"] == {f"d{dp}_w{w}": jax.local_device_count()
+                                                        for dp in (2, 5) for w in (5, 20, 40)}
     assert not list((path / "checkpoints").iterdir())  # finished cells leave no checkpoints
 
 
@@ -215,35 +217,61 @@ def test_quick_preset_orderings(tmp_path):
 
 _SPREAD_SCRIPT = """
 import json, sys, jax
-jax.config.update("jax_num_cpu_devices", 2)
+jax.config.update("jax_num_cpu_devices", int(sys.argv[1]))
 import numpy as np
 from earnshaw.deep import make_train_chunk
 from earnshaw.experiments import section5 as s5
-cfg = s5.Section5Config("spread", depths=(3,), widths=(4,), seeds=3, n_train=64, n_test=32, lr=1e-3, steps=20, chunk=20)
-params, x, y, xz, yz = s5._cell_data(cfg, 3, 4)
+depth = int(sys.argv[2])
+cfg = s5.Section5Config("spread", depths=(depth,), widths=(4,), seeds=3, n_train=64, n_test=32, lr=1e-3, steps=20,
+                        chunk=20)
+params, x, y, xz, yz = s5._cell_data(cfg, depth, 4)
 res = make_train_chunk(20, 1e-3)(params, x, y, xz, yz)
-print(json.dumps({"devices": jax.local_device_count(), "train": np.asarray(res.train_mse).tolist(),
+print(json.dumps({"devices": jax.local_device_count(), "used": len(res.train_mse.sharding.device_set),
+                  "train": np.asarray(res.train_mse).tolist(),
                   "w0": np.asarray(res.params[0]).tolist(), "test": np.asarray(res.test_mse).tolist()}))
 """
 
 
-def test_seeds_spread_over_two_devices_equal_one_device():
+@pytest.mark.parametrize("n_devices,depth,used", [(2, 3, 2), (5, 2, 3)])
+def test_seeds_spread_over_devices_equal_one_device(n_devices, depth, used):
+    """3 seeds of a depth-3 cell on 2 devices (2 + 1 and a padded seed), or of a depth-2 cell on 3 of
+    5 devices (one each, no padding), give the one-device results."""
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", _SPREAD_SCRIPT], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", _SPREAD_SCRIPT, str(n_devices), str(depth)], capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     two = json.loads(out.stdout.strip().splitlines()[-1])
-    assert two["devices"] == 2
-    # the same cell on this process's single device; 3 seeds on 2 devices exercises the padding
-    cfg = s5.Section5Config("spread", depths=(3,), widths=(4,), seeds=3, n_train=64, n_test=32, lr=1e-3, steps=20,
-                            chunk=20)
-    params, x, y, xz, yz = s5._cell_data(cfg, 3, 4)
+    assert two["devices"] == n_devices and two["used"] == used
+    # the same cell on this process's single device
+    cfg = s5.Section5Config("spread", depths=(depth,), widths=(4,), seeds=3, n_train=64, n_test=32, lr=1e-3,
+                            steps=20, chunk=20)
+    params, x, y, xz, yz = s5._cell_data(cfg, depth, 4)
     one = make_train_chunk(20, 1e-3)(params, x, y, xz, yz)
     assert np.asarray(two["train"]).shape == (3, 20)
     np.testing.assert_allclose(two["train"], np.asarray(one.train_mse), rtol=1e-6)
     np.testing.assert_allclose(two["w0"], np.asarray(one.params[0]), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(two["test"], np.asarray(one.test_mse), rtol=1e-6)
+
+
+def test_device_counts_balance_the_seeds():
+    from earnshaw.deep import cpu_devices_for, seed_devices, train_devices
+
+    # per device ceil(n / devices) seeds; devices that would hold only padding are left out
+    assert [seed_devices(n, 2) for n in (1, 2, 3, 4, 5)] == [1, 2, 2, 2, 2]
+    assert [seed_devices(n, 5) for n in (1, 3, 5, 6, 7, 11)] == [1, 3, 5, 3, 4, 4]
+    for n in range(1, 40):
+        for dev in (1, 2, 3, 5, 8):
+            m = seed_devices(n, dev)
+            per = -(-n // m)
+            assert m <= dev and per == -(-n // dev) and (m - 1) * per < n  # no device holds only padding
+    # devices for one per seed, at least one and at most four per core
+    assert [cpu_devices_for(n, 2) for n in (1, 2, 3, 5, 8, 9, 100)] == [2, 2, 3, 5, 8, 8, 8]
+    # depth 2 uses every device (one per seed here), deeper cells at most one per core
+    assert train_devices(5, 2, n_devices=5, cores=2) == 5 and train_devices(5, 3, n_devices=5, cores=2) == 2
+    assert train_devices(10, 2, n_devices=8, cores=2) == 5 and train_devices(3, 17, n_devices=3, cores=2) == 2
+    assert train_devices(5, 9, n_devices=1, cores=2) == 1
 
 
 @pytest.mark.slow  # timing-dependent (a signal into a live run); it hung once under full-suite load in CI's setting

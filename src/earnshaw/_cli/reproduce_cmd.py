@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pathlib
 import sys
 from typing import Optional
 
@@ -61,8 +62,10 @@ def register(app: typer.Typer):
         depths: Optional[str] = typer.Option(None, "--depths", help="comma-separated depths, e.g. 2,3"),
         widths: Optional[str] = typer.Option(None, "--widths", help="comma-separated widths, e.g. 5,10"),
         workers: int = typer.Option(1, "--workers", help="cells trained at once, each in its own process"),
-        devices: Optional[int] = typer.Option(None, "--devices", help="CPU cores the seeds of a cell are split "
-                                              "over (default: all; with --workers > 1 each worker uses one)"),
+        devices: Optional[int] = typer.Option(None, "--devices", help="XLA CPU devices for the seeds of a cell "
+                                              "(default: one per seed, at least one and at most four per core; "
+                                              "depth 2 uses them all, deeper cells one per core; with "
+                                              "--workers > 1 each worker uses one)"),
         out: str = typer.Option("runs", "--out", help="parent folder of the run folder"),
         resume: Optional[str] = typer.Option(None, "--resume", help="continue this run folder"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar or table"),
@@ -98,7 +101,12 @@ def register(app: typer.Typer):
                               f"n_train={cfg.n_train} is a mean-loss step of {cfg.effective_step:g}")
 
         if workers <= 1:
-            use_cpu_cores(devices if devices else (os.cpu_count() or 1))
+            from earnshaw.deep import cpu_devices_for
+
+            seeds_now = cfg.seeds
+            if resume is not None and (pathlib.Path(resume) / "config.json").is_file():
+                seeds_now = int(json.loads((pathlib.Path(resume) / "config.json").read_text()).get("seeds", seeds_now))
+            use_cpu_cores(devices if devices else cpu_devices_for(seeds_now))
 
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                             TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, disable=quiet)
