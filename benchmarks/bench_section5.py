@@ -81,25 +81,25 @@ def main(argv=None):
     ap.add_argument("--torch-threads", type=int, default=0,
                     help="torch.set_num_threads (0: PyTorch's default; 1 is steadier on a loaded machine)")
     ap.add_argument("--devices", type=int, default=0,
-                    help="XLA CPU devices earnshaw may split the seeds over (0: as `earnshaw reproduce` does, "
-                         "earnshaw.deep.cpu_devices_for; earnshaw.deep.train_devices picks how many a cell uses)")
+                    help="XLA CPU devices earnshaw splits the seeds over (0: as `earnshaw reproduce` does, "
+                         "earnshaw.deep.cpu_devices_for: one per seed if every cell has depth 2, else one per core)")
     args = ap.parse_args(argv)
 
     import jax
     import torch
 
     from earnshaw.deep import cpu_devices_for
+    from earnshaw.experiments.section5 import PRESETS, _cell_data
 
     # both sides get the whole machine: PyTorch its default intra-op threads, earnshaw its CPU devices
-    jax.config.update("jax_num_cpu_devices", args.devices or cpu_devices_for(args.seeds))
-
-    from earnshaw.experiments.section5 import PRESETS, _cell_data
+    cells = (PRESETS["table2"]["full"].cells if args.cells == "all"
+             else [tuple(int(v) for v in c.split("x")) for c in args.cells.split(",")])
+    jax.config.update("jax_num_cpu_devices", args.devices or cpu_devices_for(args.seeds, [dp for dp, _ in cells]))
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
 
     base = PRESETS["table2"]["full"].replace(seeds=args.seeds, n_train=args.n_train, n_test=16, lr=args.lr)
-    cells = base.cells if args.cells == "all" else [tuple(int(v) for v in c.split("x")) for c in args.cells.split(",")]
     print(f"jax {jax.__version__} ({jax.default_backend()}, {jax.local_device_count()} devices), "
           f"torch {torch.__version__} "
           f"({torch.get_num_threads()} threads); seeds={args.seeds}, n_train={args.n_train}, lr={args.lr:g} (sum), "

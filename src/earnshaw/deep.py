@@ -48,7 +48,7 @@ import numpy as np
 from earnshaw.activations import Activation, activation as _activation
 
 __all__ = ["init_deep", "deep_forward", "empirical_loss", "mse", "effective_step", "make_train_chunk", "spread_seeds",
-           "seed_devices", "train_devices", "cpu_devices_for", "ChunkResult", "DivergenceError", "check_divergence", "param_count", "REDUCTIONS"]
+           "seed_devices", "cpu_devices_for", "ChunkResult", "DivergenceError", "check_divergence", "param_count", "REDUCTIONS"]
 
 #: Loss reductions accepted by :func:`empirical_loss`.
 REDUCTIONS = ("sum", "mean")
@@ -247,17 +247,7 @@ def make_train_chunk(steps: int, lr: float, act="sigmoid_pm1", reduction: str = 
         params, train = jax.lax.scan(step, params, None, length=steps)
         return ChunkResult(params, train, _mse_t(params, xt, y), _mse_t(params, xt_test, y_test))
 
-    jitted = jax.jit(jax.vmap(one_seed))
-    spreads = {}
-
-    def chunk(params, x, y, x_test, y_test):
-        # where the seeds go depends on the depth (train_devices); one spread per device count
-        m = train_devices(x.shape[0], len(params))
-        if m not in spreads:
-            spreads[m] = spread_seeds(jitted, max_devices=m)
-        return spreads[m](params, x, y, x_test, y_test)
-
-    return chunk
+    return spread_seeds(jax.jit(jax.vmap(one_seed)))
 
 
 def seed_devices(n_seeds: int, n_devices: int | None = None) -> int:
@@ -274,31 +264,24 @@ def seed_devices(n_seeds: int, n_devices: int | None = None) -> int:
     return -(-n_seeds // per)
 
 
-def cpu_devices_for(n_seeds: int, cores: int | None = None) -> int:
-    """The number of XLA CPU devices to expose for ``n_seeds`` seed-batched runs on ``cores`` cores.
+def cpu_devices_for(n_seeds: int, depths=(2,), cores: int | None = None) -> int:
+    """The number of XLA CPU devices to expose for ``n_seeds`` seed-batched runs of the given depths.
 
-    Enough for one device per seed, up to four per core (and at least one per core), so
-    :func:`train_devices` can pick one device per seed where that is faster.
+    Only depth-2 cells: one device per seed (at least one and at most four per core), the OS
+    sharing the cores among them: 5 seeds on 2 cores then cost 2.5 seeds' time rather than the 3 of
+    a padded 3 + 3 split (depth-2 cells 1.2-1.8x faster). Deeper networks, chains of many smaller
+    products, run 1.2-1.5x *slower* in a process with more devices than cores (even on two of
+    them), so any deeper cell gets one device per core.
 
-    >>> cpu_devices_for(5, 2), cpu_devices_for(1, 2), cpu_devices_for(100, 2)
+    >>> cpu_devices_for(5, (2,), 2), cpu_devices_for(1, (2,), 2), cpu_devices_for(100, (2,), 2)
     (5, 2, 8)
+    >>> cpu_devices_for(5, (2, 3), 2)
+    2
     """
     cores = (os.cpu_count() or 1) if cores is None else cores
-    return max(cores, min(n_seeds, 4 * cores))
-
-
-def train_devices(n_seeds: int, depth: int, n_devices: int | None = None, cores: int | None = None) -> int:
-    """How many devices :func:`make_train_chunk` splits ``n_seeds`` seeds of a depth-``depth`` network over.
-
-    Depth 2: all ``n_devices`` (one per seed where there are enough), the OS sharing the cores among
-    them: 5 seeds on 2 cores then cost 2.5 seeds' time rather than the 3 of a 3 + 3 (padded) split,
-    and depth-2 cells run 1.2-1.8x faster. Deeper networks are chains of many smaller products,
-    which lose more to the preemption than they gain (up to 1.5x slower at width 5), so they use at
-    most one device per core. Then :func:`seed_devices`.
-    """
-    n_devices = jax.local_device_count() if n_devices is None else n_devices
-    cores = (os.cpu_count() or 1) if cores is None else cores
-    return seed_devices(n_seeds, n_devices if depth <= 2 else min(n_devices, cores))
+    if all(int(dp) <= 2 for dp in depths):
+        return max(cores, min(n_seeds, 4 * cores))
+    return cores
 
 
 def spread_seeds(fn: Callable, max_devices: int | None = None) -> Callable:

@@ -63,9 +63,9 @@ def register(app: typer.Typer):
         widths: Optional[str] = typer.Option(None, "--widths", help="comma-separated widths, e.g. 5,10"),
         workers: int = typer.Option(1, "--workers", help="cells trained at once, each in its own process"),
         devices: Optional[int] = typer.Option(None, "--devices", help="XLA CPU devices for the seeds of a cell "
-                                              "(default: one per seed, at least one and at most four per core; "
-                                              "depth 2 uses them all, deeper cells one per core; with "
-                                              "--workers > 1 each worker uses one)"),
+                                              "(default: one per core; one per seed, up to four per core, "
+                                              "when every cell has depth 2; with --workers > 1 each worker "
+                                              "uses one)"),
         out: str = typer.Option("runs", "--out", help="parent folder of the run folder"),
         resume: Optional[str] = typer.Option(None, "--resume", help="continue this run folder"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar or table"),
@@ -103,10 +103,10 @@ def register(app: typer.Typer):
         if workers <= 1:
             from earnshaw.deep import cpu_devices_for
 
-            seeds_now = cfg.seeds
+            now = cfg.to_dict()
             if resume is not None and (pathlib.Path(resume) / "config.json").is_file():
-                seeds_now = int(json.loads((pathlib.Path(resume) / "config.json").read_text()).get("seeds", seeds_now))
-            use_cpu_cores(devices if devices else cpu_devices_for(seeds_now))
+                now = json.loads((pathlib.Path(resume) / "config.json").read_text()).get("config", now)
+            use_cpu_cores(devices if devices else cpu_devices_for(int(now["seeds"]), now["depths"]))
 
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                             TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, disable=quiet)

@@ -447,9 +447,9 @@ def reproduce(target: str, cfg: Optional[Section5Config] = None, *, out: os.Path
     meta.update({"target": target, "config": cfg.to_dict(), "effective_mean_loss_step": cfg.effective_step,
                  "environment": environment(), "dtype": "float32", "workers": workers})
     # the CPU devices a cell's seeds were split over in this session (workers train on one each)
-    from earnshaw.deep import train_devices
+    from earnshaw.deep import seed_devices
 
-    devices = {_cell_name(dp, w): 1 if workers > 1 else train_devices(cfg.seeds, dp) for dp, w in todo}
+    devices = 1 if workers > 1 else seed_devices(cfg.seeds)
     meta["sessions"].append({"cells_run": [list(c) for c in todo], "seconds": elapsed, "devices_per_cell": devices,
                              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
     _write_json_atomic(meta_path, meta)
