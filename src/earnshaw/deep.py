@@ -48,7 +48,8 @@ import numpy as np
 from earnshaw.activations import Activation, activation as _activation
 
 __all__ = ["init_deep", "deep_forward", "empirical_loss", "mse", "effective_step", "make_train_chunk", "spread_seeds",
-           "seed_devices", "cpu_devices_for", "ChunkResult", "DivergenceError", "check_divergence", "param_count", "REDUCTIONS"]
+           "seed_devices", "cpu_devices_for", "ChunkResult", "DivergenceError", "check_divergence", "param_count",
+           "REDUCTIONS"]
 
 #: Loss reductions accepted by :func:`empirical_loss`.
 REDUCTIONS = ("sum", "mean")
@@ -284,7 +285,7 @@ def cpu_devices_for(n_seeds: int, depths=(2,), cores: int | None = None) -> int:
     return cores
 
 
-def spread_seeds(fn: Callable, max_devices: int | None = None) -> Callable:
+def spread_seeds(fn: Callable) -> Callable:
     """Run a seed-batched function with its seed axis split over the local devices.
 
     XLA runs one program on one CPU thread for elementwise work, so a vmap over seeds leaves the
@@ -296,12 +297,11 @@ def spread_seeds(fn: Callable, max_devices: int | None = None) -> Callable:
 
     Args:
       fn: a jitted function whose every input and output array has the seed axis first.
-      max_devices: use at most this many of the local devices (default: all).
 
     Returns:
       A function with ``fn``'s signature.
     """
-    devices = jax.local_devices()[:max_devices]
+    devices = jax.local_devices()
     if len(devices) < 2:
         return fn
     from jax.sharding import Mesh, NamedSharding, PartitionSpec

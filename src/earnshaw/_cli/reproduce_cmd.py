@@ -103,10 +103,13 @@ def register(app: typer.Typer):
         if workers <= 1:
             from earnshaw.deep import cpu_devices_for
 
-            now = cfg.to_dict()
+            now = cfg
             if resume is not None and (pathlib.Path(resume) / "config.json").is_file():
-                now = json.loads((pathlib.Path(resume) / "config.json").read_text()).get("config", now)
-            use_cpu_cores(devices if devices else cpu_devices_for(int(now["seeds"]), now["depths"]))
+                try:
+                    now = s5.load_run_config(resume)[1]  # a resumed run keeps its own seeds and depths
+                except (ValueError, TypeError, KeyError) as err:
+                    fail(f"{resume}/config.json: {err}")
+            use_cpu_cores(devices if devices else cpu_devices_for(now.seeds, now.depths))
 
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                             TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, disable=quiet)

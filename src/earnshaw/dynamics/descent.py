@@ -253,15 +253,15 @@ _METHODS = {"gradient_descent": _gd, "perturbed_gd": _perturbed, "hessian_descen
 # --- node-wise (Algorithm 3) ---------------------------------------------------------------------------------
 
 
-def _node_objective(pot, teacher, a_fixed, others, objective, full):
+def _node_objective(pot, cross, objective, full):
     """The objective as a function of unit ``i``'s ``z = (a_i, theta_i)`` alone, up to a constant.
 
     For the built-in objectives only the terms that involve unit ``i`` are kept,
-    ``a^2 (Phi(theta, theta) + reg) + 2 a sum_j a_j Phi(theta, theta_j) - 2 a sum_j b_j Phi(theta, w_j)``
-    (``a_fixed[i] = 0``; ``"reduced"`` drops the self term): a program a fraction of the size of the
-    full objective's, and the dropped constant only sharpens SecondGD's value differences.
-    ``others(theta)``: the ``(k, d)`` positions of the other units. ``full`` (``z -> objective``)
-    serves a custom objective.
+    ``a^2 (Phi(theta, theta) + reg) + 2 a cross(theta)`` with
+    ``cross(theta) = sum_j a_j Phi(theta, theta_j) - sum_j b_j Phi(theta, w_j)`` over the other units
+    (``"reduced"`` drops the self term): a program a fraction of the size of the full objective's,
+    and the dropped constant only sharpens SecondGD's value differences. ``full``
+    (``z -> objective``) serves a custom objective.
     """
     if objective not in ("L", "G", "reduced"):
         return full
@@ -269,9 +269,8 @@ def _node_objective(pot, teacher, a_fixed, others, objective, full):
 
     def f(z):
         a, th = z[0], z[1:]
-        cross = jnp.sum(a_fixed * pot(th, others(th))) - jnp.sum(teacher.b * pot(th, teacher.w))
         own = reg if objective == "reduced" else pot(th, th) + reg  # Phi(theta, theta) is inf for coulomb
-        return a * a * own + 2.0 * a * cross
+        return a * a * own + 2.0 * a * cross(th)
     return f
 
 
@@ -294,10 +293,13 @@ def _node(pot, teacher, lr, k, d, objective, opts, key, i, x_full):
     others = lambda th: jnp.where(active[:, None], s.theta, jax.lax.stop_gradient(th) + 1.0)  # noqa: E731
     node_key = jax.random.split(key, k)[i]
 
+    def cross(th):
+        return jnp.sum(a_fixed * pot(th, others(th))) - jnp.sum(teacher.b * pot(th, teacher.w))
+
     def a_opt(th):
         """Lemma 16/22: the optimal a_i for theta_i given the frozen nodes (natural sign), and the
         drop of the objective it gives, ``num^2 / den``."""
-        num = jnp.sum(teacher.b * pot(th, teacher.w)) - jnp.sum(a_fixed * pot(th, others(th)))
+        num = -cross(th)
         den = pot(th, th) + reg
         safe = jnp.where(den > 0, den, 1.0)
         return jnp.where(den > 0, num / safe, 0.0), jnp.where(den > 0, num**2 / safe, 0.0)
@@ -316,7 +318,7 @@ def _node(pot, teacher, lr, k, d, objective, opts, key, i, x_full):
     def embed(z):
         return P.flatten(Student(a=a_fixed.at[i].set(z[0]), theta=s.theta.at[i].set(z[1:])))
 
-    f_i = _node_objective(pot, teacher, a_fixed, others, objective, lambda z: fobj(embed(z)))
+    f_i = _node_objective(pot, cross, objective, lambda z: fobj(embed(z)))
     z0 = jnp.concatenate([a_i[None], th_i])
     # the unit being learned moves in R^d (Algorithm 3 is stated there)
     update, st, stall = _second(f_i, lr, sub_mask, 1, d, "euclidean", dict(eta=eta, gamma=gamma), None)

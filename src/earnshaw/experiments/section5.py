@@ -48,7 +48,7 @@ from typing import Callable, Optional
 import numpy as np
 
 __all__ = ["Section5Config", "PRESETS", "TARGETS", "PAPER_TABLE2", "run_cell", "reproduce", "reproduce_table2",
-           "reproduce_figure1", "table2_figure", "figure1_figure", "cell_keys"]
+           "reproduce_figure1", "table2_figure", "figure1_figure", "cell_keys", "load_run_config"]
 
 #: The paper's Table 2 (test error), ``PAPER_TABLE2[depth][width]``.
 PAPER_TABLE2 = {
@@ -377,6 +377,15 @@ def _finish_cell(run_path: pathlib.Path, rec: dict):
         ck.unlink()
 
 
+def load_run_config(path: os.PathLike) -> tuple:
+    """``(target, Section5Config)`` stored in a reproduction run folder's ``config.json``."""
+    conf = pathlib.Path(path) / "config.json"
+    if not conf.exists():
+        raise FileNotFoundError(f"{path} is not a reproduction run folder (no config.json)")
+    stored = json.loads(conf.read_text())
+    return stored["target"], Section5Config(**stored["config"])
+
+
 def reproduce(target: str, cfg: Optional[Section5Config] = None, *, out: os.PathLike = "runs",
               resume: Optional[os.PathLike] = None, progress: Optional[Callable[[dict], None]] = None,
               workers: int = 1, checkpoint_every: float = 30.0, figures: bool = True) -> dict:
@@ -404,13 +413,9 @@ def reproduce(target: str, cfg: Optional[Section5Config] = None, *, out: os.Path
         raise ValueError(f"unknown target {target!r}; valid targets: {', '.join(TARGETS)}")
     if resume is not None:
         path = pathlib.Path(resume)
-        conf = path / "config.json"
-        if not conf.exists():
-            raise FileNotFoundError(f"{path} is not a reproduction run folder (no config.json)")
-        stored = json.loads(conf.read_text())
-        if stored["target"] != target:
-            raise ValueError(f"{path} is a {stored['target']} run, not {target}")
-        cfg = Section5Config(**stored["config"])
+        stored_target, cfg = load_run_config(path)
+        if stored_target != target:
+            raise ValueError(f"{path} is a {stored_target} run, not {target}")
     else:
         cfg = cfg if cfg is not None else PRESETS[target]["full"]
         path = run_dir(target, out)
