@@ -62,6 +62,14 @@ def reduced_loss(pot, student: Student, teacher: Teacher):
 
     Finite for potentials that are infinite at 0 (coulomb, yukawa), unless two
     charges coincide. Batch axes as in :func:`population_loss`.
+
+    >>> import jax, earnshaw as es
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> s = es.random_student(jax.random.key(1), d=3, k=2)
+    >>> phi = es.potential("erf")
+    >>> own = (s.a**2 * phi(s.theta, s.theta)).sum() + t.b @ phi.gram(t.w, t.w) @ t.b
+    >>> bool(abs(es.population_loss(phi, s, t) - es.reduced_loss(phi, s, t) - own) < 1e-5)
+    True
     """
     pot, K, B = _parts(pot, student, teacher)
     k = K.shape[-1]
@@ -70,7 +78,14 @@ def reduced_loss(pot, student: Student, teacher: Teacher):
 
 
 def regularised_loss(pot, student: Student, teacher: Teacher):
-    """``G = L + |a|^2`` (Section 4 of the paper)."""
+    """``G = L + |a|^2`` (Section 4 of the paper); batch axes as in :func:`population_loss`.
+
+    >>> import jax, earnshaw as es
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> s = es.random_student(jax.random.key(1), d=3, k=2)
+    >>> bool(abs(es.regularised_loss("erf", s, t) - es.population_loss("erf", s, t) - (s.a**2).sum()) < 1e-6)
+    True
+    """
     return population_loss(pot, student, teacher) + jnp.sum(student.a**2, axis=-1)
 
 
@@ -83,6 +98,14 @@ def empirical_loss(act, student: Student, teacher: Teacher, x):
 
     Returns:
       Loss with the batch shape.
+
+    >>> import jax, earnshaw as es
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> s = es.random_student(jax.random.key(1), d=3, k=2)
+    >>> x = jax.random.normal(jax.random.key(2), (200_000, 3))
+    >>> mc, exact = es.empirical_loss("erf", s, t, x), es.population_loss("erf", s, t)
+    >>> bool(abs(mc - exact) < 0.02 * exact)  # the sample mean estimates the population loss
+    True
     """
     if isinstance(act, Potential):
         if act.activation is None:
@@ -104,6 +127,11 @@ def optimal_a(pot, theta, teacher: Teacher, *, reg: float = 0.0):
 
     Returns:
       ``(..., k)``.
+
+    >>> import jax, earnshaw as es
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> bool(jax.numpy.allclose(es.optimal_a("erf", t.w, t), t.b))  # at the teacher's units: its charges
+    True
     """
     pot = _potential(pot)
     theta = jnp.asarray(theta)
@@ -116,7 +144,14 @@ def optimal_a(pot, theta, teacher: Teacher, *, reg: float = 0.0):
 
 
 def optimal_loss(pot, theta, teacher: Teacher, *, reg: float = 0.0):
-    """``min_a L + reg |a|^2`` for fixed ``theta`` (shape: the batch shape)."""
+    """``min_a L + reg |a|^2`` for fixed ``theta`` (shape: the batch shape).
+
+    >>> import jax, earnshaw as es
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> s = es.random_student(jax.random.key(1), d=3, k=2)
+    >>> bool(abs(es.optimal_loss("erf", t.w, t)) < 1e-5), bool(es.optimal_loss("erf", s.theta, t) > 0)
+    (True, True)
+    """
     a = optimal_a(pot, theta, teacher, reg=reg)
     student = Student(a=a, theta=jnp.broadcast_to(theta, a.shape + theta.shape[-1:]))
     return population_loss(pot, student, teacher) + reg * jnp.sum(a**2, axis=-1)
@@ -127,7 +162,15 @@ OBJECTIVES = {"L": population_loss, "G": regularised_loss, "reduced": reduced_lo
 
 
 def objective(name):
-    """The loss function called ``name`` (one of :data:`OBJECTIVES`), or ``name`` if callable."""
+    """The loss function called ``name`` (one of :data:`OBJECTIVES`), or ``name`` if callable.
+
+    >>> import earnshaw as es
+    >>> es.objective("G") is es.regularised_loss
+    True
+    >>> es.objective("H")
+    Traceback (most recent call last):
+    ValueError: unknown objective 'H'; valid: L, G, reduced
+    """
     if callable(name):
         return name
     if name not in OBJECTIVES:

@@ -99,6 +99,11 @@ def predict(act, charges, weights, x):
 
     Returns:
       ``(..., n)``.
+
+    >>> import jax, jax.numpy as jnp, earnshaw as es
+    >>> x = jnp.array([[1.0, 0.0], [0.0, 2.0]])                 # two inputs in d = 2
+    >>> es.predict("linear", jnp.array([1.0, -1.0]), jnp.eye(2), x).tolist()  # x_1 - x_2
+    [1.0, -2.0]
     """
     act = act if isinstance(act, Activation) else _activation(act)
     return jnp.einsum("...nk,...k->...n", act.units(x, weights), charges)

@@ -18,7 +18,15 @@ RUNNING, MAX_STEPS, CONVERGED, DIVERGED, STALLED, SOLVER_FAILED, COLLIDED = -1, 
 
 
 class DivergenceError(FloatingPointError):
-    """A run produced NaN/Inf or blew up; the message names the likely cause."""
+    """A run produced NaN/Inf or blew up; the message names the likely cause.
+
+    >>> import jax, earnshaw as es
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> s = es.random_student(jax.random.key(1), d=3, k=2)
+    >>> es.gradient_descent("erf", t, s, lr=1e3, steps=100)
+    Traceback (most recent call last):
+    earnshaw.trajectory.DivergenceError: gradient_descent: the run produced NaN/Inf or diverged. Likely cause: step size too large (lr=1000.0)...
+    """
 
 
 @jax.tree_util.register_dataclass
@@ -37,6 +45,15 @@ class Trajectory:
       n_steps: ``(*B,)`` steps taken.
       status: ``(*B,)`` int codes, see :data:`STATUS`.
       saved: ``(*B, T)`` bool, which save slots hold data (runs may stop early; later slots repeat the end).
+
+    >>> import jax, earnshaw as es
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> s = es.random_student(jax.random.key(1), d=3, k=2, batch=4)
+    >>> traj = es.gradient_descent("erf", t, s, lr=0.05, steps=200, save_every=20)
+    >>> traj.batch_shape, traj.losses.shape, traj.params.theta.shape, traj[1].final.theta.shape
+    ((4,), (4, 11), (4, 11, 2, 3), (2, 3))
+    >>> list(traj.status_names())
+    ['limit_reached', 'limit_reached', 'limit_reached', 'limit_reached']
     """
 
     ts: jax.Array

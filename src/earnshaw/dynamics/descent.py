@@ -427,6 +427,12 @@ def perturbed_gd(pot, teacher, student, key, lr=1e-2, steps=10_000, *, g_thres=1
     gradient norm is below ``g_thres`` and no kick happened in the last ``t_thres`` steps
     (Jin et al., 2017), which escapes strict saddles. ``key`` seeds the kicks (split per problem).
     {args}
+    >>> import jax, earnshaw as es
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> s = es.random_student(jax.random.key(1), d=3, k=2, batch=4)
+    >>> traj = es.perturbed_gd("erf", t, s, jax.random.key(2), lr=0.05, steps=300)
+    >>> traj.final.theta.shape, bool((traj.final_loss < traj.losses[:, 0]).all())
+    ((4, 2, 3), True)
     """
     return _solve("perturbed_gd", pot, teacher, student, lr, steps=steps, train=train, objective=objective,
                   manifold=manifold, save_every=save_every, tol=tol, key=key, on_divergence=on_divergence,
@@ -440,6 +446,14 @@ def hessian_descent(pot, teacher, student, lr=1e-2, steps=1_000, *, gamma=1e-6, 
     with ``(lambda_min, v)`` the smallest eigenpair of the Hessian (Riemannian on spheres); stops
     (``converged``) once ``lambda_min >= -gamma``.
     {args}
+    >>> import jax, jax.numpy as jnp, earnshaw as es
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> z = es.Student(a=jnp.zeros(2), theta=jnp.zeros((2, 3)))  # gradient 0 here (erf is odd) ...
+    >>> bool(es.spectrum("erf", t, z)[0] < -0.5)                  # ... and a negative curvature: a saddle
+    True
+    >>> traj = es.hessian_descent("erf", t, z, lr=0.1, steps=100)
+    >>> bool(traj.final_loss < traj.losses[0] - 0.05)              # it leaves the saddle downhill
+    True
     """
     return _solve("hessian_descent", pot, teacher, student, lr, steps=steps, train=train, objective=objective,
                   manifold=manifold, save_every=save_every, tol=0.0, on_divergence=on_divergence,
@@ -453,6 +467,12 @@ def second_gd(pot, teacher, student, lr=1e-2, steps=10_000, *, eta=1e-4, gamma=1
     than ``min(lr eta^2 / 2, lr^2 gamma^3 / 3)``, which under Lemmas 18/19 certifies membership of
     ``M_{f, max(eta, gamma)}``; at the iteration limit it returns ``x_T`` (status ``max_steps``).
     {args}
+    >>> import jax, earnshaw as es
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> s = es.random_student(jax.random.key(1), d=3, k=2)
+    >>> traj = es.second_gd("erf", t, s, lr=0.1, steps=5000, eta=1e-2, gamma=1e-2)
+    >>> str(traj.status_names()), bool(traj.final_grad_norm < 1e-2), int(traj.n_steps) < 5000
+    ('stalled', True, True)
     """
     return _solve("second_gd", pot, teacher, student, lr, steps=steps, train=train, objective=objective,
                   manifold=manifold, save_every=save_every, tol=0.0, on_divergence=on_divergence,
@@ -489,6 +509,12 @@ def nodewise_descent(pot, teacher, student=None, lr=1e-2, node_steps=10_000, *, 
       same ``theta`` and every ``a`` re-solved (``losses[..., -2]`` is the loss before re-solving).
       ``status`` is ``converged`` when every unit's SecondGD stopped by its rule (Algorithm 2's
       certificate), ``limit_reached`` when some unit used all ``node_steps``, ``diverged`` if not finite.
+
+    >>> import jax, jax.numpy as jnp, earnshaw as es
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> traj = es.nodewise_descent("erf", t, k=2, lr=0.05, node_steps=2000, key=jax.random.key(3))
+    >>> traj.losses.shape, bool((jnp.diff(traj.losses) <= 0).all())  # start, after unit 1, after unit 2
+    ((3,), True)
     """
     pot = _potential(pot)
     if student is None:

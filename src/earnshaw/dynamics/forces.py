@@ -63,6 +63,14 @@ def electron_velocity(pot, student: Student, teacher: Teacher, *, include_self: 
 
     Returns:
       ``(..., k, d)``, equal to ``-nabla_theta L`` (Theorem 5, corrected).
+
+    >>> import jax, earnshaw as es
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> s = es.random_student(jax.random.key(1), d=3, k=2)
+    >>> v = es.electron_velocity("erf", s, t)
+    >>> g = jax.grad(lambda th: es.population_loss("erf", es.Student(a=s.a, theta=th), t))(s.theta)
+    >>> v.shape, bool(jax.numpy.abs(v + g).max() < 1e-5)
+    ((2, 3), True)
     """
     pot = _potential(pot)
     check_pair(student, teacher)

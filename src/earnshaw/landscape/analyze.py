@@ -35,6 +35,12 @@ class Report:
         (a student unit within ``match_tol`` in position and charge, sign symmetry for odd activations).
       verdict: ``(*B,)`` one of :data:`VERDICTS`.
       refined: whether Newton polishing ran first; point: the analysed :class:`Student`.
+
+    >>> import jax, earnshaw as es
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> rep = es.analyze("erf", t, es.Student(a=t.b, theta=t.w))
+    >>> str(rep.verdict), int(rep.recovered), rep.fractions()["recovered all units"]
+    ('global minimum', 2, 1.0)
     """
 
     loss: np.ndarray

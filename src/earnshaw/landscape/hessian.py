@@ -75,7 +75,14 @@ def hessian(pot, teacher, student, *, objective=None):
 
 
 def spectrum(pot, teacher, student, *, objective=None):
-    """Eigenvalues of the Hessian, ascending: ``(*B, n)``."""
+    """Eigenvalues of the Hessian, ascending: ``(*B, n)`` with ``n = k + k d``; arguments as :func:`hessian`.
+
+    >>> import jax, earnshaw as es
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> ev = es.spectrum("erf", t, es.Student(a=t.b, theta=t.w))  # at the global minimum
+    >>> ev.shape, bool(ev[0] > -1e-10)
+    ((8,), True)
+    """
     H = hessian(pot, teacher, student, objective=objective)
     return jnp.linalg.eigvalsh(0.5 * (H + jnp.swapaxes(H, -1, -2)))
 

@@ -49,6 +49,17 @@ class Potential:
         (``0.0`` harmonic; ``None`` neither).
       harmonic_radius: radius beyond which ``Delta Phi = lam Phi`` holds (0: all ``r > 0``).
       smooth: twice differentiable away from the singular set.
+
+    Call it on two weight vectors, ``pot(u, v)`` (batch axes broadcast: ``(..., d)`` -> ``(...)``),
+    or on two sets of units, ``pot.gram(U, V)``: ``(..., m, d), (..., n, d) -> (..., m, n)``.
+
+    >>> import jax.numpy as jnp, earnshaw as es
+    >>> pot = es.potential("erf")
+    >>> pot is es.potential("erf"), pot.kind, pot.activation
+    (True, 'inner', Activation('erf'))
+    >>> u, v = jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])
+    >>> float(pot(u, v)), pot.gram(jnp.stack([u, v]), jnp.stack([u, v, u])).shape  # orthogonal: 0
+    (0.0, (2, 3))
     """
 
     name: str

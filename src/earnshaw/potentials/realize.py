@@ -70,6 +70,11 @@ class NotRealizableError(ValueError):
     The message says why: where the Fourier transform is negative (the ``k`` range
     and the most negative value), or that ``Phi(0)`` is infinite / the transform is
     not integrable.
+
+    >>> import earnshaw as es
+    >>> es.realize(es.potential("coulomb", d=3), d=3)
+    Traceback (most recent call last):
+    earnshaw.potentials.realize.NotRealizableError: Potential('coulomb', d=3) is not realisable in d=3: Phi(0) = inf (unbounded at r = 0)...
     """
 
 

@@ -1,0 +1,120 @@
+"""Compile time of every jitted program behind earnshaw's solvers, each in a fresh process.
+
+A user's first call of a solver pays for tracing, lowering and XLA compilation of the programs it
+runs; the issue's target is under 2 s per program. For each public entry point (GD, perturbed GD, the
+gradient flow with its defaults, the Hessian, ``analyze``, ``refine``, Hessian descent, SecondGD,
+node-wise descent) at k = d in {5, 20}, a fresh Python process (no cache shared with another entry
+point) makes the call twice and reports
+
+* per program: trace + lowering + XLA compile time, from JAX's own monitoring events
+  (``/jax/core/compile/*``), for every function that reached the backend compiler; and
+* the wall clock of the first call minus that of the repeat (what the user waits for).
+
+Run: ``python -m benchmarks.bench_compile [--sizes 5,20] [--only gd,flow] [--out PATH]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+TARGET_S = 2.0
+
+# The call each entry point makes; `s` is a student, `t` a teacher, `key` a PRNG key. Sizes of loops are
+# small so the repeat call is short next to the compile time it is subtracted from.
+CALLS = {
+    "gd": "es.gradient_descent(pot, t, s, lr=1e-2, steps=200)",
+    "perturbed_gd": "es.perturbed_gd(pot, t, s, key, lr=1e-2, steps=200)",
+    "flow": "es.gradient_flow(pot, t, s, t1=10.0)",
+    "hessian": "es.hessian(pot, t, s)",
+    "analyze": "es.analyze(pot, t, s)",
+    "refine": "es.refine(pot, t, s)",
+    "hessian_descent": "es.hessian_descent(pot, t, s, lr=1e-2, steps=20, on_divergence='report')",
+    "second_gd": "es.second_gd(pot, t, s, lr=1e-2, steps=200)",
+    "nodewise": "es.nodewise_descent(pot, t, s, lr=1e-2, node_steps=200, key=key)",
+}
+
+_CHILD = r"""
+import json, sys, time
+import jax
+jax.config.update("jax_enable_x64", True)
+from jax import monitoring
+import earnshaw as es
+
+events = []
+def listen(event, duration, **kw):
+    if event.startswith("/jax/core/compile/"):
+        events.append((event.rsplit("/", 1)[-1], kw.get("fun_name", "?"), duration))
+monitoring.register_event_duration_secs_listener(listen)
+
+k = d = int(sys.argv[1])
+pot = es.potential("erf")
+t = es.random_teacher(jax.random.key(0), d=d, k=k, scale=d ** -0.5)
+s = es.random_student(jax.random.key(1), d=d, k=k, scale=d ** -0.5)
+key = jax.random.key(2)
+setup = len(events)
+
+def call():
+    out = CALL
+    jax.block_until_ready(jax.tree_util.tree_leaves(out))
+
+t0 = time.perf_counter(); call(); first = time.perf_counter() - t0
+mine = events[setup:]
+t0 = time.perf_counter(); call(); repeat = time.perf_counter() - t0
+compiled = sorted({name for kind, name, _ in mine if kind == "backend_compile_duration"})
+programs = {name: sum(dur for _, n, dur in mine if n == name) for name in compiled}
+print(json.dumps(dict(first=first, repeat=repeat, programs=programs)))
+"""
+
+
+def measure(name: str, size: int) -> dict:
+    """One entry point at ``k = d = size`` in a fresh process; returns the child's JSON record."""
+    code = _CHILD.replace("CALL", CALLS[name])
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, "-c", code, str(size)], capture_output=True, text=True, env=env,
+                          timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} at k = d = {size} failed:\n{proc.stderr[-2000:]}")
+    rec = json.loads(proc.stdout.strip().splitlines()[-1])
+    rec.update(entry=name, k=size, d=size, wall_compile=rec["first"] - rec["repeat"])
+    return rec
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="5,20", help="comma-separated k = d")
+    p.add_argument("--only", default=",".join(CALLS), help=f"entry points, from {', '.join(CALLS)}")
+    p.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "compile.json"))
+    args = p.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(CALLS))
+    if unknown:
+        p.error(f"unknown entry point(s) {unknown}; valid: {', '.join(CALLS)}")
+    sizes = [int(x) for x in args.sizes.split(",")]
+
+    rows = []
+    print(f"{'entry point':>16} {'k=d':>4} {'first call - repeat':>20}   slowest program (trace+lower+compile)")
+    for name in names:
+        for size in sizes:
+            rec = measure(name, size)
+            rows.append(rec)
+            prog, secs = max(rec["programs"].items(), key=lambda kv: kv[1]) if rec["programs"] else ("-", 0.0)
+            flag = "" if secs < TARGET_S else f"   over the {TARGET_S:.0f} s target"
+            print(f"{name:>16} {size:>4} {rec['wall_compile']:>19.2f}s   {secs:.2f} s {prog} "
+                  f"({len(rec['programs'])} program(s)){flag}", flush=True)
+    worst = max((max(r["programs"].values(), default=0.0), r["entry"], r["k"]) for r in rows)
+    print(f"slowest program: {worst[0]:.2f} s ({worst[1]}, k = d = {worst[2]}); target {TARGET_S:.0f} s: "
+          f"{'met' if worst[0] < TARGET_S else 'NOT met'}")
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows, indent=1))
+    os.replace(tmp, out)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
