@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import bench_dynamics, bench_section5
+from benchmarks import bench_compile, bench_dynamics, bench_section5
 
 
 def main():
     quick = "--quick" in sys.argv
     print("== population-loss dynamics, flow, batching, Hessian ==", flush=True)
     bench_dynamics.main(["--quick"] if quick else [])
+    print("\n== compile time of every solver program (fresh process each) ==", flush=True)
+    bench_compile.main(["--sizes", "5"] if quick else [])
     print("\n== Section 5 training (deep networks) ==", flush=True)
     bench_section5.main(["--cells", "2x5,2x20,3x20,5x20,9x20"] + (["--steps", "100"] if quick else []))
 
