@@ -381,27 +381,44 @@ def _compiled_nodewise(pot, nb, teacher_batched, lr_batched, k, d, objective, op
 
 # --- public API ----------------------------------------------------------------------------------------------
 
-_DOC_ARGS = """
-    Args:
-      pot: potential or name.
-      teacher: :class:`Teacher`, unbatched or with the student's batch shape.
-      student: :class:`Student` start point; leading axes are a batch of independent problems.
-      lr: step size, scalar or one per problem (batch shape).
-      steps: maximum number of steps.
-      train: ``"both"``, ``"theta"`` (fixed charges, Appendix F) or ``"a"``.
-      objective: ``"L"`` (eq. 1), ``"G"`` (``L + |a|^2``) or ``"reduced"`` (eq. 2); default
-        ``"L"`` for bounded potentials and ``"reduced"`` for unbounded ones.
-      manifold: ``"euclidean"`` or ``"sphere"`` (each ``theta_i`` projected to the unit sphere).
-      save_every: steps between saved points (default ``steps // 100``).
-      tol: stop (status ``converged``) when the gradient norm falls below ``tol``.
-      grad: (GD and perturbed GD) ``"auto"`` uses a hand-derived gradient where one is known (the
-        built-in erf potential, see :mod:`earnshaw.dynamics.closed_form`) and autodiff otherwise;
-        ``"autodiff"`` or ``"closed_form"`` force one.
-      on_divergence: ``"raise"`` (a single run, or every problem of a batch), ``"warn"`` or ``"ignore"``.
+# Args shared by the solvers' docstrings; each docstring lists those in its own signature, in order.
+_ARG_DOCS = {
+    "pot": "potential or name.",
+    "teacher": ":class:`Teacher`, unbatched or with the student's batch shape.",
+    "student": ":class:`Student` start point; leading axes are a batch of independent problems.",
+    "key": "PRNG key of the kicks (split per problem).",
+    "lr": "step size, scalar or one per problem (batch shape).",
+    "steps": "maximum number of steps (status ``limit_reached`` when they run out).",
+    "g_thres": "gradient norm below which a kick may happen.",
+    "radius": "radius of the ball the kick is drawn from (uniformly).",
+    "t_thres": "fewest steps between two kicks.",
+    "gamma": ("curvature threshold: ``lambda_min < -gamma`` is negative curvature (Hessian descent steps\n"
+              "        along it and stops once there is none; SecondGD takes a Hessian step)."),
+    "eta": "gradient threshold: a gradient step when ``|grad| >= eta``.",
+    "train": '``"both"``, ``"theta"`` (fixed charges, Appendix F) or ``"a"``.',
+    "objective": ('``"L"`` (eq. 1), ``"G"`` (``L + |a|^2``) or ``"reduced"`` (eq. 2); default\n'
+                  '        ``"L"`` for bounded potentials and ``"reduced"`` for unbounded ones.'),
+    "manifold": '``"euclidean"`` or ``"sphere"`` (each ``theta_i`` projected to the unit sphere).',
+    "save_every": "steps between saved points (default ``steps // 100``).",
+    "tol": "stop (status ``converged``) when the gradient norm falls below ``tol``.",
+    "grad": ('``"auto"`` uses a hand-derived gradient where one is known (the built-in erf potential,\n'
+             '        see :mod:`earnshaw.dynamics.closed_form`) and autodiff otherwise; ``"autodiff"`` or\n'
+             '        ``"closed_form"`` force one.'),
+    "on_divergence": '``"raise"`` (a single run, or every problem of a batch), ``"warn"`` or ``"ignore"``.',
+}
 
-    Returns:
-      :class:`~earnshaw.trajectory.Trajectory` (batch axes first).
-"""
+
+def _doc_args(fn) -> str:
+    """The Args/Returns block of ``fn``'s docstring: an entry for each parameter in its signature."""
+    import inspect
+
+    lines = ["", "    Args:"]
+    for name in inspect.signature(fn).parameters:
+        if name not in _ARG_DOCS:
+            raise KeyError(f"no Args entry for {fn.__name__}({name}=...)")
+        lines.append(f"      {name}: {_ARG_DOCS[name]}")
+    lines += ["", "    Returns:", "      :class:`~earnshaw.trajectory.Trajectory` (batch axes first).", ""]
+    return "\n".join(lines)
 
 
 def gradient_descent(pot, teacher, student, lr=1e-2, steps=10_000, *, train="both", objective=None,
@@ -465,7 +482,7 @@ def second_gd(pot, teacher, student, lr=1e-2, steps=10_000, *, eta=1e-4, gamma=1
     """SecondGD (Algorithm 2): a gradient step when ``|grad| >= eta``, else a Hessian step; it
     returns the previous point (status ``stalled``) as soon as a step decreases the objective by less
     than ``min(lr eta^2 / 2, lr^2 gamma^3 / 3)``, which under Lemmas 18/19 certifies membership of
-    ``M_{f, max(eta, gamma)}``; at the iteration limit it returns ``x_T`` (status ``max_steps``).
+    ``M_{f, max(eta, gamma)}``; at the iteration limit it returns ``x_T`` (status ``limit_reached``).
     {args}
     >>> import jax, earnshaw as es
     >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
@@ -539,4 +556,4 @@ def nodewise_descent(pot, teacher, student=None, lr=1e-2, node_steps=10_000, *, 
 
 
 for _fn in (gradient_descent, perturbed_gd, hessian_descent, second_gd):
-    _fn.__doc__ = _fn.__doc__.replace("{args}", _DOC_ARGS)
+    _fn.__doc__ = _fn.__doc__.replace("{args}", _doc_args(_fn))

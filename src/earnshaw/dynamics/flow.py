@@ -52,7 +52,7 @@ def gradient_flow(pot, teacher, student, t1=1e4, *, train="both", objective=None
         does not move, so the later saves repeat it.
       n_save: number of saved points, log-spaced in time after ``t=0``.
       dt0: initial (or, for euler, fixed) step; None lets diffrax choose.
-      max_steps: solver step limit (status ``max_steps`` if reached before ``t1``).
+      max_steps: solver step limit (status ``limit_reached`` if reached before ``t1``).
       collision_radius: stop (status ``collided``) when an electron comes this close to a proton or
         another electron; singular potentials (coulomb, yukawa) end their flow this way.
       grad: ``"auto"`` (a hand-derived gradient where known, e.g. erf; else autodiff), ``"autodiff"``

@@ -571,7 +571,8 @@ def figure1_figure(records: list):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
-    for i, rec in enumerate(records):
+    # widths in increasing order whatever order the cells ran in (--widths 125,5 runs 125 first)
+    for i, rec in enumerate(sorted(records, key=lambda r: r["width"])):
         steps = np.asarray(rec["curve_steps"], float)
         test = np.asarray(rec["curve_test_mse"])  # (seeds, points)
         ok = steps > 0
