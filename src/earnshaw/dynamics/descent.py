@@ -15,6 +15,7 @@ returns ``x_T`` at the iteration limit.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 
 import jax
@@ -410,8 +411,6 @@ _ARG_DOCS = {
 
 def _doc_args(fn) -> str:
     """The Args/Returns block of ``fn``'s docstring: an entry for each parameter in its signature."""
-    import inspect
-
     lines = ["", "    Args:"]
     for name in inspect.signature(fn).parameters:
         if name not in _ARG_DOCS:
