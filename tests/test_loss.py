@@ -37,11 +37,11 @@ def test_math_values_rbf():
         return es.population_loss(pot, es.Student(a=z[:2], theta=z[2:].reshape(2, 2)), TEACHER)
 
     # MATH.md orders the gradient (a, theta) in the paper's sign: flip the a-part
-    g = jax.grad(f)(flat)
+    g = jax.jit(jax.grad(f))(flat)
     np.testing.assert_allclose(jnp.concatenate([-g[:2], g[2:]]),
                                [-0.3101487468, -0.4111854902, -0.4891184214, 0.0119111309, -0.1318878364,
                                 -0.0009151948], atol=1e-9)
-    H = jax.hessian(f)(flat)
+    H = jax.jit(jax.hessian(f))(flat)
     np.testing.assert_allclose(H, H.T, atol=1e-13)
     # the sign flip of a is an orthogonal change of variables: the spectrum is unchanged
     np.testing.assert_allclose(np.linalg.eigvalsh(np.asarray(H)),

@@ -15,6 +15,8 @@ depends on ``theta``.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -74,11 +76,18 @@ def electron_velocity(pot, student: Student, teacher: Teacher, *, include_self: 
     """
     pot = _potential(pot)
     check_pair(student, teacher)
-    fn = lambda a, th, b, w: _velocity_single(pot, a, th, b, w, include_self)  # noqa: E731
-    for _ in range(student.a.ndim - 1):
-        tb = 0 if teacher.b.ndim > 1 else None
-        fn = jax.vmap(fn, (0, 0, tb, tb))
+    fn = _velocity_program(pot, bool(include_self), student.a.ndim - 1, teacher.b.ndim > 1)
     return fn(student.a, student.theta, teacher.b, teacher.w)
+
+
+@functools.lru_cache(maxsize=None)
+def _velocity_program(pot, include_self, nb, teacher_batched):
+    # one compiled program: run op by op, the pairwise vmaps of grads took seconds per call
+    fn = lambda a, th, b, w: _velocity_single(pot, a, th, b, w, include_self)  # noqa: E731
+    for _ in range(nb):
+        tb = 0 if teacher_batched else None
+        fn = jax.vmap(fn, (0, 0, tb, tb))
+    return jax.jit(fn)
 
 
 def theorem5_residual(pot, student: Student, teacher: Teacher):
@@ -97,7 +106,19 @@ def theorem5_residual(pot, student: Student, teacher: Teacher):
     >>> jax.config.update("jax_enable_x64", False)
     """
     pot = _potential(pot)
+    check_pair(student, teacher)
+    res, scale = _residual_program(pot)(student, teacher)
+    return float(res), float(scale)
+
+
+@functools.lru_cache(maxsize=None)
+def _residual_program(pot):
     loss = population_loss if pot.bounded else reduced_loss
-    grad_theta = jax.grad(lambda th: jnp.sum(loss(pot, Student(a=student.a, theta=th), teacher)))(student.theta)
-    vel = electron_velocity(pot, student, teacher)
-    return float(jnp.max(jnp.abs(-grad_theta - vel))), float(jnp.max(jnp.abs(vel)))
+
+    @jax.jit
+    def residual(student, teacher):
+        grad_theta = jax.grad(lambda th: jnp.sum(loss(pot, Student(a=student.a, theta=th), teacher)))(student.theta)
+        vel = electron_velocity(pot, student, teacher)
+        return jnp.max(jnp.abs(-grad_theta - vel)), jnp.max(jnp.abs(vel))
+
+    return residual
