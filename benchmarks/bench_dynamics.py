@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pathlib
 import time
 
@@ -264,7 +265,9 @@ def print_rows(rows):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, a minute")
-    ap.add_argument("--out", default="benchmarks/results/dynamics.json")
+    ap.add_argument("--out", default=None,
+                    help="JSON file for the results (default: benchmarks/results/dynamics.json, written only by a "
+                         "full run, so a --quick run keeps the record)")
     args = ap.parse_args(argv)
     if torch is None:
         raise SystemExit("PyTorch is needed for the baselines: make bench (installs torch==2.13.0)")
@@ -281,11 +284,16 @@ def main(argv=None):
         rows += bench_batch([1, 10, 100, 1000, 10_000], 200)
         rows += bench_hessian([5, 10, 20])
     print_rows(rows)
-    out = pathlib.Path(args.out)
+    if args.out is None and args.quick:
+        return rows
+    out = pathlib.Path(args.out) if args.out else pathlib.Path(__file__).parent / "results" / "dynamics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(rows=rows, environment={"jax": jax.__version__, "torch": torch.__version__,
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(rows=rows, environment={"jax": jax.__version__, "torch": torch.__version__,
                                                            "backend": jax.default_backend()}), indent=2))
+    os.replace(tmp, out)
     print(f"wrote {out}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -295,3 +295,13 @@ def test_cli_reproduce_ctrl_c_exits_130_and_keeps_the_run(tmp_path):
     run = glob.glob(str(tmp_path / "table2-*"))[0]
     # a run of 10^8 steps (hours) cannot have finished: it was interrupted, and its folder is there to resume
     assert json.loads(pathlib.Path(run, "config.json").read_text())["config"]["steps"] == 100_000_000
+
+
+def test_figure1_table_lists_widths_in_increasing_order():
+    from earnshaw._cli.reproduce_cmd import results_table
+
+    row = dict(test_mse_mean=0.01, test_mse_sd=0.001, test_mse_min=0.009, test_mse_max=0.011, train_mse_mean=0.005,
+               random_student_test_mse=1.6)
+    rows = [dict(row, width=w) for w in (125, 20, 5)]  # the order `--widths 125,20,5` runs them in
+    table = results_table("figure1", rows, s5.PRESETS["figure1"]["ci"])
+    assert list(table.columns[0]._cells) == ["5", "20", "125"]

@@ -36,7 +36,7 @@ def results_table(target: str, rows: list, cfg) -> Table:
     t = Table(title=f"Figure 1, depth 2: final MSE after {cfg.steps:,} steps ({cfg.seeds} seeds); paper: < 0.002")
     for col in ("width", "test MSE (mean ± sd)", "min..max", "train MSE", "random student"):
         t.add_column(col, justify="right")
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r["width"]):  # --widths 20,5 runs 20 first; the table reads upwards
         t.add_row(str(r["width"]), _fmt(r["test_mse_mean"], r["test_mse_sd"]),
                   f"{r['test_mse_min']:.4f}..{r['test_mse_max']:.4f}", f"{r['train_mse_mean']:.4f}",
                   f"{r['random_student_test_mse']:.3f}")
