@@ -6,7 +6,7 @@ import pytest
 
 import earnshaw as es
 from earnshaw.dynamics import problem as P
-from earnshaw.dynamics.closed_form import flat_gradient, has_closed_form
+from earnshaw.dynamics.closed_form import flat_gradient, flat_value_and_gradient, has_closed_form
 from earnshaw.potentials._fastmath import asin
 
 
@@ -61,11 +61,16 @@ def test_erf_closed_form_gradient_equals_autodiff(objective, k, d, m):
     @jax.vmap
     def both(ti, x):  # one compiled call for the five problems (eager dispatch of each op is the slow part)
         return (flat_gradient(pot, ti, k, d, objective, "closed_form")(x),
-                flat_gradient(pot, ti, k, d, objective, "autodiff")(x))
+                flat_gradient(pot, ti, k, d, objective, "autodiff")(x),
+                flat_value_and_gradient(pot, ti, k, d, objective, "closed_form")(x),
+                P.make_objective(pot, ti, k, d, objective)(x))
 
-    g_cf, g_ad = both(t, jax.vmap(P.flatten)(s))
+    g_cf, g_ad, (v_vg, g_vg), v_ref = both(t, jax.vmap(P.flatten)(s))
     assert g_cf.shape == (5, k * (d + 1))
     np.testing.assert_allclose(g_cf, g_ad, rtol=1e-12, atol=1e-13)
+    # the value from the gradient's Gram matrices is the objective's, and the gradient beside it the same
+    np.testing.assert_allclose(v_vg, v_ref, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(g_vg, g_cf, rtol=1e-14, atol=1e-15)
 
 
 def test_erf_closed_form_gradient_matches_finite_differences():

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from earnshaw import trajectory as _tr
 from earnshaw._typing import Student, Teacher
 from earnshaw.dynamics import problem as P
-from earnshaw.dynamics.closed_form import check_gradient, flat_gradient
+from earnshaw.dynamics.closed_form import check_gradient, flat_gradient, flat_value_and_gradient
 from earnshaw.landscape.hessian import flat_hessian
 from earnshaw.potentials import potential as _potential
 from earnshaw.trajectory import Trajectory, report_failures
@@ -51,7 +51,7 @@ def _hd_direction(f, x, g, mask, k, d, manifold, hess=None):
 
 
 def _run(f, x0, update, state0, *, mask, k, d, manifold, max_steps, save_every, tol, needs_value=True,
-         grad_fn=None, stall=None):
+         grad_fn=None, value_grad_fn=None, stall=None):
     """Drive ``update`` from ``x0``; returns the per-save records and the end state.
 
     Methods that do not look at the objective's value (GD, perturbed GD) evaluate only the
@@ -61,7 +61,7 @@ def _run(f, x0, update, state0, *, mask, k, d, manifold, max_steps, save_every, 
     below the old one by at least ``stall``.
     """
     n_chunks = -(-max_steps // save_every)
-    vg = jax.value_and_grad(f)
+    vg = jax.value_and_grad(f) if value_grad_fn is None else value_grad_fn
     gf = jax.grad(f) if grad_fn is None else grad_fn
 
     def evaluate(x):
@@ -183,10 +183,13 @@ def _compiled(method, pot, nb, teacher_batched, lr_batched, keyed, k, d, steps, 
         f = P.make_objective(pot, teacher, k, d, objective)
         first_order = method in ("gradient_descent", "perturbed_gd")
         grad_fn = flat_gradient(pot, teacher, k, d, objective, opts.get("grad", "auto")) if first_order else None
+        # second-order methods need the value per step: erf's from the closed-form gradient's Gram matrices
+        vg = None if first_order else flat_value_and_gradient(pot, teacher, k, d, objective)
         hess = flat_hessian(pot, teacher, k, d, objective)  # forward mode over erf's closed-form gradient
         update, state0, stall = _METHODS[method](f, lr, mask, k, d, manifold, dict(opts, hess=hess), key)
         out = _run(f, x0, update, state0, mask=mask, k=k, d=d, manifold=manifold, max_steps=steps,
-                   save_every=save_every, tol=tol, needs_value=not first_order, grad_fn=grad_fn, stall=stall)
+                   save_every=save_every, tol=tol, needs_value=not first_order, grad_fn=grad_fn,
+                   value_grad_fn=vg, stall=stall)
         return _trajectory(*out, k, d)
 
     fn = single

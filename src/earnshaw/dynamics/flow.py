@@ -20,7 +20,7 @@ import numpy as np
 from earnshaw import trajectory as _tr
 from earnshaw._typing import Student
 from earnshaw.dynamics import problem as P
-from earnshaw.dynamics.closed_form import check_gradient, flat_gradient
+from earnshaw.dynamics.closed_form import check_gradient, flat_gradient, flat_value_and_gradient
 from earnshaw.potentials import potential as _potential
 from earnshaw.trajectory import Trajectory, report_failures
 
@@ -102,8 +102,9 @@ def _compiled(pot, nb, teacher_batched, k, d, t1, train, objective, manifold, so
     def single(student: Student, teacher):
         x0 = P.flatten(student)
         mask = P.train_mask(k, d, train, x0.dtype)
-        f = P.make_objective(pot, teacher, k, d, objective)
         gf = flat_gradient(pot, teacher, k, d, objective, grad_mode)
+        # value and gradient at the saves in one evaluation (erf: from the same Gram matrices)
+        vgf = flat_value_and_gradient(pot, teacher, k, d, objective, grad_mode)
 
         def grad(x):
             return P.tangent(gf(x) * mask, x, k, d, manifold)
@@ -149,13 +150,14 @@ def _compiled(pot, nb, teacher_batched, k, d, t1, train, objective, manifold, so
         saved = finite[:-1]
         ys = jnp.where(saved[:, None], ys[:-1], final[None])
         ts = jnp.where(saved, ts[:-1], t_end)
-        # the saves and the end point in one loop: one unbatched copy of f and grad in the program
+        # the saves and the end point in one loop: one unbatched copy of the value and gradient in the program
         # (vmapped, XLA compiles batched Gram products ~1 s slower)
         xs = jnp.concatenate([ys, final[None]])
 
         def evaluate(x):
             x = P.project(x, k, d, manifold)
-            return x, f(x), jnp.linalg.norm(grad(x))
+            val, g = vgf(x)
+            return x, val, jnp.linalg.norm(P.tangent(g * mask, x, k, d, manifold))
 
         xs, vals, gns = jax.lax.map(evaluate, xs)
         ys, final, vals, gns, fval, fgn = xs[:-1], xs[-1], vals[:-1], gns[:-1], vals[-1], gns[-1]

@@ -10,7 +10,7 @@ import numpy as np
 
 from earnshaw._typing import Student, Teacher
 from earnshaw.dynamics import problem as P
-from earnshaw.dynamics.closed_form import flat_gradient
+from earnshaw.dynamics.closed_form import flat_value_and_gradient
 from earnshaw.landscape.critical import refine as _refine
 from earnshaw.landscape.hessian import flat_hessian, laplacians, warn_if_float32
 from earnshaw.landscape.matching import match_units
@@ -87,11 +87,11 @@ def _numbers_fn(pot, k, d, objective, nb, teacher_batched):
     """
 
     def single(x, teacher):
-        f = P.make_objective(pot, teacher, k, d, objective)
         H = flat_hessian(pot, teacher, k, d, objective)(x)
         eig = jnp.linalg.eigvalsh(0.5 * (H + H.T))
         scale = (teacher.b @ pot.self_gram(teacher.w) @ teacher.b) if pot.bounded else jnp.zeros((), x.dtype)
-        return f(x), flat_gradient(pot, teacher, k, d, objective)(x), eig, laplacians(H, k, d), scale
+        value, grad = flat_value_and_gradient(pot, teacher, k, d, objective)(x)
+        return value, grad, eig, laplacians(H, k, d), scale
 
     fn = single
     for _ in range(nb):
