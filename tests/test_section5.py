@@ -297,6 +297,14 @@ def test_cli_reproduce_ctrl_c_exits_130_and_keeps_the_run(tmp_path):
     assert json.loads(pathlib.Path(run, "config.json").read_text())["config"]["steps"] == 100_000_000
 
 
+def test_results_and_csv_list_widths_in_increasing_order(tmp_path):
+    res = s5.reproduce("figure1", TINY.replace(widths=(10, 5), steps=100), out=tmp_path, figures=False)
+    assert [r["width"] for r in res["rows"]] == [5, 10]
+    lines = (pathlib.Path(res["run_dir"]) / "figure1.csv").read_text().splitlines()
+    col = lines[0].split(",").index("width")
+    assert [int(line.split(",")[col]) for line in lines[1:]] == [5, 10]
+
+
 def test_figure1_table_lists_widths_in_increasing_order():
     from earnshaw._cli.reproduce_cmd import results_table
 

@@ -445,7 +445,8 @@ def reproduce(target: str, cfg: Optional[Section5Config] = None, *, out: os.Path
     else:
         records.update(_run_parallel(cfg, todo, path, workers, checkpoint_every, emit, target))
     elapsed = time.perf_counter() - t0
-    rows = [_summary(records[c], target) for c in cfg.cells]
+    # by depth, then width, whatever order the cells ran in (--widths 125,5 runs 125 first)
+    rows = [_summary(records[c], target) for c in sorted(cfg.cells)]
     _write_csv(path / f"{target}.csv", rows)
     meta_path = path / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"sessions": []}
