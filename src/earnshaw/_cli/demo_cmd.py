@@ -12,6 +12,30 @@ from rich.table import Table
 from earnshaw._cli.common import console, enable_x64, environment, fail, run_dir
 
 
+def print_summary(summary: dict, config: dict):
+    """The demo's tables (outcome fractions, loss and distance quantiles) and its timings.
+
+    ``summary`` and ``config`` as stored in a demo run folder's ``meta.json``."""
+    fr = summary["fractions"]
+    table = Table(title=f"{config['activation']} teacher, d={config['d']}, k={config['k']}: {config['seeds']} "
+                        f"student seeds (gradient flow to t={config['t1']:g}, then Newton)")
+    table.add_column("outcome")
+    table.add_column("fraction", justify="right")
+    for name in ("recovered all units", "global minimum", "spurious local minimum", "saddle", "not converged"):
+        table.add_row(name, f"{fr[name]:.3f}")
+    console.print(table)
+    q = Table(title="quantiles over seeds")
+    q.add_column("")
+    for p in ("min", "median", "90%", "max"):
+        q.add_column(p, justify="right")
+    q.add_row("final loss", *(f"{v:.2e}" for v in summary["loss_quantiles"].values()))
+    q.add_row("max unit distance", *(f"{v:.2e}" for v in summary["distance_quantiles"].values()))
+    console.print(q)
+    tm = summary["timings"]
+    console.print(f"flow {tm['flow_s']:.1f} s, Newton + analysis {tm['refine_analyze_s']:.1f} s, "
+                  f"total {tm['total_s']:.1f} s")
+
+
 def register(app: typer.Typer):
     @app.command()
     def demo(
@@ -60,22 +84,5 @@ def register(app: typer.Typer):
         if as_json:
             print(json.dumps(summary, indent=2))
             return
-        fr = summary["fractions"]
-        table = Table(title=f"{activation} teacher, d={d}, k={k}: {seeds} student seeds "
-                            f"(gradient flow to t={t1:g}, then Newton)")
-        table.add_column("outcome")
-        table.add_column("fraction", justify="right")
-        for name in ("recovered all units", "global minimum", "spurious local minimum", "saddle", "not converged"):
-            table.add_row(name, f"{fr[name]:.3f}")
-        console.print(table)
-        q = Table(title="quantiles over seeds")
-        q.add_column("")
-        for p in ("min", "median", "90%", "max"):
-            q.add_column(p, justify="right")
-        q.add_row("final loss", *(f"{v:.2e}" for v in summary["loss_quantiles"].values()))
-        q.add_row("max unit distance", *(f"{v:.2e}" for v in summary["distance_quantiles"].values()))
-        console.print(q)
-        tm = summary["timings"]
-        console.print(f"flow {tm['flow_s']:.1f} s, Newton + analysis {tm['refine_analyze_s']:.1f} s, "
-                      f"total {tm['total_s']:.1f} s")
+        print_summary(summary, dataclasses.asdict(cfg))
         console.print(f"wrote {folder}/ (results.parquet, meta.json, config.toml, figures/)")

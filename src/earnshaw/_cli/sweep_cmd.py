@@ -158,13 +158,20 @@ def register(app: typer.Typer):
 
     @app.command()
     def results(
-        run_dir_: str = typer.Argument(..., metavar="RUN_DIR", help="a run folder of earnshaw run/sweep"),
+        run_dir_: str = typer.Argument(..., metavar="RUN_DIR",
+                                       help="a run folder of earnshaw run, sweep, demo, verify or reproduce"),
         as_json: bool = typer.Option(False, "--json", help="print the per-cell summary as JSON"),
     ):
-        """Summarise a run: per cell, the success rate with a Wilson 95% interval and the verdicts."""
+        """Summarise a run: per cell, the success rate with a Wilson 95% interval and the verdicts.
+
+        Demo, verify and reproduce run folders print the tables their command printed."""
         from earnshaw.experiments.config import ConfigError
         from earnshaw.experiments.sweep import cells_of, load_rows, load_run_config, summarise
 
+        if not pathlib.Path(run_dir_).is_dir():
+            fail(f"{run_dir_}: no such run folder")
+        if _print_other_run(pathlib.Path(run_dir_), as_json):
+            return
         try:
             cfg = load_run_config(run_dir_)
         except ConfigError as err:
@@ -222,3 +229,62 @@ def register(app: typer.Typer):
                              a=arr["path_a"][seed][:frames], b=arr["teacher_b"], ts=arr["ts"][seed][:frames],
                              fps=fps, title=f"{cfg.potential_name}: {chosen.label()}, seed {seed}")
         console.print(f"wrote {path} ({frames} frames)")
+
+
+def _print_other_run(folder: pathlib.Path, as_json: bool) -> bool:
+    """Print a demo, verify or reproduce run folder's results as its command did; False for other folders."""
+    from earnshaw import store
+
+    meta = store.read_json(folder / "meta.json") if (folder / "meta.json").is_file() else {}
+    if meta.get("command") == "demo":
+        from earnshaw._cli.demo_cmd import print_summary
+
+        if as_json:
+            print(json.dumps(meta["summary"], indent=2))
+        else:
+            print_summary(meta["summary"], meta["config"])
+        return True
+    if meta.get("command") == "verify":
+        from rich.console import Console
+
+        from earnshaw._cli.verify_cmd import render
+
+        rows = meta["rows"]
+        if as_json:
+            print(json.dumps([{k: v for k, v in r.items() if k != "details"} for r in rows], indent=2))
+        else:
+            Console(width=max(console.width, 240)).print(render(rows, title=f"earnshaw verify ({folder.name})"))
+            passed = sum(r["verdict"] == "PASS" for r in rows)
+            console.print(f"{passed}/{len(rows)} claims pass")
+        return True
+    if (folder / "config.json").is_file():
+        import csv
+
+        from earnshaw._cli.reproduce_cmd import results_table
+        from earnshaw.experiments import section5 as s5
+
+        try:
+            target, cfg = s5.load_run_config(folder)
+        except (ValueError, TypeError, KeyError) as err:
+            fail(f"{folder}/config.json: {err}")
+        table = folder / f"{target}.csv"
+        if not table.is_file():
+            fail(f"{folder} has no {target}.csv yet: finish it with earnshaw reproduce {target} --resume {folder}")
+        with open(table, newline="") as fh:
+            rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+        if as_json:
+            print(json.dumps({"run_dir": str(folder), "rows": rows}, indent=2))
+        else:
+            console.print(results_table(target, rows, cfg))
+        return True
+    return False
+
+
+def _number(text: str):
+    """A CSV field as the int or float it holds (else the text)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
