@@ -13,7 +13,7 @@ import pathlib
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["write_parquet_atomic", "read_parquet", "write_json_atomic", "read_json"]
+__all__ = ["write_parquet_atomic", "read_parquet", "write_json_atomic", "read_json", "write_text_atomic"]
 
 
 def _tmp(path: pathlib.Path) -> pathlib.Path:
@@ -36,9 +36,14 @@ def read_parquet(path) -> list:
 
 
 def write_json_atomic(path, obj) -> pathlib.Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, default=str))
+
+
+def write_text_atomic(path, text: str) -> pathlib.Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old file or the new."""
     path = pathlib.Path(path)
     tmp = _tmp(path)
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.write_text(text)
     os.replace(tmp, path)
     return path
 

@@ -79,8 +79,9 @@ def register(app: typer.Typer):
         summary["timings"]["total_s"] = time.perf_counter() - start
         store.write_json_atomic(folder / "meta.json", dict(command="demo", config=dataclasses.asdict(cfg),
                                                            environment=environment(), summary=summary))
-        (folder / "config.toml").write_text("".join(f"{k_} = {json.dumps(v)}\n"
-                                                    for k_, v in dataclasses.asdict(cfg).items() if v is not None))
+        store.write_text_atomic(folder / "config.toml", "".join(f"{k_} = {json.dumps(v)}\n"
+                                                                for k_, v in dataclasses.asdict(cfg).items()
+                                                                if v is not None))
         if as_json:
             print(json.dumps(summary, indent=2))
             return

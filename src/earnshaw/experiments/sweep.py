@@ -219,12 +219,6 @@ def _write_npz_atomic(path: pathlib.Path, arrays: dict):
     os.replace(tmp, path)
 
 
-def _write_text_atomic(path: pathlib.Path, text: str):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _finish_cell(run: pathlib.Path, cell: Cell, result: dict, session: str):
     """Write a computed cell: arrays first, then the Parquet file (the commit point), then the log line."""
     cells = run / "cells"
@@ -418,7 +412,7 @@ def run_sweep(cfg: ExperimentConfig, run_dir, *, backend: str = "local", address
             raise ConfigError(f"{run} holds a different config; resume it with its own config.toml "
                               "or start a new run folder")
     else:
-        _write_text_atomic(cfg_path, to_toml(cfg))
+        store.write_text_atomic(cfg_path, to_toml(cfg))
     _clean_tmp(run)
     cells = cells_of(cfg)
     todo = [c for c in cells if not (run / "cells" / f"{c.id}.parquet").exists()]
