@@ -95,7 +95,10 @@ def measure(name: str, size: int, repeats: int = 3) -> dict:
     Best of several, per program and for the wall clock: this VM's speed drifts by up to 1.5x within
     minutes (other tenants), and the least disturbed run is the one that measures the compiler."""
     code = _CHILD.replace("CALL", CALLS[name])
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # a persistent cache would make runs 2.. measure cache hits
     runs = []
     for _ in range(repeats):
         proc = subprocess.run([sys.executable, "-c", code, str(size)], capture_output=True, text=True, env=env,
@@ -103,7 +106,8 @@ def measure(name: str, size: int, repeats: int = 3) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"{name} at k = d = {size} failed:\n{proc.stderr[-2000:]}")
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    programs = {p: min(r["programs"][p] for r in runs if p in r["programs"]) for p in runs[0]["programs"]}
+    names = sorted({p for r in runs for p in r["programs"]})
+    programs = {p: min(r["programs"][p] for r in runs if p in r["programs"]) for p in names}
     rec = dict(first=min(r["first"] for r in runs), repeat=min(r["repeat"] for r in runs), programs=programs,
                entry=name, k=size, d=size, repeats=repeats,
                wall_compile=min(r["first"] - r["repeat"] for r in runs),

@@ -92,3 +92,13 @@ def test_cli_verify_quick(tmp_path):
     assert set(T.CHECKS) - set(only) == {"theorem5", "lemma29", "lemma31", "theorem17", "theorem30"}
     folder = next(tmp_path.glob("verify-*"))
     assert (folder / "results.parquet").exists() and (folder / "meta.json").exists()
+
+
+@pytest.mark.slow
+def test_cli_verify_quick_every_check(tmp_path):
+    """The whole ``earnshaw verify --quick`` at its own settings (about a minute; ``make test-all``)."""
+    proc = subprocess.run([sys.executable, "-m", "earnshaw.cli", "verify", "--quick", "--json", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(proc.stdout)
+    assert len(rows) == len(T.CHECKS) and all(r["verdict"] == "PASS" for r in rows)

@@ -170,8 +170,12 @@ def register(app: typer.Typer):
 
         if not pathlib.Path(run_dir_).is_dir():
             fail(f"{run_dir_}: no such run folder")
-        if _print_other_run(pathlib.Path(run_dir_), as_json):
-            return
+        try:
+            if _print_other_run(pathlib.Path(run_dir_), as_json):
+                return
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            # a truncated or hand-edited meta.json / CSV: say which file, not a traceback
+            fail(f"{run_dir_}: unreadable run folder ({type(err).__name__}: {err})")
         try:
             cfg = load_run_config(run_dir_)
         except ConfigError as err:
@@ -236,6 +240,7 @@ def _print_other_run(folder: pathlib.Path, as_json: bool) -> bool:
     from earnshaw import store
 
     meta = store.read_json(folder / "meta.json") if (folder / "meta.json").is_file() else {}
+    meta = meta if isinstance(meta, dict) else {}
     if meta.get("command") == "demo":
         from earnshaw._cli.demo_cmd import print_summary
 
