@@ -263,20 +263,12 @@ def _print_other_run(folder: pathlib.Path, as_json: bool) -> bool:
             console.print(f"{passed}/{len(rows)} claims pass")
         return True
     if (folder / "config.json").is_file():
-        import csv
-
         from earnshaw._cli.reproduce_cmd import results_table
         from earnshaw.experiments import section5 as s5
 
-        try:
-            target, cfg = s5.load_run_config(folder)
-        except (ValueError, TypeError, KeyError) as err:
-            fail(f"{folder}/config.json: {err}")
-        table = folder / f"{target}.csv"
-        if not table.is_file():
-            fail(f"{folder} has no {target}.csv yet: finish it with earnshaw reproduce {target} --resume {folder}")
-        with open(table, newline="") as fh:
-            rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+        target, cfg, rows = s5.load_rows(folder)
+        if not rows:
+            fail(f"{folder} has no finished cell yet: continue it with earnshaw reproduce {target} --resume {folder}")
         if as_json:
             print(json.dumps({"run_dir": str(folder), "rows": rows}, indent=2))
         else:
@@ -284,12 +276,3 @@ def _print_other_run(folder: pathlib.Path, as_json: bool) -> bool:
         return True
     return False
 
-
-def _number(text: str):
-    """A CSV field as the int or float it holds (else the text)."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text

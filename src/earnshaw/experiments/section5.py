@@ -386,6 +386,16 @@ def load_run_config(path: os.PathLike) -> tuple:
     return stored["target"], Section5Config(**stored["config"])
 
 
+def load_rows(path: os.PathLike) -> tuple:
+    """``(target, config, rows)`` of a reproduction run folder: the summary row of every finished cell,
+    by depth and width (what :func:`reproduce` returns as ``rows``), read from ``cells/*.json``."""
+    target, cfg = load_run_config(path)
+    cells = pathlib.Path(path) / "cells"
+    rows = [_summary(json.loads((cells / f"{_cell_name(*c)}.json").read_text()), target) for c in sorted(cfg.cells)
+            if (cells / f"{_cell_name(*c)}.json").exists()]
+    return target, cfg, rows
+
+
 def reproduce(target: str, cfg: Optional[Section5Config] = None, *, out: os.PathLike = "runs",
               resume: Optional[os.PathLike] = None, progress: Optional[Callable[[dict], None]] = None,
               workers: int = 1, checkpoint_every: float = 30.0, figures: bool = True) -> dict:
