@@ -104,6 +104,13 @@ def student_from_order(params: OrderParams, T, b, d: int):
             Student(a=jnp.asarray(a, dtype), theta=jnp.asarray(X[m:], dtype)))
 
 
+def _save_times(t1, n_save):
+    """0, then ``n_save - 1`` log-spaced times ending exactly at ``t1`` (diffrax refuses a save past ``t1``)."""
+    ts = np.concatenate([[0.0], np.geomspace(min(1e-2, t1 / 10), t1, n_save - 1)])
+    ts[-1] = t1
+    return ts
+
+
 def _pair(fn, nu, c, nv):
     return fn(nu[:, None], c, nv[None, :])
 
@@ -251,10 +258,10 @@ def _order_flow(pot, T, b, params, *, t1, n_save, rtol, atol, objective, train, 
     def vf(t, y, args):
         return rates(*y)[:3]
 
-    save_ts = jnp.concatenate([jnp.zeros(1), jnp.geomspace(min(1e-2, t1 / 10), t1, n_save - 1)])
+    save_ts = _save_times(t1, n_save)
     y0 = (params.Q, params.R, params.a)
     sol = diffrax.diffeqsolve(diffrax.ODETerm(vf), diffrax.Tsit5(), 0.0, t1, None, y0,
-                              saveat=diffrax.SaveAt(ts=save_ts.astype(params.Q.dtype)),
+                              saveat=diffrax.SaveAt(ts=jnp.asarray(save_ts, params.Q.dtype)),
                               stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps,
                               throw=False, adjoint=diffrax.ForwardMode())
     Qs, Rs, As = sol.ys
