@@ -97,7 +97,8 @@ def test_riemannian_hessian_is_the_derivative_of_the_riemannian_gradient_along_g
         else:
             f, x, k, d = _problem(*_constrained_critical_point())
         H_R, g = _riemannian(f, x, k, d)
-        grad_R = jax.jit(lambda y: P.tangent(jax.grad(f)(y), y, k, d, "sphere"))
+        grad_R = lambda y: P.tangent(jax.grad(f)(y), y, k, d, "sphere")  # noqa: E731
+        along = jax.jit(lambda xi, t: grad_R(_geodesic(x, xi, t, k, d)))  # grad_R at gamma(t)
         np.testing.assert_allclose(grad_R(x), 0.0, atol=1e-12)  # a critical point on the sphere
         if where == "constrained":  # ... where the sphere's curvature term -(theta . grad f) matters
             assert np.abs(_radial_part(g, x, k, d)).min() > 1e-2
@@ -106,7 +107,7 @@ def test_riemannian_hessian_is_the_derivative_of_the_riemannian_gradient_along_g
         wrong = P.riemannian_hessian(jax.jit(jax.hessian(f))(x), P.tangent(g, x, k, d, "sphere"), x, k, d, "sphere")
         h = 1e-5
         for xi in (Q @ np.random.default_rng(0).normal(size=(Q.shape[1], 4))).T:
-            fd = (grad_R(_geodesic(x, xi, h, k, d)) - grad_R(_geodesic(x, xi, -h, k, d))) / (2 * h)
+            fd = (along(xi, h) - along(xi, -h)) / (2 * h)
             np.testing.assert_allclose(H_R @ xi, fd, atol=1e-8)
             if where == "constrained":  # the test sees the curvature term: the projected Euclidean Hessian fails
                 assert np.abs(wrong @ xi - fd).max() > 1e-3
@@ -164,26 +165,19 @@ def _twice_L(pot, *args):
     return 2.0 * es.population_loss(pot, *args)
 
 
-def _my_L(pot, *args):
-    return es.population_loss(pot, *args)
-
-
 def test_callable_objective_gives_the_named_objectives_trajectory():
+    """GD on the callable 2 L with step lr / 2 is GD on "L" with step lr: the same trajectory, step by step
+    (so the callable is really the objective, not ignored for the default), with losses 2 L."""
     t = es.random_teacher(jax.random.key(0), d=D, k=K)
     s = es.random_student(jax.random.key(1), d=D, k=K, batch=3)
-    named = es.gradient_descent("erf", t, s, lr=0.05, steps=200, objective="L")
-    custom = es.gradient_descent("erf", t, s, lr=0.05, steps=200, objective=_my_L)
+    named = es.gradient_descent("erf", t, s, lr=0.05, steps=200, save_every=20, objective="L")
+    custom = es.gradient_descent("erf", t, s, lr=0.025, steps=200, save_every=20, objective=_twice_L)
     # "L" runs erf's hand-derived gradient, the callable autodiff: equal to rounding
     np.testing.assert_allclose(np.asarray(custom.params.theta), np.asarray(named.params.theta), atol=1e-11)
-    np.testing.assert_allclose(np.asarray(custom.losses), np.asarray(named.losses), rtol=1e-11)
-    # the callable is really used: GD on 2 L with step lr is GD on L with step 2 lr, and its losses are 2 L
-    doubled = es.gradient_descent("erf", t, s, lr=0.05, steps=200, objective=_twice_L)
-    faster = es.gradient_descent("erf", t, s, lr=0.1, steps=200, objective="L")
-    np.testing.assert_allclose(np.asarray(doubled.final.theta), np.asarray(faster.final.theta), atol=1e-11)
-    np.testing.assert_allclose(np.asarray(doubled.final_loss), 2 * np.asarray(faster.final_loss), rtol=1e-10)
-    flow_named = es.gradient_flow("erf", t, s, t1=5.0, objective="L")
-    flow_custom = es.gradient_flow("erf", t, s, t1=5.0, objective=_my_L)
-    np.testing.assert_allclose(np.asarray(flow_custom.final.theta), np.asarray(flow_named.final.theta), atol=1e-9)
+    np.testing.assert_allclose(np.asarray(custom.params.a), np.asarray(named.params.a), atol=1e-11)
+    np.testing.assert_allclose(np.asarray(custom.losses), 2 * np.asarray(named.losses), rtol=1e-10)
+    assert np.all(np.asarray(named.final_loss) < np.asarray(named.losses[:, 0]))  # it went somewhere
+    assert np.abs(np.asarray(named.final.theta) - np.asarray(s.theta)).max() > 0.05
 
 
 def test_float32_run_without_x64_is_float32_and_close_to_float64():
@@ -191,18 +185,14 @@ def test_float32_run_without_x64_is_float32_and_close_to_float64():
         t64 = es.random_teacher(jax.random.key(0), d=D, k=K)
         s64 = es.random_student(jax.random.key(1), d=D, k=K, batch=3)
         ref = es.gradient_descent("erf", t64, s64, lr=0.05, steps=300)
-        ref_flow = es.gradient_flow("erf", t64, s64, t1=5.0)
     with jax.enable_x64(False):
         cast = lambda tree: jax.tree_util.tree_map(lambda v: jnp.asarray(np.asarray(v, np.float32)), tree)  # noqa
         t32, s32 = cast(t64), cast(s64)
         assert t32.w.dtype == jnp.float32
         gd = es.gradient_descent("erf", t32, s32, lr=0.05, steps=300)
-        flow = es.gradient_flow("erf", t32, s32, t1=5.0)
-        for traj in (gd, flow):
-            assert traj.final.theta.dtype == jnp.float32 and traj.final.a.dtype == jnp.float32
-            assert traj.final_loss.dtype == jnp.float32 and traj.losses.dtype == jnp.float32
+        assert gd.final.theta.dtype == jnp.float32 and gd.final.a.dtype == jnp.float32
+        assert gd.final_loss.dtype == jnp.float32 and gd.losses.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(gd.final.theta), np.asarray(ref.final.theta), atol=2e-5)
     np.testing.assert_allclose(np.asarray(gd.final_loss), np.asarray(ref.final_loss), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(flow.final.theta), np.asarray(ref_flow.final.theta), atol=1e-4)
     # and they moved: the comparison is not of two starts
     assert np.abs(np.asarray(ref.final.theta) - np.asarray(s64.theta)).max() > 0.05
