@@ -4,6 +4,8 @@ On ``manifold="sphere"`` each ``theta_i`` lives on the unit sphere and the ``a_i
 ``R^k x (S^{d-1})^k``. Its geodesics are straight lines in ``a`` and great circles in each ``theta_i``, so the
 Riemannian Hessian is checked against derivatives along great circles, not against a formula.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +15,15 @@ import earnshaw as es
 from earnshaw.dynamics import problem as P
 
 D, K = 3, 2
+# one gradient-descent program (erf, k = 2, d = 3, batch 3, these static settings) serves three tests
+GD = dict(steps=200, save_every=20)
+
+
+@pytest.fixture(autouse=True)
+def x64():
+    """float64 in every test here (the float32 test turns it off inside), whatever the session's default."""
+    with jax.enable_x64(True):
+        yield
 
 
 def _unit(x):
@@ -37,20 +48,28 @@ def _tangent_basis(x, k, d):
     return vecs[:, lam > 0.5]
 
 
-def _problem(teacher, student, objective="L"):
-    k, d = student.k, student.d
-    f = P.make_objective(es.potential("erf"), teacher, k, d, objective)
-    x = P.flatten(student)
-    return f, x, k, d
+def _objective(pot, teacher, k, d):
+    return P.make_objective(es.potential(pot), teacher, k, d, "L")
 
 
-def _riemannian(f, x, k, d):
-    """The Riemannian Hessian at ``x`` and the Euclidean gradient (one compiled call: eagerly, 10 s more)."""
-    @jax.jit
-    def both(x):
-        g = jax.grad(f)(x)
-        return P.riemannian_hessian(jax.hessian(f)(x), g, x, k, d, "sphere"), g
-    return both(x)
+# Compiled once per (potential, k, d) with the teacher as an argument, so the points of one shape share them.
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _derivatives(pot, x, teacher, k, d):
+    """At ``x``: the Euclidean gradient and Hessian, and the Riemannian Hessian of the sphere."""
+    f = _objective(pot, teacher, k, d)
+    g, H = jax.grad(f)(x), jax.hessian(f)(x)
+    return g, H, P.riemannian_hessian(H, g, x, k, d, "sphere")
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5, 6))
+def _along(pot, x, teacher, xi, ts, k, d):
+    """The value and Riemannian gradient at the points ``gamma(ts)`` of the geodesic with velocity ``xi``."""
+    f = _objective(pot, teacher, k, d)
+
+    def at(t):
+        y = _geodesic(x, xi, t, k, d)
+        return f(y), P.tangent(jax.grad(f)(y), y, k, d, "sphere")
+    return jax.vmap(at)(ts)
 
 
 def _sphere_teacher(seed=0, k=K, d=D, norm=1.0):
@@ -81,82 +100,97 @@ def test_sphere_gd_keeps_every_unit_on_the_sphere_and_lowers_the_loss():
     np.testing.assert_allclose(norms, 1.0, atol=1e-12)
     np.testing.assert_allclose(np.linalg.norm(np.asarray(traj.final.theta), axis=-1), 1.0, atol=1e-12)
     assert np.all(np.asarray(traj.final_loss) < 0.5 * np.asarray(traj.losses[:, 0]))
-    # the projection does something: unconstrained GD from the same start leaves the sphere
-    free = es.gradient_descent("erf", t, s, lr=0.05, steps=400)
-    assert np.abs(np.linalg.norm(np.asarray(free.final.theta), axis=-1) - 1.0).max() > 1e-2
+    # the units moved (on the sphere)
+    assert np.abs(np.asarray(traj.final.theta) - np.asarray(s.theta)).max() > 0.1
 
 
-@pytest.mark.parametrize("where", ["teacher", "constrained"])
-def test_riemannian_hessian_is_the_derivative_of_the_riemannian_gradient_along_geodesics(where):
-    """At a critical point, Hess f [xi] = d/dt grad_R f(gamma(t)) at t = 0 along the geodesic gamma with
-    velocity xi, with grad_R f = P grad f (P the tangent projection)."""
-    with jax.enable_x64(True):
-        if where == "teacher":  # the global minimum, where even the Euclidean gradient vanishes
-            t = _sphere_teacher()
-            f, x, k, d = _problem(t, es.Student(a=t.b, theta=t.w))
-        else:
-            f, x, k, d = _problem(*_constrained_critical_point())
-        H_R, g = _riemannian(f, x, k, d)
-        grad_R = lambda y: P.tangent(jax.grad(f)(y), y, k, d, "sphere")  # noqa: E731
-        along = jax.jit(lambda xi, t: grad_R(_geodesic(x, xi, t, k, d)))  # grad_R at gamma(t)
-        np.testing.assert_allclose(grad_R(x), 0.0, atol=1e-12)  # a critical point on the sphere
-        if where == "constrained":  # ... where the sphere's curvature term -(theta . grad f) matters
-            assert np.abs(_radial_part(g, x, k, d)).min() > 1e-2
-        Q = _tangent_basis(x, k, d)
-        # the Hessian with the tangent gradient in place of the Euclidean one: no curvature term
-        wrong = P.riemannian_hessian(jax.jit(jax.hessian(f))(x), P.tangent(g, x, k, d, "sphere"), x, k, d, "sphere")
-        h = 1e-5
-        for xi in (Q @ np.random.default_rng(0).normal(size=(Q.shape[1], 4))).T:
-            fd = (along(xi, h) - along(xi, -h)) / (2 * h)
-            np.testing.assert_allclose(H_R @ xi, fd, atol=1e-8)
-            if where == "constrained":  # the test sees the curvature term: the projected Euclidean Hessian fails
-                assert np.abs(wrong @ xi - fd).max() > 1e-3
+def _point(where):
+    """``(teacher, x, k, d)``: the teacher itself on the sphere (the global minimum, where even the Euclidean
+    gradient vanishes); a constrained critical point (see above); a random point on the sphere (not critical)."""
+    if where == "teacher":
+        t = _sphere_teacher()
+        return t, P.flatten(es.Student(a=t.b, theta=t.w)), K, D
+    if where == "constrained":
+        t, s = _constrained_critical_point()
+        return t, P.flatten(s), 1, D
+    s = es.random_student(jax.random.key(3), d=D, k=K)
+    return _sphere_teacher(norm=1.4), P.flatten(es.Student(a=s.a, theta=_unit(s.theta))), K, D
 
 
 @pytest.mark.parametrize("where", ["teacher", "constrained", "random"])
-def test_tangent_eigenvalues_are_second_derivatives_along_geodesics(where):
-    """For an eigenpair (lam, v) of the Riemannian Hessian on the tangent space, f(gamma(t)) along the
-    geodesic with velocity v has second derivative lam at t = 0 (at any point: a geodesic has no
-    acceleration, so the gradient term drops out; "random" is a point that is not critical)."""
-    with jax.enable_x64(True):
-        if where == "teacher":
-            t = _sphere_teacher()
-            f, x, k, d = _problem(t, es.Student(a=t.b, theta=t.w))
-        elif where == "constrained":
-            f, x, k, d = _problem(*_constrained_critical_point())
-        else:
-            s = es.random_student(jax.random.key(3), d=D, k=K)
-            f, x, k, d = _problem(_sphere_teacher(norm=1.4), es.Student(a=s.a, theta=_unit(s.theta)))
-        H_R, g = _riemannian(f, x, k, d)
-        Q = _tangent_basis(x, k, d)
-        lam, Y = np.linalg.eigh(Q.T @ np.asarray(H_R) @ Q)
-        # normal directions (theta_i itself) are mapped to 0 and the tangent space is invariant
-        np.testing.assert_allclose(np.asarray(H_R) @ (np.eye(len(x)) - Q @ Q.T), 0.0, atol=1e-12)
-        h = 1e-4
-        curve = jax.jit(jax.vmap(lambda v, s: f(_geodesic(x, v, s, k, d)), in_axes=(None, 0)))
-        for lam_i, v in zip(lam, (Q @ Y).T):
-            fm, f0, fp = np.asarray(curve(v, jnp.array([-h, 0.0, h])))
-            assert (fp - 2 * f0 + fm) / h**2 == pytest.approx(lam_i, abs=1e-6), (where, lam)
-        if where == "teacher":  # a global minimum: no negative curvature
-            assert lam[0] > -1e-10
+def test_riemannian_hessian_against_derivatives_along_geodesics(where):
+    """(1) For an eigenpair (lam, v) of the Riemannian Hessian on the tangent space, f(gamma(t)) along the
+    geodesic with velocity v has second derivative lam at t = 0 (at any point: a geodesic has no acceleration,
+    so the gradient term drops out). (2) At a critical point, Hess f [xi] = d/dt grad_R f(gamma(t)) at t = 0,
+    with grad_R f = P grad f (P the tangent projection)."""
+    t, x, k, d = _point(where)
+    g, H, H_R = map(np.asarray, _derivatives("erf", x, t, k, d))
+    Q = _tangent_basis(x, k, d)
+    # normal directions (theta_i itself) are mapped to 0, and the tangent space to itself
+    np.testing.assert_allclose(H_R @ (np.eye(len(x)) - Q @ Q.T), 0.0, atol=1e-12)
+    lam, Y = np.linalg.eigh(Q.T @ H_R @ Q)
+    h = 1e-4  # second differences: rounding ~1e-16 / h^2
+    for lam_i, v in zip(lam, (Q @ Y).T):
+        (fm, f0, fp), _ = _along("erf", x, t, v, jnp.array([-h, 0.0, h]), k, d)
+        assert (fp - 2 * f0 + fm) / h**2 == pytest.approx(lam_i, abs=1e-6), (where, lam)
+    if where == "teacher":  # a global minimum: no negative curvature
+        assert lam[0] > -1e-10
+    if where == "random":
+        return
+    _, grad_R = _along("erf", x, t, Q[:, 0], jnp.array([-h, 0.0, h]), k, d)
+    np.testing.assert_allclose(grad_R[1], 0.0, atol=1e-12)  # a critical point on the sphere
+    # the Hessian with the tangent gradient in place of the Euclidean one: without the curvature term
+    wrong = np.asarray(P.riemannian_hessian(H, P.tangent(g, x, k, d, "sphere"), x, k, d, "sphere"))
+    if where == "constrained":  # ... which matters here: theta . grad_theta f is not 0
+        assert np.abs(_radial_part(g, x, k, d)).min() > 1e-2
+    h = 1e-5  # first differences
+    for xi in (Q @ np.random.default_rng(0).normal(size=(Q.shape[1], 4))).T:
+        _, (gm, _, gp) = _along("erf", x, t, xi, jnp.array([-h, 0.0, h]), k, d)  # one ts shape: one program
+        fd = (gp - gm) / (2 * h)
+        np.testing.assert_allclose(H_R @ xi, fd, atol=1e-8)
+        if where == "constrained":  # the check sees the curvature term: the formula without it fails
+            assert np.abs(wrong @ xi - fd).max() > 1e-3
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "hessian_descent / second_gd on the sphere pass the tangent gradient to riemannian_hessian "
+    "(descent._run hands its update rules P.tangent(grad)), so theta_i . grad_i = 0 and the curvature term "
+    "-(theta_i . grad_i) I is lost: HD sees negative curvature at a minimum on the sphere and climbs"))
+def test_hessian_descent_on_the_sphere_stops_at_a_constrained_minimum():
+    """Two hermite3 units on the line of a teacher unit of norm 1.5, theta_1 = e_1, theta_2 = -e_1 with
+    charges +-a*/2: a critical point on the sphere whose Euclidean gradient is radial (-19 and +19) and whose
+    Riemannian Hessian is PSD, a local minimum on the sphere. Hessian descent must stop there, not climb."""
+    pot = es.potential("hermite3")
+    t = es.Teacher(b=jnp.array([1.0]), w=jnp.array([[1.5, 0.0, 0.0]]))
+    a_star = es.optimal_a(pot, jnp.array([[1.0, 0.0, 0.0]]), t)[0]
+    s = es.Student(a=jnp.array([0.5, -0.5]) * a_star, theta=jnp.array([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]]))
+    x, k, d = P.flatten(s), 2, 3
+    g, _, H_R = _derivatives("hermite3", x, t, k, d)
+    np.testing.assert_allclose(P.tangent(g, x, k, d, "sphere"), 0.0, atol=1e-12)
+    assert np.abs(_radial_part(g, x, k, d)).min() > 10.0
+    assert np.linalg.eigvalsh(np.asarray(H_R))[0] > -1e-9  # no negative curvature on the sphere
+    traj = es.hessian_descent(pot, t, s, lr=1e-3, steps=5, gamma=1e-6, manifold="sphere", save_every=1)
+    assert np.all(np.diff(np.asarray(traj.losses)) <= 1e-12), f"HD climbed: losses {traj.losses}"
+    assert str(traj.status_names()) == "converged"
+    np.testing.assert_allclose(P.flatten(traj.final), x, atol=1e-12)
 
 
 def test_perturbed_gd_leaves_the_strict_saddle_that_gd_cannot():
     """For erf (odd), a = 0, theta = 0 has gradient exactly 0 and a negative Hessian eigenvalue (see
     hessian_descent's docstring): plain GD stays there, perturbed GD kicks off it and descends."""
     t = es.random_teacher(jax.random.key(0), d=D, k=K)
-    z = es.Student(a=jnp.zeros((4, K)), theta=jnp.zeros((4, K, D)))
-    lam = np.asarray(es.spectrum("erf", t, z))
-    assert np.all(lam[:, 0] < -0.5)  # a strict saddle
+    z = es.Student(a=jnp.zeros((3, K)), theta=jnp.zeros((3, K, D)))
+    g, H, _ = _derivatives("erf", jnp.zeros(K + K * D), t, K, D)
+    np.testing.assert_array_equal(g, 0.0)
+    assert np.linalg.eigvalsh(np.asarray(H))[0] < -0.5  # a strict saddle
     loss0 = float(es.population_loss("erf", es.Student(a=z.a[0], theta=z.theta[0]), t))
-    gd = es.gradient_descent("erf", t, z, lr=0.1, steps=1000)
+    gd = es.gradient_descent("erf", t, z, lr=0.1, **GD)
     np.testing.assert_array_equal(np.asarray(P.flatten(gd.final)), 0.0)
     np.testing.assert_allclose(np.asarray(gd.final_loss), loss0, rtol=1e-14)
-    pgd = es.perturbed_gd("erf", t, z, jax.random.key(7), lr=0.1, steps=1000, g_thres=1e-3, radius=1e-2,
-                          t_thres=50)
+    pgd = es.perturbed_gd("erf", t, z, jax.random.key(7), lr=0.1, g_thres=1e-3, radius=1e-2, t_thres=50, **GD)
     assert np.all(np.asarray(pgd.final_loss) < loss0 - 0.05)
-    # one key, split per problem: four different escapes
-    assert len({np.asarray(pgd.final.theta[i]).round(6).tobytes() for i in range(4)}) == 4
+    # one key, split per problem: three different escapes
+    assert len({np.asarray(pgd.final.theta[i]).round(6).tobytes() for i in range(3)}) == 3
 
 
 # A custom objective receives the same arguments as the named losses (whatever their order), so forwarding
@@ -170,8 +204,8 @@ def test_callable_objective_gives_the_named_objectives_trajectory():
     (so the callable is really the objective, not ignored for the default), with losses 2 L."""
     t = es.random_teacher(jax.random.key(0), d=D, k=K)
     s = es.random_student(jax.random.key(1), d=D, k=K, batch=3)
-    named = es.gradient_descent("erf", t, s, lr=0.05, steps=200, save_every=20, objective="L")
-    custom = es.gradient_descent("erf", t, s, lr=0.025, steps=200, save_every=20, objective=_twice_L)
+    named = es.gradient_descent("erf", t, s, lr=0.05, objective="L", **GD)
+    custom = es.gradient_descent("erf", t, s, lr=0.025, objective=_twice_L, **GD)
     # "L" runs erf's hand-derived gradient, the callable autodiff: equal to rounding
     np.testing.assert_allclose(np.asarray(custom.params.theta), np.asarray(named.params.theta), atol=1e-11)
     np.testing.assert_allclose(np.asarray(custom.params.a), np.asarray(named.params.a), atol=1e-11)
@@ -197,12 +231,12 @@ def test_float32_run_without_x64_is_float32_and_close_to_float64():
     with jax.enable_x64(True):
         t64 = es.random_teacher(jax.random.key(0), d=D, k=K)
         s64 = es.random_student(jax.random.key(1), d=D, k=K, batch=3)
-        ref = es.gradient_descent("erf", t64, s64, lr=0.05, steps=300)
+        ref = es.gradient_descent("erf", t64, s64, lr=0.05, **GD)
     with jax.enable_x64(False):
         cast = lambda tree: jax.tree_util.tree_map(lambda v: jnp.asarray(np.asarray(v, np.float32)), tree)  # noqa
         t32, s32 = cast(t64), cast(s64)
         assert t32.w.dtype == jnp.float32
-        gd = es.gradient_descent("erf", t32, s32, lr=0.05, steps=300)
+        gd = es.gradient_descent("erf", t32, s32, lr=0.05, **GD)
         assert gd.final.theta.dtype == jnp.float32 and gd.final.a.dtype == jnp.float32
         assert gd.final_loss.dtype == jnp.float32 and gd.losses.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(gd.final.theta), np.asarray(ref.final.theta), atol=2e-5)
