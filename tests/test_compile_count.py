@@ -55,7 +55,7 @@ def test_the_counter_sees_a_jit_compile_and_not_a_cache_hit():
 # The shapes (d = 4, k = 3, batches 5 and 6) are used by no other test file, so the "new shape" call cannot hit
 # a program compiled earlier in the session.
 CASES = {
-    "gradient_descent": lambda t, s, v: es.gradient_descent("erf", t, s, lr=0.05 + 0.01 * v, steps=40).final_loss,
+    "gradient_descent": lambda t, s, v: es.gradient_descent("erf", t, s, lr=0.05 + 0.01 * v, max_steps=40).final_loss,
     # the linear potential: the flow's program is the largest to compile (10-13 s with erf's, 7 s with this one)
     "gradient_flow": lambda t, s, v: es.gradient_flow("linear", t, s, t1=2.0, n_save=5).final_loss,
     "analyze": lambda t, s, v: es.analyze("erf", t, s).loss,
@@ -80,3 +80,16 @@ def test_second_call_with_new_values_compiles_nothing(name):
     with compiles() as new_shape:
         jax.block_until_ready(call(*_problem(0, d=4, k=3, batch=6), 0))
     assert new_shape, f"{name}: a new batch shape compiled nothing"
+
+
+def test_a_problem_and_its_prefix_share_one_program():
+    """es.Problem(pot, teacher) and the (pot, teacher, ...) prefix are one kind of problem: after a call in
+    one form, a call in the other with a new teacher (the Problem's leaves) compiles nothing."""
+    # the shapes and settings of the gradient_descent case above: after it, the first call compiles nothing either
+    t, s = _problem(20, d=4, k=3, batch=5)
+    jax.block_until_ready(es.gradient_descent("erf", t, s, lr=0.05, max_steps=40).final_loss)
+    t2, s2 = _problem(30, d=4, k=3, batch=5)
+    with compiles() as second:
+        out = es.gradient_descent(es.Problem("erf", t2), s2, lr=0.05, max_steps=40).final_loss
+        jax.block_until_ready(out)
+    assert second == [], f"the Problem form recompiled {second}"
