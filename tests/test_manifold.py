@@ -4,8 +4,6 @@ On ``manifold="sphere"`` each ``theta_i`` lives on the unit sphere and the ``a_i
 ``R^k x (S^{d-1})^k``. Its geodesics are straight lines in ``a`` and great circles in each ``theta_i``, so the
 Riemannian Hessian is checked against derivatives along great circles, not against a formula.
 """
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -192,10 +190,9 @@ def test_perturbed_gd_leaves_the_strict_saddle_that_gd_cannot():
     assert len({np.asarray(pgd.final.theta[i]).round(6).tobytes() for i in range(3)}) == 3
 
 
-# A custom objective receives the same arguments as the named losses (whatever their order), so forwarding
-# them is order-agnostic.
-def _twice_L(pot, *args):
-    return 2.0 * es.population_loss(pot, *args)
+def _twice_L(pot, teacher, student):
+    """A custom objective: called as the named ones are, ``f(pot, teacher, student)``."""
+    return 2.0 * es.population_loss(pot, teacher, student)
 
 
 def test_callable_objective_gives_the_named_objectives_trajectory():
@@ -211,6 +208,10 @@ def test_callable_objective_gives_the_named_objectives_trajectory():
     np.testing.assert_allclose(np.asarray(custom.losses), 2 * np.asarray(named.losses), rtol=1e-10)
     assert np.all(np.asarray(named.final_loss) < np.asarray(named.losses[:, 0]))  # it went somewhere
     assert np.abs(np.asarray(named.final.theta) - np.asarray(s.theta)).max() > 0.05
+    # the landscape resolves it too: a Problem with the callable has twice the named Hessian
+    H_named = es.hessian(es.Problem("erf", t), named.final)
+    H_custom = es.hessian(es.Problem("erf", t, objective=_twice_L), named.final)
+    np.testing.assert_allclose(np.asarray(H_custom), 2 * np.asarray(H_named), rtol=1e-9, atol=1e-12)
 
 
 def test_nodewise_descent_with_a_callable_objective():
