@@ -232,6 +232,7 @@ def test_float32_run_without_x64_is_float32_and_close_to_float64():
         t64 = es.random_teacher(jax.random.key(0), d=D, k=K)
         s64 = es.random_student(jax.random.key(1), d=D, k=K, batch=3)
         ref = es.gradient_descent("erf", t64, s64, lr=0.05, **GD)
+        ref_flow = es.gradient_flow("erf", t64, s64, t1=5.0, n_save=3)
     with jax.enable_x64(False):
         cast = lambda tree: jax.tree_util.tree_map(lambda v: jnp.asarray(np.asarray(v, np.float32)), tree)  # noqa
         t32, s32 = cast(t64), cast(s64)
@@ -239,7 +240,12 @@ def test_float32_run_without_x64_is_float32_and_close_to_float64():
         gd = es.gradient_descent("erf", t32, s32, lr=0.05, **GD)
         assert gd.final.theta.dtype == jnp.float32 and gd.final.a.dtype == jnp.float32
         assert gd.final_loss.dtype == jnp.float32 and gd.losses.dtype == jnp.float32
+        flow = es.gradient_flow("erf", t32, s32, t1=5.0, n_save=3)
+        assert flow.final.theta.dtype == jnp.float32 and flow.final_loss.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(gd.final.theta), np.asarray(ref.final.theta), atol=2e-5)
     np.testing.assert_allclose(np.asarray(gd.final_loss), np.asarray(ref.final_loss), rtol=1e-4, atol=1e-6)
+    # the flow's tolerances (rtol 1e-8) are below float32's resolution: it agrees to float32 rounding
+    np.testing.assert_allclose(np.asarray(flow.final.theta), np.asarray(ref_flow.final.theta), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(flow.final_loss), np.asarray(ref_flow.final_loss), rtol=1e-3)
     # and they moved: the comparison is not of two starts
     assert np.abs(np.asarray(ref.final.theta) - np.asarray(s64.theta)).max() > 0.05
