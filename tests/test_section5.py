@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 from typer.testing import CliRunner
 
 from earnshaw.cli import app
@@ -22,17 +23,31 @@ TINY = s5.Section5Config("tiny", depths=(2,), widths=(5, 10), seeds=2, n_train=2
 
 # --- deep networks ----------------------------------------------------------------------------------------------
 
-def test_init_shapes_and_param_count():
-    params = init_deep(jax.random.key(0), d=10, width=7, depth=4)
-    assert [p.shape for p in params] == [(7, 10), (7, 7), (7, 7), (1, 7)]
+def test_init_weights_are_iid_normal_with_the_given_scale():
+    """init_deep's contract: i.i.d. N(0, scale^2) weights in the documented shapes (8050 of them here)."""
+    params = init_deep(jax.random.key(0), d=60, width=50, depth=4, scale=0.7)
+    assert [p.shape for p in params] == [(50, 60), (50, 50), (50, 50), (1, 50)]
     assert all(p.dtype == jnp.float32 for p in params)
-    assert sum(p.size for p in params) == param_count(10, 7, 4)
+    assert sum(p.size for p in params) == param_count(60, 50, 4) == 50 * 60 + 2 * 50 * 50 + 50
+    w = np.concatenate([np.asarray(p, np.float64).ravel() for p in params])
+    assert abs(w.mean()) < 4 * 0.7 / np.sqrt(w.size)  # 4 standard errors
+    assert w.std() == pytest.approx(0.7, rel=0.03)  # the standard error of the std is 0.6 %
+    assert scipy.stats.kstest(w / 0.7, "norm").pvalue > 1e-3  # Gaussian, not merely the right variance
 
 
-def test_same_key_same_result():
-    a = init_deep(jax.random.key(3), 4, 5, 3)
-    b = init_deep(jax.random.key(3), 4, 5, 3)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+def test_init_layers_and_keys_give_independent_draws():
+    """Each layer has its own key (the hidden layers are not copies or shifts of one draw), another key gives
+    another network, the same key the same one, and vmap over keys (how seeds are batched) draws the same
+    networks as one call per key."""
+    a = init_deep(jax.random.key(3), 30, 40, 4)
+    b = init_deep(jax.random.key(4), 30, 40, 4)
+    assert abs(np.corrcoef(np.ravel(a[1]), np.ravel(a[2]))[0, 1]) < 0.1
+    assert abs(np.corrcoef(np.ravel(a[1]), np.ravel(b[1]))[0, 1]) < 0.1
+    assert all(np.array_equal(x, y) for x, y in zip(a, init_deep(jax.random.key(3), 30, 40, 4)))
+    keys = jnp.stack([jax.random.key(3), jax.random.key(4)])
+    batched = jax.vmap(lambda k: init_deep(k, 30, 40, 4))(keys)
+    for i, one in enumerate((a, b)):
+        assert all(np.array_equal(x[i], y) for x, y in zip(batched, one))
 
 
 @pytest.mark.parametrize("bad", [dict(d=0), dict(width=-1), dict(depth=1), dict(depth=2.5)])
