@@ -104,8 +104,8 @@ def _diff(a, b) -> str:
 
 
 def _done_lines(run: pathlib.Path):
-    """``[time, session, "done", cell_id, seconds]`` per line of cells.log."""
-    return [line.split() for line in (run / "cells.log").read_text().splitlines()]
+    """``[time, session, "done", cell_id, seconds]`` per "done" line of the run folder's log."""
+    return [line.split() for line in (run / "run.log").read_text().splitlines() if line.split()[2] == "done"]
 
 
 def test_kill_and_resume_matches_uninterrupted(tmp_path):
@@ -121,7 +121,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path):
     # between a cell's Parquet commit and its log line keeps the cell, but leaves the first session unlogged)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if (run / "cells.log").exists() and _done_lines(run):
+        if (run / "run.log").exists() and _done_lines(run):
             break
         time.sleep(0.02)
     assert proc.poll() is None, f"the sweep ended before it could be killed: {proc.stderr.read()!r}"

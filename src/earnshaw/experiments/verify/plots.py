@@ -5,7 +5,7 @@ r"""Figures for ``earnshaw verify``'s README section (``docs/figures/verify_*.pn
 * :func:`lemma29_example` / ``verify_lemma29.png``: MATH.md section 6's sign-activation example on ``S^1``:
   ``P(t)`` and ``L*(t) = -P(t)^2`` with ``+-w_j`` and the local minima of ``L*`` marked.
 
-Run ``python -m earnshaw.experiments.verify_plots [OUT_DIR]`` (float64; about half a minute on one core).
+Run ``python -m earnshaw.experiments.verify.plots [OUT_DIR]`` (float64; about half a minute on one core).
 """
 from __future__ import annotations
 
