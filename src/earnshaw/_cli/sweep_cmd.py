@@ -67,7 +67,7 @@ def _execute(cfg, folder, *, backend: str, address: Optional[str], workers: int,
     with Reporter(command, unit="cells", enabled=not quiet) as rep:
         try:
             out = run_sweep(cfg, folder, backend=backend, address=address, workers=workers,
-                            progress=cell_progress(rep, resuming=not as_json), figures=figures, invoked_as=command)
+                            progress=cell_progress(rep), figures=figures, invoked_as=command)
         except (ConfigError, RuntimeError, ValueError) as err:
             fail(str(err))
     if as_json:

@@ -1,6 +1,7 @@
 """One cell of a sweep: every seed in one batched solver call, then Newton polish and the landscape verdicts."""
 from __future__ import annotations
 
+import json
 import math
 import time
 from typing import Optional
@@ -9,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from earnshaw._typing import Student, Teacher
 from earnshaw.experiments.config import ExperimentConfig, _solvers, stable_hash
 from earnshaw.experiments.sweep.grids import cell_keys
 from earnshaw.landscape.analyze import analyze
@@ -19,10 +21,20 @@ from earnshaw.trajectory import STATUS
 __all__ = ["run_cell", "run_cell_task", "build_teacher"]
 
 
-def build_teacher(cfg: ExperimentConfig, key):
-    """The cell's teacher: random (``teacher.convention``) with ``key``, or the explicit one the config names."""
+def build_teacher(cfg: ExperimentConfig, key) -> Teacher:
+    """The cell's teacher: random (``teacher.convention``) with ``key``, or the explicit one the config names.
+
+    Example::
+
+        build_teacher(cfg, jax.random.key(0)).w.shape   # (teacher.k, teacher.d)
+    """
     t = cfg.teacher
-    return random_teacher(key, t.d, t.k, convention=t.convention, scale=t.scale / math.sqrt(t.d), c=t.c)
+    explicit = t.arrays()
+    if explicit is not None:
+        w, b = explicit
+        return Teacher(b=jnp.asarray(b), w=jnp.asarray(w))
+    scale = t.scale if t.scale is not None else 1.0 / math.sqrt(t.d)
+    return random_teacher(key, t.d, t.k, convention=t.convention, scale=scale, c=t.c)
 
 
 def _flat_config(data: dict, prefix: str = "") -> dict:
@@ -31,6 +43,8 @@ def _flat_config(data: dict, prefix: str = "") -> dict:
         path = f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(_flat_config(value, path + "."))
+        elif isinstance(value, list):
+            out[path] = json.dumps(value)  # one column type whether a cell gives one value or a list
         elif value is not None:
             out[path] = value
     return out
@@ -62,6 +76,9 @@ def run_cell(cfg: ExperimentConfig, cell_id: Optional[str] = None) -> dict:
     seed_keys = jax.vmap(lambda i: jax.random.fold_in(skey, i))(jnp.arange(cfg.seeds))
     students = jax.vmap(lambda key: random_student(key, d, ks, scale=s.init_scale / math.sqrt(d),
                                                    a_scale=s.a_scale))(seed_keys)
+    if s.a is not None:  # given output weights instead of random ones
+        a = jnp.broadcast_to(jnp.asarray(s.a, students.a.dtype), students.a.shape)
+        students = Student(a=a, theta=students.theta)
     name, opts = cfg.algorithm.name, dict(cfg.algorithm.options)
     solver = _solvers()[name]
     if name == "perturbed_gd":
