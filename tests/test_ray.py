@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pathlib
+import secrets
 import shutil
 import signal
 import socket
@@ -52,27 +53,41 @@ def _free_port() -> int:
 
 
 def _ray_start(args, env, log):
-    """``ray start ARGS`` in a new session: the node's processes (raylet, its workers, agents) keep that
-    process group, so the node can be killed as a group."""
+    """``ray start ARGS`` in a new session: the node's processes (its raylet's process group, and the workers,
+    which the raylet puts in process groups of their own) stay in that session, so the node can be killed whole.
+    Returns the session id."""
     proc = subprocess.Popen([RAY, "start", *args], env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     assert proc.wait(timeout=120) == 0, pathlib.Path(log.name).read_text()[-3000:]
-    return proc.pid  # the process group of the node
+    return proc.pid  # the session (and the raylet's process group) of the node
 
 
-def _group(pgid: int) -> list:
-    """``(pid, command line)`` of the live processes in process group ``pgid``."""
+def _session(sid: int) -> list:
+    """``(pid, command line)`` of the live processes in session ``sid``."""
     out = []
     for d in pathlib.Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
             stat = (d / "stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
+            if int(stat.rsplit(")", 1)[1].split()[3]) == sid:
                 out.append((int(d.name), (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")))
         except (OSError, ValueError, IndexError):
             continue
     return out
+
+
+def _kill_node(sid: int):
+    """SIGKILL the node started as session ``sid``: its raylet's process group and every worker."""
+    try:
+        os.killpg(sid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for pid, _ in _session(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +97,12 @@ def cluster(tmp_path_factory):
     temp = tempfile.mkdtemp(prefix="esray", dir="/tmp")
     log = open(tmp_path_factory.mktemp("raylog") / "ray.log", "w")
     port = _free_port()
-    # notice a dead node within seconds (default: about half a minute), so its tasks are retried soon
+    # notice a dead node within seconds (default: about half a minute), so its tasks are retried soon; a
+    # token of this cluster's own for the nodes and the driver (a token file left in ~/.ray by another Ray
+    # made the head demand one that "disabled" clients do not send)
     env = dict(os.environ, RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3",
-               RAY_health_check_initial_delay_ms="1000", RAY_USAGE_STATS_ENABLED="0")
+               RAY_health_check_initial_delay_ms="1000", RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token",
+               RAY_AUTH_TOKEN=secrets.token_hex(32))
     groups = []
     try:
         groups.append(_ray_start(["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
@@ -94,11 +112,8 @@ def cluster(tmp_path_factory):
                                   "--disable-usage-stats"], env, log))
         yield {"address": f"127.0.0.1:{port}", "head": groups[0], "worker": groups[1], "env": env}
     finally:
-        for pgid in groups:
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        for sid in groups:
+            _kill_node(sid)
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
@@ -125,13 +140,13 @@ def test_ray_cluster_sweep_equals_local_and_survives_a_dead_node(cluster, tmp_pa
     deadline = time.time() + 180
     busy = []
     while time.time() < deadline and proc.poll() is None:
-        busy = [p for p, cmd in _group(cluster["worker"]) if cmd.startswith("ray::_ray_call")]
+        busy = [p for p, cmd in _session(cluster["worker"]) if cmd.startswith("ray::_ray_call")]
         if busy and (run / "run.log").exists() and _done(run):
             break
         time.sleep(0.05)
     assert proc.poll() is None and busy, "the sweep ended before the node could be killed mid-cell"
     before = {f.name: f.read_bytes() for f in (run / "cells").glob("*.parquet")}
-    os.killpg(cluster["worker"], signal.SIGKILL)
+    _kill_node(cluster["worker"])
     assert before
     out, err = proc.communicate(timeout=300)
     # the cell the dead node held was retried on the head: the sweep finishes

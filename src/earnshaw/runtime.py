@@ -26,6 +26,7 @@ process); it may call ``progress(event_dict)`` during the cell, which reaches th
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -137,6 +138,13 @@ def _ray_call(fn, args):
 def _ray(todo: Sequence[Task], address: Optional[str]) -> Iterator[tuple]:
     """Tasks as Ray tasks (``num_cpus=1`` each, retried when a worker or node dies), in completion order."""
     ray = _import_ray()
+    # Ray prints cluster events (a task retried after its node died, ...) on stdout from a thread of its
+    # own; send them to stderr, so stdout carries only the command's output (e.g. --json)
+    with contextlib.redirect_stdout(sys.stderr):
+        yield from _ray_session(ray, todo, address)
+
+
+def _ray_session(ray, todo: Sequence[Task], address: Optional[str]) -> Iterator[tuple]:
     started = False
     if not ray.is_initialized():
         import warnings
