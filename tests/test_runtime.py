@@ -101,7 +101,7 @@ SAFRAN_SHAMIR = textwrap.dedent("""
     a = 1.0
     [algorithm]
     name = "gradient_descent"
-    options = { lr = 0.05, steps = 200, train = "theta" }
+    options = { lr = 0.05, max_steps = 200, train = "theta" }
 """)
 
 
@@ -158,7 +158,7 @@ def test_paired_starts_across_activations():
     # and the two paired cells really start from the same students
     cfgs = [c.config for c in cells_of(parse_config(dict(BASE, grid=grid, student=dict(paired=True), save_paths=4,
                                                           algorithm=dict(name="gradient_descent",
-                                                                         options=dict(lr=0.1, steps=3)))))]
+                                                                         options=dict(lr=0.1, max_steps=3)))))]
     starts = [run_cell(c)["arrays"]["path_theta"][:, 0] for c in cfgs]
     np.testing.assert_array_equal(*starts)
 

@@ -27,7 +27,7 @@ TINY = textwrap.dedent("""
     k = 2
     [algorithm]
     name = "gradient_descent"
-    options = { lr = 0.5, steps = 200 }
+    options = { lr = 0.5, max_steps = 200 }
     [grid]
     student.init_scale = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5]
 """)

@@ -46,6 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from earnshaw.activations import Activation, activation as _activation
+# the library's one DivergenceError: a deep run that blows up raises what every solver raises
+from earnshaw.trajectory import DivergenceError
 
 __all__ = ["init_deep", "deep_forward", "empirical_loss", "mse", "effective_step", "make_train_chunk", "spread_seeds",
            "seed_devices", "cpu_devices_for", "ChunkResult", "DivergenceError", "check_divergence", "param_count",
@@ -53,10 +55,6 @@ __all__ = ["init_deep", "deep_forward", "empirical_loss", "mse", "effective_step
 
 #: Loss reductions accepted by :func:`empirical_loss`.
 REDUCTIONS = ("sum", "mean")
-
-
-class DivergenceError(RuntimeError):
-    """Gradient descent blew up (non-finite values or a rising loss): the step size is too large."""
 
 
 def _act(act) -> Activation:

@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from earnshaw._typing import Student, Teacher
-from earnshaw.dynamics import problem as P
-from earnshaw.loss import objective as _objective, optimal_a
-from earnshaw.potentials import potential as _potential
 from earnshaw.experiments.verify.common import (_require_x64, _row, _random_teacher, _random_student, _pot_label,
                                                AH_EPS, _separated)
+from earnshaw.loss import objective as _objective, optimal_a
+from earnshaw.potentials import potential as _potential
+from earnshaw.problem import Problem
 
 
 @functools.lru_cache(maxsize=None)
@@ -29,9 +29,9 @@ def _laplacian_fn(pot, k, d, objective, reg):
 
     def single(student, teacher):
         if reg is not None:
-            student = Student(a=optimal_a(pot, student.theta, teacher, reg=reg), theta=student.theta)
-        f = P.make_objective(pot, teacher, k, d, objective)
-        H = jax.hessian(f)(P.flatten(student))
+            student = Student(a=optimal_a(pot, teacher, student.theta, reg=reg), theta=student.theta)
+        problem = Problem(pot, teacher, objective=objective)
+        H = jax.hessian(problem.f)(problem.flatten(student))
         lap = jnp.stack([jnp.trace(H[k + i * d:k + (i + 1) * d, k + i * d:k + (i + 1) * d]) for i in range(k)])
         a = student.a
         if reg is None:
@@ -62,9 +62,9 @@ def _cluster_fn(pot):
         teacher = Teacher(b=jnp.array([0.8, -0.5]), w=jnp.array([[0.0, 0.5, 0.0], [0.2, -0.4, 0.45]]))
         out = []
         for name, reg in (("L", 0.0), ("G", 1.0)):
-            a = optimal_a(pot, theta, teacher, reg=reg)
+            a = optimal_a(pot, teacher, theta, reg=reg)
             f = _objective(name)
-            H = jax.hessian(lambda v: f(pot, Student(a=a, theta=theta.at[:2].add(v)), teacher))(jnp.zeros(3))
+            H = jax.hessian(lambda v: f(pot, teacher, Student(a=a, theta=theta.at[:2].add(v))))(jnp.zeros(3))
             pred = -2.0 * lam * ((a[0] + a[1]) ** 2 + reg * (a[0] ** 2 + a[1] ** 2))
             out.append(jnp.stack([jnp.trace(H), pred]))
         return jnp.stack(out)
@@ -112,7 +112,7 @@ def check_theorem11(seeds=200, quick=False, *, potential=("almost_harmonic", {"d
     n3 = seeds
     t3 = _random_teacher(k3, d, k, n3)
     s3 = _random_student(k4, d, k, n3)
-    traj = gradient_descent(pot, t3, s3, lr=0.01, steps=steps // (4 if quick else 1), save_every=steps, tol=1e-10,
+    traj = gradient_descent(pot, t3, s3, lr=0.01, max_steps=steps // (4 if quick else 1), save_every=steps, gtol=1e-10,
                             on_divergence="ignore")
     pol, gn = refine(pot, t3, traj.final)
     stationary = np.asarray(gn) <= gtol

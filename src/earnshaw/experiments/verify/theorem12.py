@@ -39,10 +39,10 @@ def check_theorem12(seeds=64, quick=False, *, potential=("almost_harmonic", {"d"
     std = math.sqrt(c * d * math.log(d))
     cand = std * jax.random.normal(kc, (seeds, candidates, k, d))
     tb = jax.tree_util.tree_map(lambda x: jnp.repeat(x[:, None], candidates, 1), teacher)
-    best = jnp.argmin(optimal_loss(pot, cand, tb, reg=1.0), axis=1)
+    best = jnp.argmin(optimal_loss(pot, tb, cand, reg=1.0), axis=1)
     th0 = cand[jnp.arange(seeds), best]
-    start = Student(a=optimal_a(pot, th0, teacher, reg=1.0), theta=th0)
-    traj = second_gd(pot, teacher, start, lr=lr, steps=steps, eta=1e-4, gamma=1e-4, objective="G",
+    start = Student(a=optimal_a(pot, teacher, th0, reg=1.0), theta=th0)
+    traj = second_gd(pot, teacher, start, lr=lr, max_steps=steps, eta=1e-4, gamma=1e-4, objective="G",
                      save_every=steps, on_divergence="ignore")
     dist0 = _min_dist(th0, teacher.w)
     dist = _min_dist(traj.final.theta, teacher.w)

@@ -44,7 +44,7 @@ def check_theorem17(seeds=32, quick=False, *, potential=("almost_harmonic", {"d"
     """
     _require_x64()
     t0 = time.perf_counter()
-    from earnshaw.dynamics.descent import nodewise_descent
+    from earnshaw.dynamics.nodewise import nodewise_descent
     from earnshaw.landscape.matching import match_units
 
     pot = _potential(potential[0], **potential[1])
@@ -62,11 +62,12 @@ def check_theorem17(seeds=32, quick=False, *, potential=("almost_harmonic", {"d"
         jax.random.bernoulli(ks, 0.5, (tries, k)), 1.0, -1.0))
     teacher = Teacher(b=jnp.asarray(b[idx]), w=jnp.asarray(w[idx]))
     n = teacher.b.shape[0]
-    opts = dict(lr=lr, node_steps=node_steps, eta=1e-6, gamma=1e-6, resolve_a=True, on_divergence="ignore")
+    opts = dict(lr=lr, max_steps=node_steps, eta=1e-6, gamma=1e-6, resolve_a=True, on_divergence="ignore")
     init = dict(init_theta=init_theta)
     if init_theta != "zero":
-        init.update(init_scale=w_scale, n_starts=n_starts, key=kinit)
-    traj = nodewise_descent(pot, teacher, Student(a=jnp.zeros((n, k)), theta=jnp.zeros((n, k, d))), **opts, **init)
+        init.update(init_scale=w_scale, n_starts=n_starts)
+    traj = nodewise_descent(kinit if init_theta != "zero" else None, pot, teacher,
+                            Student(a=jnp.zeros((n, k)), theta=jnp.zeros((n, k, d))), **opts, **init)
     _, dist, cerr = match_units(traj.final.theta, traj.final.a, teacher.w, teacher.b)
     wn = np.linalg.norm(np.asarray(teacher.w), axis=-1)
     worst_rel = np.maximum(dist / (1 + wn.max(-1, keepdims=True)), cerr).max(-1)
@@ -85,7 +86,7 @@ def check_theorem17(seeds=32, quick=False, *, potential=("almost_harmonic", {"d"
     if example:
         # MATH.md section 5's example, theta_i = 0 starts as printed there
         ex_t = Teacher(b=jnp.array([0.9, -0.6]), w=jnp.array([[1.2, 0.0, 0.0], [-0.8, 0.9, 0.4]]))
-        ex = nodewise_descent(pot, ex_t, k=2, init_theta="zero", **opts)
+        ex = nodewise_descent(None, pot, ex_t, k=2, init_theta="zero", **opts)
         L_nodes, L_ex = float(ex.losses[-2]), float(ex.final_loss)
         ok_example = (abs(L_nodes - 1.17e-5) <= 0.1 * 1.17e-5 and abs(L_ex - 4.0e-7) <= 0.1 * 4.0e-7
                       and str(ex.status_names()) == "converged")

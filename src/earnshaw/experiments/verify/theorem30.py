@@ -39,8 +39,8 @@ def check_theorem30(seeds=400, quick=False, *, l=3, b=(0.9, -0.6, 0.3, 0.0), w=N
     steps = steps or (2000 if quick else 20_000)
     th = jax.random.normal(jax.random.key(seed), (seeds, 1, d))
     th = th / jnp.linalg.norm(th, axis=-1, keepdims=True)
-    student = Student(a=optimal_a(pot, th, teacher), theta=th)
-    traj = gradient_descent(pot, teacher, student, lr=lr, steps=steps, manifold="sphere", save_every=steps,
+    student = Student(a=optimal_a(pot, teacher, th), theta=th)
+    traj = gradient_descent(pot, teacher, student, lr=lr, max_steps=steps, manifold="sphere", save_every=steps,
                             on_divergence="ignore")
     end = traj.final.theta[:, 0]
     nz = np.asarray(jnp.abs(b) > 0)

@@ -59,8 +59,8 @@ def _theorem5_fn(pot, loss_scale, include_self):
     loss = _objective("L" if pot.bounded else "reduced")
 
     def single(student, teacher):
-        g = jax.grad(lambda th: loss_scale * loss(pot, Student(a=student.a, theta=th), teacher))(student.theta)
-        v = electron_velocity(pot, student, teacher, include_self=include_self)
+        g = jax.grad(lambda th: loss_scale * loss(pot, teacher, Student(a=student.a, theta=th)))(student.theta)
+        v = electron_velocity(pot, teacher, student, include_self=include_self)
         return jnp.max(jnp.abs(-g - v)) / jnp.max(jnp.abs(v))
 
     return jax.jit(jax.vmap(single))

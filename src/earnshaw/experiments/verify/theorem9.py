@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from earnshaw._typing import Student, Teacher
-from earnshaw.dynamics import problem as P
-from earnshaw.potentials import potential as _potential
 from earnshaw.experiments.verify.common import _require_x64, _row, _random_teacher, _random_student, _pot_label
+from earnshaw.potentials import potential as _potential
+from earnshaw.problem import Problem
 
 
 def check_earnshaw(seeds=200, quick=False, *, potential=("coulomb", {"d": 3}), d=3, k=3, tol=1e-8,
@@ -65,8 +65,8 @@ def check_earnshaw(seeds=200, quick=False, *, potential=("coulomb", {"d": 3}), d
 @functools.lru_cache(maxsize=None)
 def _earnshaw_hess_fn(pot, k, d):
     def single(student, teacher):
-        f = P.make_objective(pot, teacher, k, d, "reduced")
-        H = jax.hessian(f)(P.flatten(student))
+        problem = Problem(pot, teacher, objective="reduced")
+        H = jax.hessian(problem.f)(problem.flatten(student))
         blocks = jnp.stack([H[k + i * d:k + (i + 1) * d, k + i * d:k + (i + 1) * d] for i in range(k)])
         lap = jnp.trace(blocks, axis1=-2, axis2=-1)
         scale = jnp.linalg.norm(blocks, axis=(-2, -1))
