@@ -184,3 +184,37 @@ def test_help_text_keeps_bracketed_words():
     runner = CliRunner()
     assert "(no [grid])" in " ".join(runner.invoke(app, ["run", "--help"]).output.split())
     assert "with a [grid]" in " ".join(runner.invoke(app, ["sweep", "--help"]).output.split())
+
+
+def test_every_command_config_refuses_unknown_keys_by_name(tmp_path):
+    from pydantic import ValidationError
+
+    from earnshaw.experiments.demo import DemoConfig
+    from earnshaw.experiments.section5 import PRESETS, ReproduceConfig, Section5Config
+    from earnshaw.experiments.verify import VerifyConfig
+
+    for model, data, key in ((DemoConfig, dict(sedds=3), "sedds"), (VerifyConfig, dict(quick=True, onyl=["x"]), "onyl"),
+                             (Section5Config, dict(PRESETS["table2"]["ci"].to_dict(), stesp=3), "stesp"),
+                             (ReproduceConfig, dict(target="table2", config=dict(PRESETS["table2"]["ci"].to_dict(),
+                                                                                 lrr=1.0)), "config.lrr")):
+        with pytest.raises(ValidationError) as info:
+            model.model_validate(data)
+        err = info.value.errors()[0]
+        assert err["type"] == "extra_forbidden" and ".".join(map(str, err["loc"])) == key
+    assert parse_config.__module__ == "earnshaw.experiments.config"  # sweep/run: ConfigError names the key too
+    with pytest.raises(ConfigError, match=r"^seedz: unknown key"):
+        parse_config(dict(BASE, seedz=3))
+    # a resumed folder whose config.toml was edited by hand: the CLI names the key
+    run = RunFolder.create(tmp_path, "demo", command="demo", config=DemoConfig(seeds=2))
+    (run.path / "config.toml").write_text((run.path / "config.toml").read_text() + "sedds = 3\n")
+    res = CliRunner().invoke(app, ["demo", "--resume", str(run.path)])
+    assert res.exit_code != 0 and "sedds: unknown key" in res.output
+
+
+def test_nothing_under_experiments_imports_the_cli():
+    root = pathlib.Path(__file__).parents[1] / "src" / "earnshaw"
+    offenders = [str(p.relative_to(root)) for p in (root / "experiments").rglob("*.py")
+                 if "_cli" in p.read_text()]
+    assert not offenders
+    for name in ("store.py", "runtime.py"):
+        assert "_cli" not in (root / name).read_text()

@@ -26,13 +26,20 @@ process); it may call ``progress(event_dict)`` during the cell, which reaches th
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import dataclasses
 import math
+import multiprocessing as mp
 import os
+import queue as _queue
 import sys
 import time
+import warnings
 from typing import Any, Callable, Iterator, List, Optional, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from earnshaw.store import RunFolder
 
@@ -100,10 +107,6 @@ def _call(fn, args, queue):
 
 def _processes(todo: Sequence[Task], emit, workers: int) -> Iterator[tuple]:
     """Tasks in ``workers`` spawned processes; their in-cell progress comes back through a queue."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-    import queue as _queue
-
     ctx = mp.get_context("spawn")  # fork after JAX started its threads can deadlock
     manager = ctx.Manager()
     q = manager.Queue()
@@ -147,8 +150,6 @@ def _ray(todo: Sequence[Task], address: Optional[str]) -> Iterator[tuple]:
 def _ray_session(ray, todo: Sequence[Task], address: Optional[str]) -> Iterator[tuple]:
     started = False
     if not ray.is_initialized():
-        import warnings
-
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
         if address is not None and address.split(":")[0] in ("127.0.0.1", "localhost"):
             kwargs["_node_ip_address"] = "127.0.0.1"  # a loopback cluster: the driver binds to loopback too
@@ -249,8 +250,6 @@ class Reporter:
 
     def __init__(self, name: str, *, unit: str = "cells", enabled: bool = True, file=None, every: float = 10.0,
                  terminal: Optional[bool] = None):
-        from rich.console import Console
-
         self.name, self.unit, self.enabled, self.every = name, unit, enabled, every
         self.console = Console(file=file or sys.stderr)
         self.terminal = self.console.is_terminal if terminal is None else terminal
@@ -260,9 +259,6 @@ class Reporter:
 
     def __enter__(self):
         if self.enabled and self.terminal:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
-
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TimeRemainingColumn(), console=self.console)
             self._bar.__enter__()

@@ -37,12 +37,17 @@ import tomllib
 import uuid
 from typing import Optional
 
+import jax
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import tomli_w
+
+import earnshaw
 
 __all__ = ["write_parquet_atomic", "read_parquet", "write_json_atomic", "read_json", "write_text_atomic",
-           "write_npz_atomic", "write_csv_atomic", "RunFolder", "RunFolderError", "SCHEMA", "environment", "git_revision"]
+           "write_npz_atomic", "write_csv_atomic", "RunFolder", "RunFolderError", "SCHEMA", "environment",
+           "git_revision"]
 
 #: Version of the run-folder layout, written into every ``meta.json``.
 SCHEMA = 2
@@ -129,10 +134,6 @@ def git_revision() -> Optional[str]:
 
 def environment() -> dict:
     """Versions, platform, host and git revision, for ``meta.json``."""
-    import jax
-
-    import earnshaw
-
     info = {"earnshaw": earnshaw.__version__, "python": sys.version.split()[0], "platform": platform.platform(),
             "host": socket.gethostname(), "jax": jax.__version__, "jax_backend": jax.default_backend(),
             "x64": bool(jax.config.jax_enable_x64), "git_revision": git_revision()}
@@ -202,8 +203,6 @@ class RunFolder:
 
     @classmethod
     def _init(cls, path: pathlib.Path, name: str, command: str, config) -> "RunFolder":
-        import tomli_w
-
         write_text_atomic(path / "config.toml", tomli_w.dumps(_dump(config)))
         meta = {"schema": SCHEMA, "command": command, "name": name, "created": _now(), "environment": environment(),
                 "sessions": []}

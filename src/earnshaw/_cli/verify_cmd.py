@@ -57,7 +57,7 @@ def register(app: typer.Typer):
                                                          "process"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress"),
     ):
-        """Check the paper's theorems (as corrected in MATH.md) over many seeds; exit 1 if a claim fails."""
+        """Check the paper's theorems (as corrected in docs/math.md) over many seeds; exit 1 if a claim fails."""
         from pydantic import ValidationError
 
         from earnshaw.experiments.verify import COMMAND, VerifyConfig, run_verify

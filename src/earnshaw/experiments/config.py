@@ -39,8 +39,19 @@ import pathlib
 import tomllib
 from typing import Dict, List, Optional, Union
 
+import numpy as np
+import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, \
     model_validator
+
+from earnshaw.activations import ACTIVATIONS
+from earnshaw.dynamics.descent import gradient_descent, hessian_descent, perturbed_gd, second_gd
+from earnshaw.dynamics.flow import SOLVERS, gradient_flow
+from earnshaw.dynamics.nodewise import nodewise_descent
+from earnshaw.loss import OBJECTIVES
+from earnshaw.network import TEACHER_CONVENTIONS
+from earnshaw.potentials import POTENTIALS, RADIAL_BUILDERS, potential
+from earnshaw.problem import MANIFOLDS, TRAIN
 
 __all__ = ["ConfigError", "TeacherConfig", "StudentConfig", "AlgorithmConfig", "AnalysisConfig",
            "ExperimentConfig", "ALGORITHMS", "load_config", "parse_config", "expand_grid", "canonical_json",
@@ -55,10 +66,6 @@ _NOT_GRIDDABLE = ("name", "grid", "seeds", "save_paths")
 
 
 def _solvers() -> dict:
-    from earnshaw.dynamics.descent import gradient_descent, hessian_descent, perturbed_gd, second_gd
-    from earnshaw.dynamics.flow import gradient_flow
-    from earnshaw.dynamics.nodewise import nodewise_descent
-
     return {"gradient_flow": gradient_flow, "gradient_descent": gradient_descent, "perturbed_gd": perturbed_gd,
             "hessian_descent": hessian_descent, "second_gd": second_gd, "nodewise_descent": nodewise_descent}
 
@@ -109,8 +116,6 @@ class TeacherConfig(_Model):
     @field_validator("convention")
     @classmethod
     def _convention(cls, v):
-        from earnshaw.network import TEACHER_CONVENTIONS
-
         if v not in TEACHER_CONVENTIONS:
             raise ValueError(f"unknown convention {v!r}; valid: {', '.join(TEACHER_CONVENTIONS)}")
         return v
@@ -140,8 +145,6 @@ class TeacherConfig(_Model):
 
     def arrays(self):
         """``(w (k, d), b (k,))`` of an explicit teacher as NumPy arrays (None for a random one)."""
-        import numpy as np
-
         if self.w == "random":
             return None
         if self.w == "identity":
@@ -155,8 +158,6 @@ class TeacherConfig(_Model):
 
 def load_teacher_arrays(path: str):
     """``(w, b or None)`` from a ``.npz`` (arrays ``w`` and optionally ``b``) or a ``.npy`` (``w``) file."""
-    import numpy as np
-
     file = pathlib.Path(path)
     if not file.is_file():
         raise ValueError(f"w: teacher file {path!r} does not exist (give \"random\", \"identity\" or a "
@@ -231,10 +232,6 @@ class AlgorithmConfig(_Model):
 
 def _check_option_values(name: str, options: dict):
     """Option values that name something (an ODE solver, the trained parameters, ...) must name a valid one."""
-    from earnshaw.dynamics.flow import SOLVERS
-    from earnshaw.problem import MANIFOLDS, TRAIN
-    from earnshaw.loss import OBJECTIVES
-
     valid = {"solver": tuple(SOLVERS), "train": TRAIN, "manifold": MANIFOLDS, "objective": tuple(OBJECTIVES)}
     for key, choices in valid.items():
         if key in options and options[key] not in choices:
@@ -271,8 +268,6 @@ class ExperimentConfig(_Model):
     @field_validator("activation")
     @classmethod
     def _activation(cls, v):
-        from earnshaw.activations import ACTIVATIONS
-
         if v is not None and v not in ACTIVATIONS and not (v.startswith("hermite") and v[7:].isdigit()):
             raise ValueError(f"unknown activation {v!r}; valid: {', '.join(ACTIVATIONS)}")
         return v
@@ -280,8 +275,6 @@ class ExperimentConfig(_Model):
     @field_validator("potential")
     @classmethod
     def _potential_name(cls, v):
-        from earnshaw.potentials import POTENTIALS
-
         if v is not None and v not in POTENTIALS:
             raise ValueError(f"unknown potential {v!r}; valid: {', '.join(POTENTIALS)}")
         return v
@@ -332,8 +325,6 @@ class ExperimentConfig(_Model):
 
     def build_potential(self):
         """The :class:`~earnshaw.potentials.Potential` (radial potentials get ``d = teacher.d`` unless given)."""
-        from earnshaw.potentials import RADIAL_BUILDERS, potential
-
         params = dict(self.potential_params)
         if self.potential in RADIAL_BUILDERS and "d" not in params and self.potential != "gaussian":
             params["d"] = self.teacher.d
@@ -529,7 +520,5 @@ def expand_grid(cfg: ExperimentConfig) -> List[tuple]:
 
 def to_toml(cfg: ExperimentConfig) -> str:
     """The config as TOML text (defaults filled in), which :func:`load_config` reads back to an equal config."""
-    import tomli_w
-
     data = cfg.model_dump(mode="json", exclude_none=True)
     return tomli_w.dumps(data)

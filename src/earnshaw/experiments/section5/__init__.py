@@ -8,7 +8,7 @@ iterations; the activation at every node, the output included, is the
 sigmoid from -1 to 1. We report the test MSE on fresh samples (and the
 training MSE, since the paper's text and captions disagree on which is shown).
 
-The paper leaves these unspecified; our defaults (MATH.md section 7), each an
+The paper leaves these unspecified; our defaults (docs/math.md section 7), each an
 option of :class:`Section5Config` and of ``earnshaw reproduce``:
 
 =================  ===========================================================

@@ -16,7 +16,7 @@ every matrix, e.g. ``(S, width, d)``.
 Conventions, stated once:
 
 * the empirical loss has **no** ``1/2``: ``sum_n (f(x_n) - y_n)^2`` for
-  ``reduction="sum"`` (MATH.md section 7 default) and the same divided by ``N``
+  ``reduction="sum"`` (docs/math.md section 7 default) and the same divided by ``N``
   for ``reduction="mean"``. With ``"sum"`` a step ``lr`` equals a mean-loss step
   ``lr * N``: the paper's ``lr = 1e-5`` with ``N = 10^4`` is a mean-loss step of
   ``0.1`` (:func:`effective_step`).
@@ -151,7 +151,7 @@ def empirical_loss(params, x, y, act="sigmoid_pm1", reduction: str = "sum") -> j
     Args:
       params: weights (no batch axis).
       x: inputs ``(n, d)``; y: targets ``(n,)``.
-      reduction: ``"sum"`` (default, MATH.md section 7) or ``"mean"``.
+      reduction: ``"sum"`` (default, docs/math.md section 7) or ``"mean"``.
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")

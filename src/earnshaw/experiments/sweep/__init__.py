@@ -1,4 +1,5 @@
-"""Sweeps (``earnshaw run`` and ``earnshaw sweep``): a grid of cells, each a batch of student seeds run as one solver call.
+"""Sweeps (``earnshaw run`` and ``earnshaw sweep``): a grid of cells, each a batch of student seeds run as one
+solver call.
 
 The pieces: :mod:`.grids` (cells, ids, PRNG keys), :mod:`.cells` (one cell: solve, refine,
 analyze), :mod:`.summaries` (success rates, Wilson intervals), :mod:`.figures`; the backends and

@@ -1,8 +1,8 @@
 r"""Numerical checks of the paper's theorems, each over many seeds (``earnshaw verify``).
 
 One module per check (``theorem5``, ``theorem9`` (Earnshaw), ``theorem11``, ``theorem12``,
-``theorem17``, ``lemma29``, ``lemma31``, ``theorem30``); every ``check_*`` function runs one claim of the paper (as corrected in MATH.md) over
-many random problems in batched solver calls, and returns a *row*::
+``theorem17``, ``lemma29``, ``lemma31``, ``theorem30``); every ``check_*`` function runs one claim
+of the paper (as corrected in docs/math.md) over many random problems in batched solver calls, and returns a *row*::
 
     {"check", "activation", "potential", "claim", "run", "seeds", "success", "worst",
      "verdict", "details"}
@@ -24,19 +24,20 @@ from __future__ import annotations
 import json
 from typing import Callable, List, Optional
 
+import jax
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from earnshaw import runtime
-from earnshaw.experiments.verify.common import ROW_KEYS, _require_x64, _unresolved_a  # noqa: F401 (re-exported)
+from earnshaw.experiments.verify.common import ROW_KEYS, _require_x64, _unresolved_a # noqa: F401 re-exported
 from earnshaw.experiments.verify.lemma29 import check_lemma29
 from earnshaw.experiments.verify.lemma31 import check_lemma31
-from earnshaw.experiments.verify.theorem5 import check_theorem5
-from earnshaw.experiments.verify.theorem9 import check_earnshaw
 from earnshaw.experiments.verify.theorem11 import check_theorem11
 from earnshaw.experiments.verify.theorem12 import check_theorem12
 from earnshaw.experiments.verify.theorem17 import check_theorem17
 from earnshaw.experiments.verify.theorem30 import check_theorem30
+from earnshaw.experiments.verify.theorem5 import check_theorem5
+from earnshaw.experiments.verify.theorem9 import check_earnshaw
 from earnshaw.store import RunFolder
 
 __all__ = ["check_theorem5", "check_earnshaw", "check_theorem11", "check_theorem12", "check_theorem17",
@@ -143,8 +144,6 @@ def run_check(name: str, quick: bool, seeds: Optional[int], progress=None) -> di
     """A runtime task: check ``name`` of :data:`CHECKS` in any process; its row (with ``details``).
 
     An entry point of worker processes, so it turns float64 on here."""
-    import jax
-
     jax.config.update("jax_enable_x64", True)
     fn, nq, nf = CHECKS[name]
     n = seeds if seeds is not None else (nq if quick else nf)

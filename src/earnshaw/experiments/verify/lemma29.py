@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from earnshaw._typing import Teacher
-from earnshaw.potentials import potential as _potential
 from earnshaw.experiments.verify.common import _require_x64, _row, _circle_label, _circle, _angle_dist
+from earnshaw.potentials import potential as _potential
 
 
 def check_lemma29(seeds=200, quick=False, *, potential="sign", k=3, grid=None, lr=0.05, steps=None, starts=16,

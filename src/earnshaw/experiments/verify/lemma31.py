@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from earnshaw.potentials import potential as _potential
 from earnshaw.experiments.verify.common import _require_x64, _row, _circle_label, _circle, _angle_dist
+from earnshaw.potentials import potential as _potential
 
 
 def check_lemma31(seeds=100, quick=False, *, potential="sign", k=2, grid=None, charges=1.0, seed=6):

@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from earnshaw._typing import Student, Teacher
+from earnshaw.dynamics.descent import gradient_descent
 from earnshaw.experiments.verify.common import (_require_x64, _row, _random_teacher, _random_student, _pot_label,
-                                               AH_EPS, _separated)
+                                                AH_EPS, _separated)
+from earnshaw.landscape.critical import refine
 from earnshaw.loss import objective as _objective, optimal_a
 from earnshaw.potentials import potential as _potential
 from earnshaw.problem import Problem
@@ -20,7 +22,7 @@ from earnshaw.problem import Problem
 
 @functools.lru_cache(maxsize=None)
 def _laplacian_fn(pot, k, d, objective, reg):
-    """Per-electron Laplacian and the lambda-harmonic prediction of MATH.md section 4.
+    """Per-electron Laplacian and the lambda-harmonic prediction of docs/math.md section 4.
 
     ``reg=None``: charges as given (identity ``Delta_i = 2 lam a_i [sum_{j!=i} a_j K_ij - sum_j b_j B_ij]``);
     ``reg=0`` / ``1``: ``a`` optimal for L / G, where the prediction is ``-2 lam (1 + reg) a_i^2``.
@@ -47,7 +49,7 @@ def _laplacian_fn(pot, k, d, objective, reg):
 
 
 def _cluster_example(pot):
-    """MATH.md section 4's co-located cluster: Laplacian of ``H(v) = L(theta_S + v)`` vs the formula."""
+    """docs/math.md section 4's co-located cluster: Laplacian of ``H(v) = L(theta_S + v)`` vs the formula."""
     vals = np.asarray(_cluster_fn(pot)())
     return {"L": (float(vals[0, 0]), float(vals[0, 1])), "G": (float(vals[1, 0]), float(vals[1, 1]))}
 
@@ -80,7 +82,7 @@ def check_theorem11(seeds=200, quick=False, *, potential=("almost_harmonic", {"d
        with fixed charges at random configurations (``yukawa``, reduced loss: exact for ``r > 0``);
     2. at optimal ``a`` and separated charges (all distances >= eps), ``Delta_i = -2 lam a_i^2`` (L) and
        ``-4 lam a_i^2`` (G): never positive, so no local minimum away from the protons unless ``a_i = 0``
-       (and MATH.md section 4's co-located cluster ``-2 lam (a_1 + a_2)^2``);
+       (and docs/math.md section 4's co-located cluster ``-2 lam (a_1 + a_2)^2``);
     3. GD + Newton from random starts (``potential``, almost lambda-harmonic): at every end point that
        Newton makes stationary (gradient norm <= ``gtol``; the others are not critical points and only
        counted) every electron sits within ``eps`` of a proton, or within ``eps`` of another electron with the
@@ -106,8 +108,6 @@ def check_theorem11(seeds=200, quick=False, *, potential=("almost_harmonic", {"d
     cluster = _cluster_example(pot)
     ok_cluster = all(abs(v - p) <= tol * abs(p) for v, p in cluster.values())
     # 3. end points of descent + Newton
-    from earnshaw.dynamics.descent import gradient_descent
-    from earnshaw.landscape.critical import refine
 
     n3 = seeds
     t3 = _random_teacher(k3, d, k, n3)

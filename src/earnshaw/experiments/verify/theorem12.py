@@ -10,9 +10,11 @@ import jax
 import jax.numpy as jnp
 
 from earnshaw._typing import Student
-from earnshaw.loss import optimal_a
-from earnshaw.potentials import potential as _potential
+from earnshaw.dynamics.descent import second_gd
 from earnshaw.experiments.verify.common import _require_x64, _row, _pot_label, AH_EPS, _min_dist
+from earnshaw.loss import optimal_a, optimal_loss
+from earnshaw.network import random_teacher
+from earnshaw.potentials import potential as _potential
 
 
 def check_theorem12(seeds=64, quick=False, *, potential=("almost_harmonic", {"d": 3, "eps": AH_EPS, "lam": 1.0}),
@@ -26,9 +28,6 @@ def check_theorem12(seeds=64, quick=False, *, potential=("almost_harmonic", {"d"
     """
     _require_x64()
     t0 = time.perf_counter()
-    from earnshaw.dynamics.descent import second_gd
-    from earnshaw.loss import optimal_loss
-    from earnshaw.network import random_teacher
 
     pot = _potential(potential[0], **potential[1])
     eps = float(dict(pot.params).get("eps", AH_EPS))

@@ -10,8 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from earnshaw._typing import Student, Teacher
-from earnshaw.potentials import potential as _potential
+from earnshaw.dynamics.nodewise import nodewise_descent
 from earnshaw.experiments.verify.common import _require_x64, _row, _pot_label, AH_EPS, _unresolved_a
+from earnshaw.landscape.matching import match_units
+from earnshaw.potentials import potential as _potential
 
 
 def check_theorem17(seeds=32, quick=False, *, potential=("almost_harmonic", {"d": 3, "eps": AH_EPS, "lam": 1.0}),
@@ -19,7 +21,7 @@ def check_theorem17(seeds=32, quick=False, *, potential=("almost_harmonic", {"d"
                     node_steps=None, lr=0.01, match_tol=1e-2, seed=4):
     r"""Theorem 17: node-wise descent (Algorithm 3) recovers every teacher unit.
 
-    1. MATH.md section 5's example (ball ``eps = 0.5``, ``d = 3``, ``theta_i = 0`` starts): ``L = 1.17e-5``
+    1. docs/math.md section 5's example (ball ``eps = 0.5``, ``d = 3``, ``theta_i = 0`` starts): ``L = 1.17e-5``
        after both nodes and ``4.0e-7`` after re-solving ``a`` (within 10%).
     2. ``seeds - 1`` random teachers (``seeds`` without the example), in the theorem's setting with explicit
        constants: ``w ~ N(0, c d log d I)`` with ``c = w_scale^2 / (d log d)`` (``w_scale = 0.7``: ``c = 0.15``),
@@ -44,8 +46,6 @@ def check_theorem17(seeds=32, quick=False, *, potential=("almost_harmonic", {"d"
     """
     _require_x64()
     t0 = time.perf_counter()
-    from earnshaw.dynamics.nodewise import nodewise_descent
-    from earnshaw.landscape.matching import match_units
 
     pot = _potential(potential[0], **potential[1])
     node_steps = node_steps or 100_000
@@ -84,7 +84,7 @@ def check_theorem17(seeds=32, quick=False, *, potential=("almost_harmonic", {"d"
            f"≤{node_steps:.0e} SecondGD steps/node, d={d}, k={k}")
     worst = f"unit error {details['max_unit_error']:.1e}; {int((status != 'converged').sum())} runs out of steps"
     if example:
-        # MATH.md section 5's example, theta_i = 0 starts as printed there
+        # docs/math.md section 5's example, theta_i = 0 starts as printed there
         ex_t = Teacher(b=jnp.array([0.9, -0.6]), w=jnp.array([[1.2, 0.0, 0.0], [-0.8, 0.9, 0.4]]))
         ex = nodewise_descent(None, pot, ex_t, k=2, init_theta="zero", **opts)
         L_nodes, L_ex = float(ex.losses[-2]), float(ex.final_loss)
@@ -94,6 +94,6 @@ def check_theorem17(seeds=32, quick=False, *, potential=("almost_harmonic", {"d"
         details.update(example_L_after_nodes=L_nodes, example_L_resolved=L_ex, example_ok=bool(ok_example),
                        example_a_after_nodes=np.asarray(_unresolved_a(ex)).tolist(),
                        example_a=np.asarray(ex.final.a).tolist())
-        run = f"MATH.md §5 example (L={L_nodes:.2e}, re-solved a {L_ex:.1e}) + " + run
+        run = f"docs/math.md §5 example (L={L_nodes:.2e}, re-solved a {L_ex:.1e}) + " + run
     return _row("Theorem 17", "σ_ε (Lemma 13)", _pot_label(pot), "node-wise descent recovers every unit", run,
                 ok, worst, details=details, seconds=time.perf_counter() - t0)

@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from earnshaw._typing import Student, Teacher
+from earnshaw.dynamics.descent import gradient_descent
+from earnshaw.experiments.verify.common import _require_x64, _row
 from earnshaw.loss import optimal_a
 from earnshaw.potentials import potential as _potential
-from earnshaw.experiments.verify.common import _require_x64, _row
 
 
 def check_theorem30(seeds=400, quick=False, *, l=3, b=(0.9, -0.6, 0.3, 0.0), w=None, lr=0.1, steps=None,
@@ -20,14 +21,13 @@ def check_theorem30(seeds=400, quick=False, *, l=3, b=(0.9, -0.6, 0.3, 0.0), w=N
     r"""Theorem 30: ``Phi = (theta . w)^l`` (``h_l`` activation, ``l >= 3``) on ``S^{d-1}`` with orthonormal
     ``w_j``: projected GD on the single-node loss (eq. 3) from random starts (``a`` optimal at the start)
     ends only at ``+-w_j`` with ``b_j != 0``; and the Riemannian Hessian of ``L* = -P^2`` there is
-    ``2 l b_j^2 I`` (MATH.md section 6). Runs that stall on the flat set ``P = 0`` (the maximum of ``L*``,
+    ``2 l b_j^2 I`` (docs/math.md section 6). Runs that stall on the flat set ``P = 0`` (the maximum of ``L*``,
     about 0.1-0.7% of starts) are not minima and are counted separately.
 
     ``l = 2`` (then ``+-e_2, +-e_3`` are saddles) or non-orthonormal ``w`` fail.
     """
     _require_x64()
     t0 = time.perf_counter()
-    from earnshaw.dynamics.descent import gradient_descent
 
     pot = _potential("hermite", m=l)
     b = jnp.asarray(b, float)

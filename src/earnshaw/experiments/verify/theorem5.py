@@ -12,9 +12,9 @@ import numpy as np
 
 from earnshaw._typing import Student
 from earnshaw.dynamics.forces import electron_velocity
+from earnshaw.experiments.verify.common import _require_x64, _row, _random_teacher, _random_student
 from earnshaw.loss import objective as _objective
 from earnshaw.potentials import potential as _potential
-from earnshaw.experiments.verify.common import _require_x64, _row, _random_teacher, _random_student
 
 
 THEOREM5_POTENTIALS = (("erf", {}), ("relu", {}), ("tanh", {}), ("gaussian", {}), ("yukawa", {"d": 3}),

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from earnshaw._typing import Student, Teacher
+from earnshaw.dynamics.flow import gradient_flow
 from earnshaw.experiments.verify.common import _require_x64, _row, _random_teacher, _random_student, _pot_label
 from earnshaw.potentials import potential as _potential
 from earnshaw.problem import Problem
@@ -44,7 +45,6 @@ def check_earnshaw(seeds=200, quick=False, *, potential=("coulomb", {"d": 3}), d
     ft = Teacher(b=jax.random.uniform(kb, (nf, k), minval=0.5, maxval=1.5), w=jax.random.normal(kt2, (nf, k, d)))
     fs = Student(a=jax.random.uniform(ka, (nf, k), minval=0.5, maxval=1.5),
                  theta=2.0 * jax.random.normal(ks2, (nf, k, d)))
-    from earnshaw.dynamics.flow import gradient_flow
 
     traj = gradient_flow(pot, ft, fs, t1=t1, train="theta", objective="reduced", collision_radius=collision_radius,
                          n_save=2, gtol=0.0, on_divergence="ignore")
