@@ -128,6 +128,19 @@ def _done(run: pathlib.Path) -> list:
     return [line.split()[3] for line in (run / "run.log").read_text().splitlines() if line.split()[2] == "done"]
 
 
+def test_ray_cluster_runs_verify_as_the_local_backend_does(cluster, tmp_path):
+    """Another command on the same runtime: verify's checks as Ray tasks give the local rows."""
+    def rows(*extra):
+        out = subprocess.run([*EARNSHAW, "verify", "--quick", "--only", "lemma31", "--seeds", "10", "--json",
+                              "--out", str(tmp_path), *extra], cwd=tmp_path, env=cluster["env"], capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in json.loads(out.stdout)]
+
+    on_ray = rows("--backend", "ray", "--address", cluster["address"])
+    assert on_ray == rows() and on_ray[0]["verdict"] == "PASS"
+
+
 def test_ray_cluster_sweep_equals_local_and_survives_a_dead_node(cluster, tmp_path):
     cfg_path = tmp_path / "c.toml"
     cfg_path.write_text(CONFIG)
