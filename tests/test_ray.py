@@ -30,17 +30,19 @@ pytestmark = pytest.mark.ray
 RAY = str(pathlib.Path(sys.executable).with_name("ray"))
 EARNSHAW = [sys.executable, "-c", "from earnshaw.cli import main; main()"]
 
+# cells of about half a second once compiled (about ten seconds on a worker's first cell), so that a cell is
+# committed while the second node still computes one: the window in which the test kills that node
 CONFIG = textwrap.dedent("""
     name = "raytiny"
     activation = "erf"
-    seeds = 4
+    seeds = 512
     save_paths = 2
     [teacher]
     d = 3
     k = 2
     [algorithm]
     name = "gradient_descent"
-    options = { lr = 0.5, max_steps = 200 }
+    options = { lr = 0.5, max_steps = 4000 }
     [grid]
     student.init_scale = [0.5, 0.75, 1.0, 1.25, 1.5, 2.0]
 """)
@@ -186,7 +188,7 @@ def test_ray_cluster_sweep_equals_local_and_survives_a_dead_node(cluster, tmp_pa
     local = run_sweep(load_config(cfg_path), tmp_path / "local", figures=False)
     a = _comparable(store.read_parquet(run / "results.parquet"))
     b = _comparable(store.read_parquet(tmp_path / "local" / "results.parquet"))
-    assert len(a) == 24 and a == b
+    assert len(a) == 6 * 512 and a == b
     for cid in local["computed"]:
         with np.load(run / "cells" / f"{cid}.npz", allow_pickle=False) as x, \
                 np.load(tmp_path / "local" / "cells" / f"{cid}.npz", allow_pickle=False) as y:

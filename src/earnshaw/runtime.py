@@ -36,7 +36,7 @@ import queue as _queue
 import sys
 import time
 import warnings
-from typing import Any, Callable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -58,7 +58,7 @@ class Task:
 
     Example::
 
-        Task(id="a1b2c3", fn=run_cell_json, args=(cell_json,), label="teacher.k=3", index=0)
+        Task(id="a1b2c3", fn=run_cell_task, args=(cell_json, "a1b2c3"), label="teacher.k=3", index=0)
     """
 
     id: str
@@ -324,7 +324,3 @@ def _fmt_s(seconds: float) -> str:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
 
-
-def labels(tasks: List[Task]) -> List[str]:
-    """The tasks' labels, in order."""
-    return [t.label for t in tasks]
