@@ -277,11 +277,11 @@ class Reporter:
         self._done0 = self.done
         if not self.enabled:
             return
-        text = description or f"{self.name}: {self.unit}"
         if self._bar is not None:
+            text = f"{self.name}: {description or self.unit}"
             self._task = self._bar.add_task(text, total=self.total, completed=self.done)
         else:
-            self._line(text)
+            self._line(description)
 
     def update(self, *, done: Optional[int] = None, advance: int = 0, description: Optional[str] = None,
                force: bool = False):
@@ -299,8 +299,9 @@ class Reporter:
     def print(self, text: str):
         """A line above the bar (or a plain line)."""
         if self.enabled:
+            # soft_wrap: a long line (a path) stays one line when the output is not a terminal
             (self._bar.console if self._bar is not None else self.console).print(text, markup=False,
-                                                                                 highlight=False)
+                                                                                 highlight=False, soft_wrap=True)
 
     def _line(self, description: Optional[str]):
         now = time.perf_counter()
