@@ -58,7 +58,7 @@ def jax_train(params, x, y, lr: float, steps: int, act: str = "sigmoid_pm1"):
     The first call compiles; the steady time is that of the second."""
     import jax
 
-    from earnshaw.deep import make_train_chunk
+    from earnshaw.experiments.section5.deep import make_train_chunk
 
     chunk = make_train_chunk(steps, lr, act, "sum")
     t0 = time.perf_counter()
@@ -82,14 +82,15 @@ def main(argv=None):
                     help="torch.set_num_threads (0: PyTorch's default; 1 is steadier on a loaded machine)")
     ap.add_argument("--devices", type=int, default=0,
                     help="XLA CPU devices earnshaw splits the seeds over (0: as `earnshaw reproduce` does, "
-                         "earnshaw.deep.cpu_devices_for: one per seed if every cell has depth 2, else one per core)")
+                         "earnshaw.experiments.section5.deep.cpu_devices_for: one per seed if every cell has depth 2, else one per core)")
     args = ap.parse_args(argv)
 
     import jax
     import torch
 
-    from earnshaw.deep import cpu_devices_for
-    from earnshaw.experiments.section5 import PRESETS, _cell_data
+    from earnshaw.experiments.section5.deep import cpu_devices_for
+    from earnshaw.experiments.section5 import PRESETS
+    from earnshaw.experiments.section5.cells import _cell_data
 
     # both sides get the whole machine: PyTorch its default intra-op threads, earnshaw its CPU devices
     cells = (PRESETS["table2"]["full"].cells if args.cells == "all"

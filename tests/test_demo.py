@@ -69,11 +69,11 @@ def test_results_rejects_a_folder_that_is_no_run(tmp_path):
     proc = subprocess.run([*EARNSHAW, "results", str(tmp_path / "nope")], capture_output=True, text=True)
     assert proc.returncode != 0 and "no such run folder" in " ".join(proc.stderr.split())  # rich wraps lines
     proc = subprocess.run([*EARNSHAW, "results", str(tmp_path)], capture_output=True, text=True)
-    assert proc.returncode != 0 and "not a sweep run folder" in " ".join(proc.stderr.split())
+    assert proc.returncode != 0 and "not a run folder" in " ".join(proc.stderr.split())
 
 
 def test_results_names_a_broken_run_folder(tmp_path):
-    (tmp_path / "meta.json").write_text('{"command": "demo"}')  # no summary
+    (tmp_path / "meta.json").write_text('{"schema": 2, "command": "demo"}')  # no summary
     proc = subprocess.run([*EARNSHAW, "results", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode != 0 and "unreadable run folder" in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr

@@ -184,7 +184,7 @@ def test_nodewise_resolve_a_appends_a_saved_point():
     np.testing.assert_allclose(res.final.a, es.optimal_a(pot, t, plain.final.theta), rtol=1e-10)
     np.testing.assert_allclose(res.final_loss, res.losses[:, -1])
     assert bool(jnp.all(res.losses[:, -1] <= res.losses[:, -2] + 1e-15))  # optimal a cannot be worse
-    from earnshaw.experiments.theorems import _unresolved_a
+    from earnshaw.experiments.verify import _unresolved_a
     np.testing.assert_allclose(_unresolved_a(res), plain.final.a, rtol=1e-12)
     np.testing.assert_allclose(_unresolved_a(plain), plain.final.a)
 

@@ -1,6 +1,6 @@
 """Section 5 (deep networks, Table 2 / Figure 1): orderings, resumption, CLI, divergence, deep-net basics.
 
-Training runs in float32 on purpose (earnshaw.deep), even though conftest turns x64 on.
+Training runs in float32 on purpose (earnshaw.experiments.section5.deep), even though conftest turns x64 on.
 """
 import json
 import pathlib
@@ -13,7 +13,7 @@ import scipy.stats
 from typer.testing import CliRunner
 
 from earnshaw.cli import app
-from earnshaw.deep import (DivergenceError, deep_forward, effective_step, empirical_loss, init_deep,
+from earnshaw.experiments.section5.deep import (DivergenceError, deep_forward, effective_step, empirical_loss, init_deep,
                            make_train_chunk, param_count)
 from earnshaw.experiments import section5 as s5
 
@@ -117,7 +117,7 @@ def test_table2_run_folder(ci_table2):
     import pathlib
 
     path = pathlib.Path(ci_table2["run_dir"])
-    for name in ("config.json", "meta.json", "table2.csv", "table2.png"):
+    for name in ("config.toml", "meta.json", "table2.csv", "table2.png"):
         assert (path / name).exists(), name
     header = (path / "table2.csv").read_text().splitlines()[0].split(",")
     assert {"depth", "width", "test_mse_mean", "test_mse_sd", "paper_test_error"} <= set(header)
@@ -147,7 +147,7 @@ def test_interrupted_run_resumes_without_redoing_cells(tmp_path):
     with pytest.raises(_Stop):  # stop right after the first cell is written
         s5.reproduce("figure1", TINY, out=tmp_path / "b", progress=_interrupt_after("cell", 1, seen), figures=False)
     run = seen[0]["run_dir"]
-    assert len(list((tmp_path / "b").glob("*/cells/*.json"))) == 1
+    assert len(list((tmp_path / "b").glob("*/cells/*.parquet"))) == 1
     again = []
     res = s5.reproduce("figure1", resume=run, progress=again.append, figures=False)
     assert [(e["depth"], e["width"]) for e in again if e["event"] == "skip"] == [(2, 5)]
@@ -232,7 +232,7 @@ _SPREAD_SCRIPT = """
 import json, sys, jax
 jax.config.update("jax_num_cpu_devices", int(sys.argv[1]))
 import numpy as np
-from earnshaw.deep import make_train_chunk
+from earnshaw.experiments.section5.deep import make_train_chunk
 from earnshaw.experiments import section5 as s5
 depth = int(sys.argv[2])
 cfg = s5.Section5Config("spread", depths=(depth,), widths=(4,), seeds=3, n_train=64, n_test=32, lr=1e-3, steps=20,
@@ -269,7 +269,7 @@ def test_seeds_spread_over_devices_equal_one_device(n_devices, depth, used):
 
 
 def test_device_counts_balance_the_seeds():
-    from earnshaw.deep import cpu_devices_for, seed_devices
+    from earnshaw.experiments.section5.deep import cpu_devices_for, seed_devices
 
     # per device ceil(n / devices) seeds; devices that would hold only padding are left out
     assert [seed_devices(n, 2) for n in (1, 2, 3, 4, 5)] == [1, 2, 2, 2, 2]
@@ -298,7 +298,7 @@ def test_cli_reproduce_ctrl_c_exits_130_and_keeps_the_run(tmp_path):
                           "--steps", "100000000", "--chunk", "200", "--n-train", "10000", "--n-test", "200",
                           "--out", str(tmp_path)], stdout=log, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
-    while not glob.glob(str(tmp_path / "table2-*" / "config.json")) and time.time() < deadline:
+    while not glob.glob(str(tmp_path / "table2-*" / "config.toml")) and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(3.0)  # inside the training loop
     p.send_signal(signal.SIGINT)
@@ -309,7 +309,9 @@ def test_cli_reproduce_ctrl_c_exits_130_and_keeps_the_run(tmp_path):
     assert "interrupted; continue with: earnshaw reproduce table2 --resume" in out
     run = glob.glob(str(tmp_path / "table2-*"))[0]
     # a run of 10^8 steps (hours) cannot have finished: it was interrupted, and its folder is there to resume
-    assert json.loads(pathlib.Path(run, "config.json").read_text())["config"]["steps"] == 100_000_000
+    import tomllib
+
+    assert tomllib.loads(pathlib.Path(run, "config.toml").read_text())["config"]["steps"] == 100_000_000
 
 
 def test_results_and_csv_list_widths_in_increasing_order(tmp_path):

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from earnshaw.experiments import theorems as T
+from earnshaw.experiments import verify as T
 
 
 def test_theorem5_corrected_passes_and_paper_factor_fails():

@@ -1,11 +1,5 @@
-"""Helpers shared by the CLI commands: console, run folders, x64, errors."""
+"""Helpers shared by the CLI commands: consoles, x64, errors, progress and backend options."""
 from __future__ import annotations
-
-import datetime as _dt
-import os
-import pathlib
-import platform
-import sys
 
 import typer
 from rich.console import Console
@@ -23,7 +17,7 @@ def enable_x64():
 
 def use_cpu_cores(n: int) -> int:
     """Expose ``n`` CPU cores as ``n`` XLA devices, so seed-batched work can run on all of them
-    (:func:`earnshaw.deep.spread_seeds`). Only possible before JAX's first computation; returns
+    (:func:`earnshaw.experiments.section5.deep.spread_seeds`). Only possible before JAX's first computation; returns
     the device count in effect."""
     import jax
 
@@ -41,33 +35,40 @@ def fail(message: str, code: int = 2):
     raise typer.Exit(code)
 
 
-def run_dir(name: str, root: str | os.PathLike = "runs") -> pathlib.Path:
-    """A new ``runs/<name>-<timestamp>/`` folder."""
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = pathlib.Path(root) / f"{name}-{stamp}"
-    i = 1
-    while path.exists():
-        path = pathlib.Path(root) / f"{name}-{stamp}-{i}"
-        i += 1
-    path.mkdir(parents=True)
-    return path
+def cell_progress(reporter, *, resuming: bool = True):
+    """A runtime ``progress`` callback (:func:`earnshaw.runtime.run_cells`) that drives ``reporter``:
+    the count of cells, the label of the last finished one, and a line when a folder is resumed."""
+
+    def on_event(ev):
+        if ev["event"] == "start":
+            reporter.start(ev["total"], ev["done"])
+            if resuming and ev["done"]:
+                reporter.print(f"resuming {ev['run_dir']}: {ev['done']} of {ev['total']} cells already done")
+        elif ev["event"] == "cell":
+            reporter.update(done=ev["done"], description=ev["label"], force=True)
+
+    return on_event
 
 
-def environment() -> dict:
-    """Versions and platform for meta.json."""
-    import jax
+def backend_options(backend: str, address, workers: int = 1):
+    """Check ``--backend``/``--address``/``--workers`` before anything is created; exit with the reason if bad."""
+    from earnshaw.runtime import check_backend
 
-    import earnshaw
-
-    info = {"earnshaw": earnshaw.__version__, "python": sys.version.split()[0], "platform": platform.platform(),
-            "jax": jax.__version__, "backend": jax.default_backend(), "x64": bool(jax.config.jax_enable_x64)}
-    for mod in ("diffrax", "optax", "numpy", "scipy"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except Exception:  # pragma: no cover - optional
-            pass
-    return info
+    try:
+        check_backend(backend, address, workers)
+    except (ValueError, RuntimeError) as err:
+        fail(str(err))
 
 
-# One atomic JSON writer for the whole package.
-from earnshaw.store import write_json_atomic as write_json_atomic  # noqa: E402,F401
+def validation_message(err) -> str:
+    """A pydantic ``ValidationError`` as one line per problem, each naming its field (``seeds: ...``)."""
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "config"
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in e and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"{where}: {msg}")
+    return "\n".join(lines)

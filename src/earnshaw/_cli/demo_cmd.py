@@ -1,15 +1,15 @@
 """``earnshaw demo``: the main job on defaults."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
+from typing import Optional
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from earnshaw._cli.common import console, enable_x64, environment, fail, run_dir
+from earnshaw._cli.common import (backend_options, cell_progress, console, enable_x64, fail,
+                                  validation_message)
 
 
 def print_summary(summary: dict, config: dict):
@@ -36,6 +36,15 @@ def print_summary(summary: dict, config: dict):
                   f"total {tm['total_s']:.1f} s")
 
 
+def show_results(run, as_json: bool):
+    """``earnshaw results`` on a demo folder: the tables the demo printed."""
+    summary = run.meta["summary"]
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary, run.meta["config"])
+
+
 def register(app: typer.Typer):
     @app.command()
     def demo(
@@ -47,43 +56,46 @@ def register(app: typer.Typer):
         t1: float = typer.Option(1e6, help="gradient-flow time horizon"),
         solver: str = typer.Option("kvaerno3", help="ODE solver: kvaerno3/kvaerno5 (implicit, stiff) or tsit5, ..."),
         out: str = typer.Option("runs", help="parent folder of the run folder"),
-        quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+        resume: Optional[str] = typer.Option(None, "--resume", help="continue this demo run folder (its own "
+                                                                    "config; finished chunks are kept)"),
+        backend: str = typer.Option("local", "--backend", help="local or ray"),
+        address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (--backend ray)"),
+        workers: int = typer.Option(1, "--workers", help="local backend: chunks computed at once, each in "
+                                                         "its own process"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
     ):
         """Random teacher, many student seeds: gradient flow, Newton polish, landscape verdicts."""
+        from pydantic import ValidationError
+
+        from earnshaw.experiments.demo import COMMAND, DemoConfig, run_demo
+        from earnshaw.runtime import Reporter
+        from earnshaw.store import RunFolder
+
+        backend_options(backend, address, workers)
         enable_x64()
-        from earnshaw import store
-        from earnshaw.experiments.demo import DemoConfig, run_demo
-
+        run = None
         try:
-            cfg = DemoConfig(activation=activation, d=d, k=k, seeds=seeds, seed=seed, t1=t1, solver=solver,
-                             chunk=min(250, seeds))
-            from earnshaw.potentials import potential
-
-            potential(activation)
-        except ValueError as err:
+            if resume is not None:
+                run = RunFolder.open(resume, command=COMMAND)
+                cfg = DemoConfig.model_validate(run.config_data())
+            else:
+                cfg = DemoConfig(activation=activation, d=d, k=k, seeds=seeds, seed=seed, t1=t1, solver=solver,
+                                 chunk=min(250, seeds))
+        except ValidationError as err:
+            fail(validation_message(err))
+        except (ValueError, FileNotFoundError) as err:  # RunFolderError is a ValueError
             fail(str(err))
-        folder = run_dir("demo", out)
         start = time.perf_counter()
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), console=console, disable=quiet or as_json) as bar:
-            tasks = {}
-
-            def progress(phase, done, total):
-                if phase not in tasks:
-                    tasks[phase] = bar.add_task(phase, total=total)
-                bar.update(tasks[phase], completed=done)
-
-            progress("gradient flow", 0, -(-seeds // cfg.chunk))
-            summary = run_demo(cfg, folder, progress=progress)
+        with Reporter("demo", unit="chunks", enabled=not quiet) as rep:
+            summary = run_demo(cfg, out, run=run, backend=backend, address=address, workers=workers,
+                               progress=cell_progress(rep))
         summary["timings"]["total_s"] = time.perf_counter() - start
-        store.write_json_atomic(folder / "meta.json", dict(command="demo", config=dataclasses.asdict(cfg),
-                                                           environment=environment(), summary=summary))
-        store.write_text_atomic(folder / "config.toml", "".join(f"{k_} = {json.dumps(v)}\n"
-                                                                for k_, v in dataclasses.asdict(cfg).items()
-                                                                if v is not None))
+        folder = summary.pop("run_dir")
+        meta_run = RunFolder.open(folder)
+        meta_run.update_meta(summary=summary)
         if as_json:
             print(json.dumps(summary, indent=2))
             return
-        print_summary(summary, dataclasses.asdict(cfg))
-        console.print(f"wrote {folder}/ (results.parquet, meta.json, config.toml, figures/)")
+        print_summary(summary, cfg.model_dump())
+        console.print(f"wrote {folder}/ (results.parquet, cells/, meta.json, config.toml, figures/)")

@@ -9,10 +9,9 @@ import sys
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from earnshaw._cli.common import console, err_console, fail, use_cpu_cores
+from earnshaw._cli.common import backend_options, console, err_console, fail, use_cpu_cores
 
 
 def _fmt(mean: float, sd: float) -> str:
@@ -43,6 +42,19 @@ def results_table(target: str, rows: list, cfg) -> Table:
     return t
 
 
+def show_results(run, as_json: bool):
+    """``earnshaw results`` on a reproduction folder: the table reproduce printed."""
+    from earnshaw.experiments import section5 as s5
+
+    target, cfg, rows = s5.load_rows(run.path)
+    if not rows:
+        fail(f"{run.path} has no finished cell yet: continue it with earnshaw reproduce {target} --resume {run.path}")
+    if as_json:
+        print(json.dumps({"run_dir": str(run.path), "rows": rows}, indent=2))
+    else:
+        console.print(results_table(target, rows, cfg))
+
+
 def register(app: typer.Typer):
     @app.command()
     def reproduce(
@@ -62,6 +74,9 @@ def register(app: typer.Typer):
         depths: Optional[str] = typer.Option(None, "--depths", help="comma-separated depths, e.g. 2,3"),
         widths: Optional[str] = typer.Option(None, "--widths", help="comma-separated widths, e.g. 5,10"),
         workers: int = typer.Option(1, "--workers", help="cells trained at once, each in its own process"),
+        backend: str = typer.Option("local", "--backend", help="local or ray (checkpoints need a file system "
+                                                               "shared with the workers)"),
+        address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (--backend ray)"),
         devices: Optional[int] = typer.Option(None, "--devices", help="XLA CPU devices for the seeds of a cell "
                                               "(default: one per core; one per seed, up to four per core, "
                                               "when every cell has depth 2; with --workers > 1 each worker "
@@ -72,9 +87,10 @@ def register(app: typer.Typer):
         as_json: bool = typer.Option(False, "--json", help="print the result rows as JSON"),
     ):
         """Reproduce the paper's Table 2 or Figure 1 (Section 5) into a resumable run folder."""
-        from earnshaw.deep import DivergenceError
+        from earnshaw.experiments.section5.deep import DivergenceError
         from earnshaw.experiments import section5 as s5
 
+        backend_options(backend, address, workers)
         if target not in s5.TARGETS:
             fail(f"unknown target {target!r}; valid targets: {', '.join(s5.TARGETS)}")
         name = preset or ("quick" if quick else "full")
@@ -95,47 +111,46 @@ def register(app: typer.Typer):
                                     ("--activation", activation), ("--depths", depths), ("--widths", widths))
                      if v is not None]
         if resume is not None and overrides and not quiet:
-            err_console.print(f"resuming {resume}: its config.json is used; {', '.join(overrides)} ignored")
+            err_console.print(f"resuming {resume}: its config.toml is used; {', '.join(overrides)} ignored")
         elif not quiet:
             err_console.print(f"{target}, preset {name}: lr={cfg.lr:g} with reduction={cfg.reduction!r} and "
                               f"n_train={cfg.n_train} is a mean-loss step of {cfg.effective_step:g}")
 
         if workers <= 1:
-            from earnshaw.deep import cpu_devices_for
+            from earnshaw.experiments.section5.deep import cpu_devices_for
 
             now = cfg
-            if resume is not None and (pathlib.Path(resume) / "config.json").is_file():
+            if resume is not None and (pathlib.Path(resume) / "config.toml").is_file():
                 try:
                     now = s5.load_run_config(resume)[1]  # a resumed run keeps its own seeds and depths
                 except (ValueError, TypeError, KeyError) as err:
-                    fail(f"{resume}/config.json: {err}")
+                    fail(f"{resume}/config.toml: {err}")
             use_cpu_cores(devices if devices else cpu_devices_for(now.seeds, now.depths))
 
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, disable=quiet)
+        from earnshaw.runtime import Reporter
+
         state = {}
+        progress = Reporter(target, unit="steps", enabled=not quiet)
 
         def on_event(event):
             kind = event["event"]
             if kind == "start":
-                total = len(event["cells"]) * event["steps"]
-                state["task"] = progress.add_task(target, total=total,
-                                                  completed=len(event["done"]) * event["steps"])
-                state["steps"] = event["steps"]
+                progress.start(len(event["cells"]) * event["steps"], len(event["done"]) * event["steps"])
                 state["run_dir"] = event["run_dir"]
             elif kind == "chunk":
-                progress.update(state["task"], advance=event["chunk_steps"],
+                progress.update(advance=event["chunk_steps"],
                                 description=f"depth {event['depth']} width {event['width']}: "
                                             f"test MSE {event['test_mse']:.4f}")
             elif kind == "cell" and not quiet:
                 row = event["row"]
-                progress.console.print(f"  depth {row['depth']:>2} width {row['width']:>3}: test MSE "
-                                       f"{_fmt(row['test_mse_mean'], row['test_mse_sd'])} "
-                                       f"(paper {row['paper_test_error']:.4f})")
+                progress.print(f"  depth {row['depth']:>2} width {row['width']:>3}: test MSE "
+                               f"{_fmt(row['test_mse_mean'], row['test_mse_sd'])} "
+                               f"(paper {row['paper_test_error']:.4f})")
 
         try:
             with progress:
-                result = s5.reproduce(target, cfg, out=out, resume=resume, progress=on_event, workers=workers)
+                result = s5.reproduce(target, cfg, out=out, resume=resume, progress=on_event, workers=workers,
+                                      backend=backend, address=address)
         except DivergenceError as err:
             fail(str(err))
         except (ValueError, FileNotFoundError) as err:
@@ -153,7 +168,7 @@ def register(app: typer.Typer):
             return
         if not quiet:
             console.print(results_table(target, result["rows"], result["config"]))
-            console.print(f"wrote {result['run_dir']}/{target}.csv, {target}.png, meta.json")
+            console.print(f"wrote {result['run_dir']}/ ({target}.csv, {target}.png, cells/, meta.json, config.toml)")
             full = s5.PRESETS[target]["full"]
             if result["config"].steps < full.steps:
                 # the paper's numbers are after 10^6 steps; a shorter run shows the pattern, not the values

@@ -1,4 +1,4 @@
-"""``earnshaw run``, ``sweep``, ``results`` and ``animate``: experiments from TOML configs, their results store."""
+"""``earnshaw run``, ``sweep`` and ``animate``: experiments from TOML configs, their results store."""
 from __future__ import annotations
 
 import json
@@ -7,10 +7,11 @@ import pathlib
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from earnshaw._cli.common import console, enable_x64, fail, run_dir
+from rich.markup import escape
+
+from earnshaw._cli.common import backend_options, cell_progress, console, enable_x64, fail
 
 _SHORT = {"global minimum": "global", "spurious local minimum": "spurious", "saddle": "saddle",
           "not converged": "not conv."}
@@ -56,26 +57,17 @@ def _load(config: str):
         fail(f"invalid config {config}:\n{err}")
 
 
-def _execute(cfg, folder: pathlib.Path, *, backend: str, address: Optional[str], quiet: bool, as_json: bool,
+def _execute(cfg, folder, *, backend: str, address: Optional[str], workers: int, quiet: bool, as_json: bool,
              figures: bool, command: str):
     from earnshaw.experiments.config import ConfigError
     from earnshaw.experiments.sweep import run_sweep
+    from earnshaw.runtime import Reporter
 
     enable_x64()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console, disable=quiet or as_json) as bar:
-        task = {}
-
-        def progress(ev):
-            if ev["event"] == "start":
-                task["id"] = bar.add_task(f"{command}: cells", total=ev["total"], completed=ev["done"])
-                if not quiet and not as_json and ev["done"]:
-                    console.print(f"resuming {ev['run_dir']}: {ev['done']} of {ev['total']} cells already done")
-            else:
-                bar.update(task["id"], completed=ev["done"], description=f"{command}: {ev['label']}")
-
+    with Reporter(command, unit="cells", enabled=not quiet) as rep:
         try:
-            out = run_sweep(cfg, folder, backend=backend, address=address, progress=progress, figures=figures)
+            out = run_sweep(cfg, folder, backend=backend, address=address, workers=workers,
+                            progress=cell_progress(rep), figures=figures, invoked_as=command)
         except (ConfigError, RuntimeError, ValueError) as err:
             fail(str(err))
     if as_json:
@@ -88,14 +80,41 @@ def _execute(cfg, folder: pathlib.Path, *, backend: str, address: Optional[str],
                                 f"{cfg.algorithm.name}, {cfg.seeds} seeds per cell"))
     console.print(f"computed {len(out['computed'])} cells in {out['seconds']:.1f} s"
                   + (f", skipped {len(out['skipped'])} finished" if out["skipped"] else ""))
-    console.print(f"wrote {folder}/ (results.parquet, cells/, meta.json, config.toml"
+    console.print(f"wrote {out['run_dir']}/ (results.parquet, cells/, meta.json, config.toml"
                   + (", figures/)" if figures else ")"))
+
+
+def _new_folder(out: str, name: str) -> pathlib.Path:
+    """``<out>/<name>-<time>``: the folder is made by the run, after everything is validated."""
+    import datetime as _dt
+
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path, i = pathlib.Path(out) / f"{name}-{stamp}", 1
+    while path.exists():
+        path, i = pathlib.Path(out) / f"{name}-{stamp}-{i}", i + 1
+    return path
+
+
+def show_results(run, as_json: bool):
+    """``earnshaw results`` on a sweep (or run) folder: per cell, the success rate and the verdicts."""
+    from earnshaw.experiments.config import parse_config
+    from earnshaw.experiments.sweep import cells_of, summarise
+
+    cfg = parse_config(run.config_data())
+    summary = summarise(run.rows(), cfg.axes())
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    total = len(cells_of(cfg))
+    _print_table(results_table(summary, cfg.axes(), f"{cfg.name}: {cfg.potential_name}, {cfg.algorithm.name}"
+                                f" ({len(summary)} of {total} cells finished)"))
+    console.print("success = every teacher unit recovered; interval: Wilson score, 95%")
 
 
 def register(app: typer.Typer):
     @app.command()
     def run(
-        config: str = typer.Argument(..., help="TOML config of one experiment (no [grid])"),
+        config: str = typer.Argument(..., help=escape("TOML config of one experiment (no [grid])")),
         out: str = typer.Option("runs", help="parent folder of the run folder"),
         figures: bool = typer.Option(True, "--figures/--no-figures", help="write figures/ at the end"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar or table"),
@@ -107,17 +126,21 @@ def register(app: typer.Typer):
         for values in cfg.grid.values():
             n *= len(values)
         if n > 1:
-            fail(f"{config} has a [grid] with {n} cells; run it with `earnshaw sweep {config}`")
-        _execute(cfg, run_dir(cfg.name, out), backend="local", address=None, quiet=quiet, as_json=as_json,
-                 figures=figures, command="run")
+            fail(f"{config} has a \\[grid] with {n} cells; run it with `earnshaw sweep {config}`")
+        _execute(cfg, _new_folder(out, cfg.name), backend="local", address=None, workers=1, quiet=quiet,
+                 as_json=as_json, figures=figures, command="run")
 
     @app.command()
     def sweep(
-        config: Optional[str] = typer.Argument(None, help="TOML config with a [grid] (optional with --resume)"),
-        backend: str = typer.Option("local", "--backend", help="local (this process) or ray"),
+        config: Optional[str] = typer.Argument(None, help=escape("TOML config with a [grid] (optional with "
+                                                                 "--resume)")),
+        backend: str = typer.Option("local", "--backend", help="local (this process, or --workers processes) "
+                                                               "or ray"),
         address: Optional[str] = typer.Option(None, "--address",
-                                              help="Ray cluster address, e.g. ray://host:10001 or auto "
-                                                   "(default: start a local Ray)"),
+                                              help="Ray cluster address, e.g. 127.0.0.1:6379, ray://host:10001 "
+                                                   "or auto (default: start a local Ray)"),
+        workers: int = typer.Option(1, "--workers", help="local backend: cells computed at once, each in its "
+                                                         "own process"),
         resume: Optional[str] = typer.Option(None, "--resume", help="continue this run folder (finished cells "
                                                                     "are not recomputed); with CONFIG, a new "
                                                                     "folder is started there"),
@@ -128,13 +151,10 @@ def register(app: typer.Typer):
     ):
         """A grid of experiments: each cell's seeds run as one batched call; atomic, resumable results."""
         from earnshaw.experiments.config import ConfigError, canonical_json
-        from earnshaw.experiments.sweep import BACKENDS, load_run_config
+        from earnshaw.experiments.sweep import load_run_config
 
-        if backend not in BACKENDS:
-            fail(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-        if address is not None and backend != "ray":
-            fail("--address is for --backend ray")
-        if resume is not None and config is not None and not (pathlib.Path(resume) / "config.toml").exists():
+        backend_options(backend, address, workers)
+        if resume is not None and config is not None and not (pathlib.Path(resume) / "meta.json").exists():
             cfg = _load(config)  # a new folder: start the sweep there (so scripts can always pass --resume)
             folder = pathlib.Path(resume)
         elif resume is not None:
@@ -152,43 +172,9 @@ def register(app: typer.Typer):
             fail("give a CONFIG.toml, or --resume RUN_DIR")
         else:
             cfg = _load(config)
-            folder = run_dir(cfg.name, out)
-        _execute(cfg, folder, backend=backend, address=address, quiet=quiet, as_json=as_json, figures=figures,
-                 command="sweep")
-
-    @app.command()
-    def results(
-        run_dir_: str = typer.Argument(..., metavar="RUN_DIR",
-                                       help="a run folder of earnshaw run, sweep, demo, verify or reproduce"),
-        as_json: bool = typer.Option(False, "--json", help="print the per-cell summary as JSON"),
-    ):
-        """Summarise a run: per cell, the success rate with a Wilson 95% interval and the verdicts.
-
-        Demo, verify and reproduce run folders print the tables their command printed."""
-        from earnshaw.experiments.config import ConfigError
-        from earnshaw.experiments.sweep import cells_of, load_rows, load_run_config, summarise
-
-        if not pathlib.Path(run_dir_).is_dir():
-            fail(f"{run_dir_}: no such run folder")
-        try:
-            if _print_other_run(pathlib.Path(run_dir_), as_json):
-                return
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            # a truncated or hand-edited meta.json / CSV: say which file, not a traceback
-            fail(f"{run_dir_}: unreadable run folder ({type(err).__name__}: {err})")
-        try:
-            cfg = load_run_config(run_dir_)
-        except ConfigError as err:
-            fail(str(err))
-        rows = load_rows(run_dir_, from_cells=True)
-        summary = summarise(rows, cfg.axes())
-        if as_json:
-            print(json.dumps(summary, indent=2, default=str))
-            return
-        total = len(cells_of(cfg))
-        _print_table(results_table(summary, cfg.axes(), f"{cfg.name}: {cfg.potential_name}, {cfg.algorithm.name}"
-                                    f" ({len(summary)} of {total} cells finished)"))
-        console.print("success = every teacher unit recovered; interval: Wilson score, 95%")
+            folder = _new_folder(out, cfg.name)
+        _execute(cfg, folder, backend=backend, address=address, workers=workers, quiet=quiet, as_json=as_json,
+                 figures=figures, command="sweep")
 
     @app.command()
     def animate(
@@ -200,16 +186,16 @@ def register(app: typer.Typer):
     ):
         """A GIF of one seed's electrons moving among the protons (teacher plane)."""
         from earnshaw import plot
-        from earnshaw.experiments.config import ConfigError
-        from earnshaw.experiments.sweep import cells_of, load_cell_arrays, load_run_config
+        from earnshaw.experiments.config import ConfigError, parse_config
+        from earnshaw.experiments.sweep import cells_of, open_run
 
         try:
-            cfg = load_run_config(run_dir_)
+            run = open_run(run_dir_)
+            cfg = parse_config(run.config_data())
         except ConfigError as err:
             fail(str(err))
         cells = cells_of(cfg)
-        done = [c for c in cells if (pathlib.Path(run_dir_) / "cells" / f"{c.id}.npz").exists()
-                and (pathlib.Path(run_dir_) / "cells" / f"{c.id}.parquet").exists()]
+        done = [c for c in cells if run.done(c.id)]
         if not done:
             fail(f"{run_dir_} has no finished cell yet")
         if cell is None:
@@ -220,7 +206,7 @@ def register(app: typer.Typer):
                 fail(f"cell {cell!r} {'is ambiguous' if match else 'is not a finished cell'}; finished cells: "
                      + ", ".join(f"{c.id} ({c.label()})" for c in done))
             chosen = match[0]
-        arr = load_cell_arrays(run_dir_, chosen.id)
+        arr = run.cell_arrays(chosen.id)
         n_paths = arr["path_theta"].shape[0]
         if not 0 <= seed < n_paths:
             fail(f"seed {seed} has no saved path: cell {chosen.id} kept the first {n_paths} seeds "
@@ -234,45 +220,4 @@ def register(app: typer.Typer):
                              fps=fps, title=f"{cfg.potential_name}: {chosen.label()}, seed {seed}")
         console.print(f"wrote {path} ({frames} frames)")
 
-
-def _print_other_run(folder: pathlib.Path, as_json: bool) -> bool:
-    """Print a demo, verify or reproduce run folder's results as its command did; False for other folders."""
-    from earnshaw import store
-
-    meta = store.read_json(folder / "meta.json") if (folder / "meta.json").is_file() else {}
-    meta = meta if isinstance(meta, dict) else {}
-    if meta.get("command") == "demo":
-        from earnshaw._cli.demo_cmd import print_summary
-
-        if as_json:
-            print(json.dumps(meta["summary"], indent=2))
-        else:
-            print_summary(meta["summary"], meta["config"])
-        return True
-    if meta.get("command") == "verify":
-        from rich.console import Console
-
-        from earnshaw._cli.verify_cmd import render
-
-        rows = meta["rows"]
-        if as_json:
-            print(json.dumps([{k: v for k, v in r.items() if k != "details"} for r in rows], indent=2))
-        else:
-            Console(width=max(console.width, 240)).print(render(rows, title=f"earnshaw verify ({folder.name})"))
-            passed = sum(r["verdict"] == "PASS" for r in rows)
-            console.print(f"{passed}/{len(rows)} claims pass")
-        return True
-    if (folder / "config.json").is_file():
-        from earnshaw._cli.reproduce_cmd import results_table
-        from earnshaw.experiments import section5 as s5
-
-        target, cfg, rows = s5.load_rows(folder)
-        if not rows:
-            fail(f"{folder} has no finished cell yet: continue it with earnshaw reproduce {target} --resume {folder}")
-        if as_json:
-            print(json.dumps({"run_dir": str(folder), "rows": rows}, indent=2))
-        else:
-            console.print(results_table(target, rows, cfg))
-        return True
-    return False
 

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import json
-import time
+from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from earnshaw._cli.common import console, enable_x64, environment, fail, run_dir
+from earnshaw._cli.common import (backend_options, cell_progress, console, enable_x64, fail,
+                                  validation_message)
 
 
 def render(rows, title="earnshaw verify") -> Table:
@@ -26,49 +26,71 @@ def render(rows, title="earnshaw verify") -> Table:
     return table
 
 
+def show_results(run, as_json: bool):
+    """``earnshaw results`` on a verify folder: the table verify printed."""
+    rows = run.rows()
+    if as_json:
+        print(json.dumps([_public(r) for r in rows], indent=2))
+        return
+    Console(width=max(console.width, 240)).print(render(rows, title=f"earnshaw verify ({run.path.name})"))
+    passed = sum(r["verdict"] == "PASS" for r in rows)
+    console.print(f"{passed}/{len(rows)} claims pass")
+
+
+def _public(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in ("details", "cell", "cell_index")}
+
+
 def register(app: typer.Typer):
     @app.command()
     def verify(
         quick: bool = typer.Option(False, "--quick", help="fewer seeds and steps (about 1-2 minutes)"),
-        seeds: int = typer.Option(None, help="seeds per check (default: per check, see experiments.theorems)"),
+        seeds: int = typer.Option(None, help="seeds per check (default: per check, see experiments.verify)"),
         only: str = typer.Option(None, help="comma-separated subset of checks (theorem5, earnshaw, ...)"),
         as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
         out: str = typer.Option("runs", help="parent folder of the run folder"),
+        resume: Optional[str] = typer.Option(None, "--resume", help="continue this verify run folder (its own "
+                                                                    "config; finished checks are kept)"),
+        backend: str = typer.Option("local", "--backend", help="local or ray"),
+        address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (--backend ray)"),
+        workers: int = typer.Option(1, "--workers", help="local backend: checks run at once, each in its own "
+                                                         "process"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress"),
     ):
-        """Check the paper's theorems (as corrected in MATH.md) over many seeds; exit 1 if a claim fails."""
+        """Check the paper's theorems (as corrected in docs/math.md) over many seeds; exit 1 if a claim fails."""
+        from pydantic import ValidationError
+
+        from earnshaw.experiments.verify import COMMAND, VerifyConfig, run_verify
+        from earnshaw.runtime import Reporter
+        from earnshaw.store import RunFolder
+
+        backend_options(backend, address, workers)
         enable_x64()
-        from earnshaw import store
-        from earnshaw.experiments.theorems import CHECKS, table_rows, verify as run_verify
-
-        names = None if not only else [n.strip() for n in only.split(",") if n.strip()]
-        if names and any(n not in CHECKS for n in names):
-            fail(f"unknown check in --only; valid: {', '.join(CHECKS)}")
-        if seeds is not None and seeds < 1:
-            fail("--seeds must be a positive integer")
-        start = time.perf_counter()
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), console=console, disable=as_json, transient=True) as bar:
-            task = bar.add_task("checks", total=len(names or CHECKS))
-
-            def progress(name, done, total):
-                bar.update(task, completed=done, description=f"check: {name}")
-
-            rows = run_verify(quick=quick, seeds=seeds, only=names, progress=progress)
-        total = time.perf_counter() - start
-        flat = table_rows(rows)
-        folder = run_dir("verify", out)
-        store.write_parquet_atomic(folder / "results.parquet", flat)
-        store.write_json_atomic(folder / "meta.json", dict(command="verify", quick=quick, seeds=seeds, only=names,
-                                                           environment=environment(), total_s=total,
-                                                           rows=flat))
+        run = None
+        try:
+            if resume is not None:
+                run = RunFolder.open(resume, command=COMMAND)
+                cfg = VerifyConfig.model_validate(run.config_data())
+            else:
+                names = None if not only else [n.strip() for n in only.split(",") if n.strip()]
+                cfg = VerifyConfig(quick=quick, seeds=seeds, only=names)
+        except ValidationError as err:
+            fail(validation_message(err).replace("only: ", "--only: ").replace("seeds: ", "--seeds: "))
+        except (ValueError, FileNotFoundError) as err:
+            fail(str(err))
+        with Reporter("verify", unit="checks", enabled=not quiet) as rep:
+            out_ = run_verify(cfg, out, run=run, backend=backend, address=address, workers=workers,
+                              progress=cell_progress(rep))
+        rows = out_["rows"]
+        total = out_["seconds"]
         failed = [r["check"] for r in rows if r["verdict"] != "PASS"]
         if as_json:
-            print(json.dumps([{k: v for k, v in r.items() if k != "details"} for r in flat], indent=2))
+            print(json.dumps([_public(r) for r in rows], indent=2))
         else:
             wide = Console(width=max(console.width, 240))
-            wide.print(render(rows, title=f"earnshaw verify{' --quick' if quick else ''}: the paper's claims "
+            wide.print(render(rows, title=f"earnshaw verify{' --quick' if cfg.quick else ''}: the paper's claims "
                                              f"over many seeds"))
-            console.print(f"{len(rows) - len(failed)}/{len(rows)} claims pass; {total:.0f} s; wrote {folder}/ "
-                          "(results.parquet, meta.json)")
+            console.print(f"{len(rows) - len(failed)}/{len(rows)} claims pass; {total:.0f} s; wrote "
+                          f"{out_['run_dir']}/ (results.parquet, cells/, meta.json, config.toml)")
         if failed:
             raise typer.Exit(1)

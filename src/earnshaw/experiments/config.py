@@ -12,7 +12,8 @@ sweep, the grid axes::
     [teacher]
     d = 5
     k = 2
-    scale = 1.0                 # w_j ~ N(0, scale^2 / d I): |w_j| is about scale
+    scale = 0.5                 # w_j ~ N(0, scale^2 I), as random_teacher(scale=...); default 1/sqrt(d)
+    # w = "identity"          # or an explicit teacher: w_j = e_j, or a .npz/.npy file; b = output weights
 
     [student]
     init_scale = 1.0            # theta_i ~ N(0, init_scale^2 / d I); k defaults to teacher.k
@@ -38,8 +39,19 @@ import pathlib
 import tomllib
 from typing import Dict, List, Optional, Union
 
+import numpy as np
+import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, \
     model_validator
+
+from earnshaw.activations import ACTIVATIONS
+from earnshaw.dynamics.descent import gradient_descent, hessian_descent, perturbed_gd, second_gd
+from earnshaw.dynamics.flow import SOLVERS, gradient_flow
+from earnshaw.dynamics.nodewise import nodewise_descent
+from earnshaw.loss import OBJECTIVES
+from earnshaw.network import TEACHER_CONVENTIONS
+from earnshaw.potentials import POTENTIALS, RADIAL_BUILDERS, potential
+from earnshaw.problem import MANIFOLDS, TRAIN
 
 __all__ = ["ConfigError", "TeacherConfig", "StudentConfig", "AlgorithmConfig", "AnalysisConfig",
            "ExperimentConfig", "ALGORITHMS", "load_config", "parse_config", "expand_grid", "canonical_json",
@@ -54,10 +66,6 @@ _NOT_GRIDDABLE = ("name", "grid", "seeds", "save_paths")
 
 
 def _solvers() -> dict:
-    from earnshaw.dynamics.descent import gradient_descent, hessian_descent, perturbed_gd, second_gd
-    from earnshaw.dynamics.flow import gradient_flow
-    from earnshaw.dynamics.nodewise import nodewise_descent
-
     return {"gradient_flow": gradient_flow, "gradient_descent": gradient_descent, "perturbed_gd": perturbed_gd,
             "hessian_descent": hessian_descent, "second_gd": second_gd, "nodewise_descent": nodewise_descent}
 
@@ -83,31 +91,106 @@ class _Model(BaseModel):
 
 
 class TeacherConfig(_Model):
-    """The teacher (protons): ``w_j ~ N(0, scale^2 / d I)``, ``b_j ~ N(0, 1)`` (``"standard"``),
-    or Theorem 12's ``w ~ N(0, c d log d I)``, ``b ~ U[-1, 1]`` (``"thm12"``)."""
+    """The teacher (protons).
+
+    Random (``w = "random"``, the default): ``w_j ~ N(0, scale^2 I)``, ``b_j ~ N(0, 1)`` (``"standard"``;
+    ``scale`` means what it means for :func:`earnshaw.random_teacher`, and defaults to ``1/sqrt(d)``, so
+    ``|w_j|`` is about 1), or Theorem 12's ``w ~ N(0, c d log d I)``, ``b ~ U[-1, 1]`` (``"thm12"``).
+
+    Explicit: ``w = "identity"`` (``w_j = e_j``, needs ``k <= d``) or ``w = "teacher.npz"`` (arrays ``w``
+    ``(k, d)`` and optionally ``b`` ``(k,)``) or ``"w.npy"`` (``w`` only); a relative path is read from the
+    config file's folder. ``b`` sets the output weights of an explicit teacher (one value for all units, or
+    one per unit; default 1, or the file's ``b``).
+    """
 
     d: StrictInt = Field(ge=1, description="input dimension")
     k: StrictInt = Field(ge=1, description="teacher units")
     convention: str = Field("standard", description="standard or thm12")
-    scale: float = Field(1.0, gt=0, description="typical norm of a teacher unit (standard convention)")
+    scale: Optional[float] = Field(None, gt=0, description="standard deviation of each entry of w (standard "
+                                                           "convention), as random_teacher(scale=...); "
+                                                           "default 1/sqrt(d)")
     c: float = Field(1.0, gt=0, description="Theorem 12's variance constant (thm12 convention)")
+    w: str = Field("random", description="random, identity, or a .npz/.npy file of teacher weights")
+    b: Optional[Union[float, List[float]]] = Field(None, description="output weights of an explicit teacher")
 
     @field_validator("convention")
     @classmethod
     def _convention(cls, v):
-        from earnshaw.network import TEACHER_CONVENTIONS
-
         if v not in TEACHER_CONVENTIONS:
             raise ValueError(f"unknown convention {v!r}; valid: {', '.join(TEACHER_CONVENTIONS)}")
         return v
 
+    @model_validator(mode="after")
+    def _explicit(self):
+        if self.w == "random":
+            if self.b is not None:
+                raise ValueError("b: only for an explicit teacher (w = \"identity\" or a file); a random "
+                                 "teacher draws b")
+            return self
+        if self.w == "identity":
+            if self.k > self.d:
+                raise ValueError(f"w: identity needs k <= d (w_j = e_j), got k={self.k}, d={self.d}")
+        else:
+            w, b = load_teacher_arrays(self.w)
+            if w.shape != (self.k, self.d):
+                raise ValueError(f"w: {self.w} holds w of shape {w.shape}, but the config says k={self.k}, "
+                                 f"d={self.d}")
+            if b is not None and self.b is not None:
+                raise ValueError(f"b: {self.w} holds b already; give b in one place")
+            if b is not None and b.shape != (self.k,):
+                raise ValueError(f"w: {self.w} holds b of shape {b.shape}, expected ({self.k},)")
+        if isinstance(self.b, list) and len(self.b) != self.k:
+            raise ValueError(f"b: one value per teacher unit (k={self.k}), got {len(self.b)}")
+        return self
+
+    def arrays(self):
+        """``(w (k, d), b (k,))`` of an explicit teacher as NumPy arrays (None for a random one)."""
+        if self.w == "random":
+            return None
+        if self.w == "identity":
+            w, b = np.eye(self.d)[: self.k], None
+        else:
+            w, b = load_teacher_arrays(self.w)
+        if b is None:
+            b = np.broadcast_to(np.asarray(1.0 if self.b is None else self.b, float), (self.k,))
+        return np.asarray(w, float), np.array(b, float)
+
+
+def load_teacher_arrays(path: str):
+    """``(w, b or None)`` from a ``.npz`` (arrays ``w`` and optionally ``b``) or a ``.npy`` (``w``) file."""
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise ValueError(f"w: teacher file {path!r} does not exist (give \"random\", \"identity\" or a "
+                         ".npz/.npy file)")
+    try:
+        if file.suffix == ".npy":
+            return np.load(file, allow_pickle=False), None
+        if file.suffix == ".npz":
+            with np.load(file, allow_pickle=False) as z:
+                if "w" not in z.files:
+                    raise ValueError(f"w: {path} has no array named 'w' (it has {', '.join(z.files)})")
+                return z["w"], (z["b"] if "b" in z.files else None)
+    except (OSError, ValueError) as err:
+        if str(err).startswith("w: "):
+            raise
+        raise ValueError(f"w: cannot read {path}: {err}") from None
+    raise ValueError(f"w: teacher file {path!r} must end in .npz or .npy")
+
 
 class StudentConfig(_Model):
-    """The student (electrons) at initialisation: ``theta_i ~ N(0, init_scale^2 / d I)``, ``a_i ~ N(0, a_scale^2)``."""
+    """The student (electrons) at initialisation: ``theta_i ~ N(0, init_scale^2 / d I)``, ``a_i ~ N(0, a_scale^2)``.
+
+    ``a`` starts the output weights at given values instead (one for all units, or one per unit); with
+    ``algorithm.options.train = "theta"`` they stay there (the soft committee machine, Safran and Shamir's
+    setting). ``paired = true`` draws the starts from the seed, the teacher's size and these settings
+    only, so cells that differ only in the activation (or potential) start from the same students.
+    """
 
     k: Optional[StrictInt] = Field(None, ge=1, description="student units (default: teacher.k)")
     init_scale: float = Field(1.0, gt=0, description="typical norm of a student unit at the start")
     a_scale: float = Field(1.0, ge=0, description="standard deviation of the initial charges")
+    a: Optional[Union[float, List[float]]] = Field(None, description="initial output weights (instead of random)")
+    paired: StrictBool = Field(False, description="the same starts for cells that differ only in the activation")
 
 
 class AlgorithmConfig(_Model):
@@ -142,8 +225,17 @@ class AlgorithmConfig(_Model):
                     raise ValueError(f"options.{key}: must be a number (got {value!r})")
                 value = float(value)
             fixed[key] = value
+        _check_option_values(self.name, fixed)
         object.__setattr__(self, "options", fixed)
         return self
+
+
+def _check_option_values(name: str, options: dict):
+    """Option values that name something (an ODE solver, the trained parameters, ...) must name a valid one."""
+    valid = {"solver": tuple(SOLVERS), "train": TRAIN, "manifold": MANIFOLDS, "objective": tuple(OBJECTIVES)}
+    for key, choices in valid.items():
+        if key in options and options[key] not in choices:
+            raise ValueError(f"options.{key}: unknown {key} {options[key]!r} for {name}; valid: {', '.join(choices)}")
 
 
 class AnalysisConfig(_Model):
@@ -176,8 +268,6 @@ class ExperimentConfig(_Model):
     @field_validator("activation")
     @classmethod
     def _activation(cls, v):
-        from earnshaw.activations import ACTIVATIONS
-
         if v is not None and v not in ACTIVATIONS and not (v.startswith("hermite") and v[7:].isdigit()):
             raise ValueError(f"unknown activation {v!r}; valid: {', '.join(ACTIVATIONS)}")
         return v
@@ -185,8 +275,6 @@ class ExperimentConfig(_Model):
     @field_validator("potential")
     @classmethod
     def _potential_name(cls, v):
-        from earnshaw.potentials import POTENTIALS
-
         if v is not None and v not in POTENTIALS:
             raise ValueError(f"unknown potential {v!r}; valid: {', '.join(POTENTIALS)}")
         return v
@@ -221,6 +309,8 @@ class ExperimentConfig(_Model):
             self.build_potential()
         except ValueError as err:
             raise ValueError(f"potential_params: {err}") from None
+        if isinstance(self.student.a, list) and len(self.student.a) != self.student_k:
+            raise ValueError(f"student.a: one value per student unit ({self.student_k}), got {len(self.student.a)}")
         return self
 
     # -- derived ------------------------------------------------------------------------------------------
@@ -235,8 +325,6 @@ class ExperimentConfig(_Model):
 
     def build_potential(self):
         """The :class:`~earnshaw.potentials.Potential` (radial potentials get ``d = teacher.d`` unless given)."""
-        from earnshaw.potentials import RADIAL_BUILDERS, potential
-
         params = dict(self.potential_params)
         if self.potential in RADIAL_BUILDERS and "d" not in params and self.potential != "gaussian":
             params["d"] = self.teacher.d
@@ -390,6 +478,10 @@ def load_config(path) -> ExperimentConfig:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    teacher = data.get("teacher")
+    if isinstance(teacher, dict) and isinstance(teacher.get("w"), str) and teacher["w"] not in ("random", "identity"):
+        # a teacher file is named relative to the config; the run folder keeps its absolute path
+        teacher["w"] = str((path.parent / teacher["w"]).resolve())
     return parse_config(data)
 
 
@@ -428,7 +520,5 @@ def expand_grid(cfg: ExperimentConfig) -> List[tuple]:
 
 def to_toml(cfg: ExperimentConfig) -> str:
     """The config as TOML text (defaults filled in), which :func:`load_config` reads back to an equal config."""
-    import tomli_w
-
     data = cfg.model_dump(mode="json", exclude_none=True)
     return tomli_w.dumps(data)

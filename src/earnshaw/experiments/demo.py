@@ -3,146 +3,222 @@
 ``run_demo`` is what ``earnshaw demo`` (and ``make demo``) runs: an erf teacher
 (``d=10, k=5`` by default), a thousand students from independent seeds, the
 population gradient flow (diffrax, batched in chunks), Newton polishing, and the
-landscape verdict for each seed; it writes ``results.parquet``, ``meta.json`` and
-figures into a run folder and returns the summary.
+landscape verdict for each seed. Each chunk of seeds is one cell of a
+:class:`~earnshaw.store.RunFolder` (rows in ``cells/chunk-<i>.parquet``, loss curves and one
+seed's path in ``cells/chunk-<i>.npz``), so an interrupted demo resumes where it stopped and the
+chunks can run on any backend of :mod:`earnshaw.runtime`. At the end it writes
+``results.parquet``, the summary in ``meta.json`` and the figures, and returns the summary.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-import pathlib
 import time
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-from earnshaw import plot, store
+from earnshaw import runtime
 from earnshaw._typing import Student
-from earnshaw.dynamics.flow import gradient_flow
+from earnshaw.dynamics.flow import SOLVERS, gradient_flow
 from earnshaw.landscape.analyze import VERDICTS, analyze
 from earnshaw.landscape.critical import refine
 from earnshaw.network import random_student, random_teacher
 from earnshaw.potentials import potential as _potential
+from earnshaw.store import RunFolder
 from earnshaw.trajectory import STATUS
 
-__all__ = ["DemoConfig", "run_demo", "summarise"]
+__all__ = ["DemoConfig", "run_demo", "summarise", "demo_chunk", "COMMAND"]
+
+COMMAND = "demo"
 
 
-@dataclasses.dataclass(frozen=True)
-class DemoConfig:
-    """Settings of the main job (all have defaults; the CLI exposes each)."""
+class DemoConfig(BaseModel):
+    """Settings of the main job (all have defaults; the CLI exposes the main ones). Unknown keys are refused.
+
+    Example::
+
+        DemoConfig(d=3, k=2, seeds=12, t1=1e4)
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     activation: str = "erf"
-    d: int = 10
-    k: int = 5
-    seeds: int = 1000
-    seed: int = 0
-    t1: float = 1e6
-    gtol: float = 1e-8
+    d: StrictInt = Field(10, ge=1)
+    k: StrictInt = Field(5, ge=1)
+    seeds: StrictInt = Field(1000, ge=1)
+    seed: StrictInt = Field(0, ge=0)
+    t1: float = Field(1e6, gt=0)
+    gtol: float = Field(1e-8, gt=0)
     # The erf landscape has plateaus with Hessian eigenvalues ~1e-6 next to ones ~10: the flow is
     # stiff, so an implicit solver reaches t = 1e6 in a few hundred steps where Tsit5 needs ~10^6.
     # Kvaerno3 took half the steps and time of Kvaerno5 here, with the same verdicts (100 seeds);
     # rtol 1e-3 took 0.58x the time of 1e-4 with the same verdict fractions (250 seeds): Newton
     # polishes the end points, so the path only has to stay in its basin.
     solver: str = "kvaerno3"
-    rtol: float = 1e-3
-    atol: float = 1e-5
-    max_steps: int = 5_000
-    chunk: int = 250
-    init_scale: Optional[float] = None  # default 1/sqrt(d): unit-norm units
+    rtol: float = Field(1e-3, gt=0)
+    atol: float = Field(1e-5, gt=0)
+    max_steps: StrictInt = Field(5_000, ge=1)
+    chunk: StrictInt = Field(250, ge=1)
+    init_scale: Optional[float] = Field(None, gt=0)  # default 1/sqrt(d): unit-norm units
 
-    def __post_init__(self):
-        for name in ("d", "k", "seeds", "chunk"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {name}={v!r}")
-        if not self.t1 > 0:
-            raise ValueError(f"t1 must be positive, got t1={self.t1!r}")
+    @field_validator("solver")
+    @classmethod
+    def _solver(cls, v):
+        if v not in SOLVERS:
+            raise ValueError(f"unknown solver {v!r}; valid: {', '.join(SOLVERS)}")
+        return v
+
+    @field_validator("activation")
+    @classmethod
+    def _activation(cls, v):
+        _potential(v)  # a ValueError listing the valid names
+        return v
+
+    @property
+    def n_chunks(self) -> int:
+        return math.ceil(self.seeds / self.chunk)
 
 
-def run_demo(cfg: DemoConfig, out_dir, *, progress: Optional[Callable[[str, int, int], None]] = None) -> dict:
-    """Run the main job and write its run folder.
-
-    Args:
-      cfg: :class:`DemoConfig`.
-      out_dir: folder to write ``results.parquet``, ``meta.json`` and ``figures/`` into.
-      progress: optional callback ``(phase, done, total)``.
-
-    Returns:
-      Summary dict: fractions per verdict, quantiles of loss and distance, timings.
-    """
-    if not jax.config.jax_enable_x64:
-        raise RuntimeError("the demo analyses critical points and needs float64: "
-                           "call jax.config.update('jax_enable_x64', True) first")
-    out = pathlib.Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+def _problem(cfg: DemoConfig):
     pot = _potential(cfg.activation)
     scale = cfg.init_scale if cfg.init_scale is not None else 1.0 / math.sqrt(cfg.d)
     kt, ks = jax.random.split(jax.random.key(cfg.seed))
     teacher = random_teacher(kt, cfg.d, cfg.k, scale=scale)
     # one key per student seed: seed i is reproducible on its own
     keys = jax.random.split(ks, cfg.seeds)
-    students = jax.vmap(lambda k_: random_student(k_, cfg.d, cfg.k, scale=scale))(keys)
-    timings = {}
-    n_chunks = math.ceil(cfg.seeds / cfg.chunk)
-    trajs, t0 = [], time.perf_counter()
-    for c in range(n_chunks):
-        sl = slice(c * cfg.chunk, min((c + 1) * cfg.chunk, cfg.seeds))
-        part = Student(a=students.a[sl], theta=students.theta[sl])
-        if part.a.shape[0] < cfg.chunk:  # pad the last chunk so it reuses the compiled program
-            pad = cfg.chunk - part.a.shape[0]
-            part = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], pad, 0)]), part)
-        traj = gradient_flow(pot, teacher, part, t1=cfg.t1, gtol=cfg.gtol, rtol=cfg.rtol, atol=cfg.atol,
-                             solver=cfg.solver, max_steps=cfg.max_steps, on_divergence="warn")
-        trajs.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[: sl.stop - sl.start], traj))
-        if progress:
-            progress("gradient flow", c + 1, n_chunks)
-    traj = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *trajs)
-    timings["flow_s"] = time.perf_counter() - t0
+    return pot, teacher, keys, scale
 
+
+def demo_chunk(cfg_json: str, c: int, progress=None) -> dict:
+    """A runtime task: chunk ``c`` of the demo's seeds, flow -> Newton -> verdicts, in any process.
+
+    Returns ``{"rows", "arrays", "timings"}``; the last chunk is padded to ``chunk`` seeds (so it reuses
+    the compiled programs) and cut back before it returns."""
+    jax.config.update("jax_enable_x64", True)  # an entry point of worker processes; the analysis needs float64
+    cfg = DemoConfig.model_validate_json(cfg_json)
+    pot, teacher, keys, scale = _problem(cfg)
+    lo, hi = c * cfg.chunk, min((c + 1) * cfg.chunk, cfg.seeds)
+    part = jax.vmap(lambda k_: random_student(k_, cfg.d, cfg.k, scale=scale))(keys[lo:hi])
+    if hi - lo < cfg.chunk:
+        pad = cfg.chunk - (hi - lo)
+        part = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], pad, 0)]), part)
+    t0 = time.perf_counter()
+    traj = gradient_flow(pot, teacher, part, t1=cfg.t1, gtol=cfg.gtol, rtol=cfg.rtol, atol=cfg.atol,
+                         solver=cfg.solver, max_steps=cfg.max_steps, on_divergence="warn")
+    traj = jax.tree_util.tree_map(np.asarray, traj)
+    flow_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     final = Student(a=jnp.asarray(traj.final.a), theta=jnp.asarray(traj.final.theta))
     polished, gn = refine(pot, teacher, final)
     report = analyze(pot, teacher, polished, gtol=1e-9)
-    timings["refine_analyze_s"] = time.perf_counter() - t0
-    if progress:
-        progress("Newton + analysis", 1, 1)
-
+    refine_s = time.perf_counter() - t0
+    n = hi - lo
     status = np.vectorize(STATUS.get)(traj.status)
+    gn = np.asarray(gn)
     rows = []
-    for i, r in enumerate(report.rows()):
-        rows.append(dict(seed_index=i, flow_status=str(status[i]), flow_loss=float(traj.final_loss[i]),
+    for i, r in enumerate(report.rows()[:n]):
+        rows.append(dict(seed_index=lo + i, flow_status=str(status[i]), flow_loss=float(traj.final_loss[i]),
                          flow_grad_norm=float(traj.final_grad_norm[i]), flow_steps=int(traj.n_steps[i]),
-                         n_grad_evals=int(traj.n_grad_evals[i]), newton_grad_norm=float(np.asarray(gn)[i]),
-                         **r))
-    store.write_parquet_atomic(out / "results.parquet", rows)
-
-    # figures: the paths of the first seed that reached the global minimum (else seed 0)
-    good = np.flatnonzero(report.verdict == VERDICTS[0])
+                         n_grad_evals=int(traj.n_grad_evals[i]), newton_grad_norm=float(gn[i]), **r))
+    good = np.flatnonzero(np.asarray(report.verdict)[:n] == VERDICTS[0])
     show = int(good[0]) if good.size else 0
-    figs = {
-        "loss_curves.png": plot.loss_curves(traj.ts, traj.losses, labels=report.verdict,
-                                            title=f"{cfg.activation}, d={cfg.d}, k={cfg.k}: loss along the flow"),
-        "distances.png": plot.distance_histogram(np.max(report.distance, axis=-1)),
-        "trajectories.png": plot.trajectories_2d(
-            traj.params.theta[show], teacher.w, mirror=pot.activation is not None and pot.activation.odd,
-            title=f"seed {show}: electrons (paths; x start, o end) and protons"),
-    }
-    for name, fig in figs.items():
-        fig.savefig(out / "figures" / name, dpi=110)
-    import matplotlib.pyplot as plt
+    arrays = dict(ts=traj.ts[:n], losses=traj.losses[:n], path_theta=traj.params.theta[show],
+                  path_seed=np.asarray(lo + show), path_good=np.asarray(bool(good.size)),
+                  teacher_w=np.asarray(teacher.w))
+    return dict(rows=rows, arrays=arrays, timings=dict(flow_s=flow_s, refine_analyze_s=refine_s))
 
-    plt.close("all")
-    summary = summarise(report)
-    summary.update(timings=timings, seeds=cfg.seeds)
+
+def run_demo(cfg: DemoConfig, out_dir=None, *, run: Optional[RunFolder] = None, backend: str = "local",
+             address: Optional[str] = None, workers: int = 1,
+             progress: Optional[Callable[[dict], None]] = None) -> dict:
+    """Run (or resume) the main job in a run folder and write its rows, summary and figures.
+
+    Args:
+      cfg: :class:`DemoConfig`.
+      out_dir: parent folder of a new run folder (``<out_dir>/demo-<time>/``); or
+      run: a :class:`RunFolder` of the demo to continue (its config must be ``cfg``).
+      backend, address, workers: where the chunks run (:mod:`earnshaw.runtime`).
+      progress: receives the runtime's events (one ``"cell"`` event per chunk).
+
+    Returns:
+      Summary dict: fractions per verdict, quantiles of loss and distance, timings, and ``run_dir``.
+
+    Example::
+
+        jax.config.update("jax_enable_x64", True)
+        summary = run_demo(DemoConfig(d=3, k=2, seeds=12, t1=1e4), "runs")
+    """
+    if not jax.config.jax_enable_x64:
+        raise RuntimeError("the demo analyses critical points and needs float64: "
+                           "call jax.config.update('jax_enable_x64', True) first")
+    runtime.check_backend(backend, address, workers)
+    if run is None:
+        run = RunFolder.create(out_dir if out_dir is not None else "runs", "demo", command=COMMAND, config=cfg)
+        run.update_meta(config=cfg.model_dump(mode="json"))
+    cfg_json = cfg.model_dump_json()
+    tasks = [runtime.Task(id=f"chunk-{c}", fn=demo_chunk, args=(cfg_json, c), index=c,
+                          label=f"seeds {c * cfg.chunk}-{min((c + 1) * cfg.chunk, cfg.seeds) - 1}")
+             for c in range(cfg.n_chunks)]
+    timings = {"flow_s": 0.0, "refine_analyze_s": 0.0}
+
+    def commit(task, result):
+        for key in timings:
+            timings[key] += result["timings"][key]
+        rows = [dict(r, cell=task.id, cell_index=task.index, seed=r["seed_index"]) for r in result["rows"]]
+        run.commit(task.id, rows, arrays=result["arrays"], seconds=sum(result["timings"].values()))
+
+    runtime.run_cells(run, tasks, commit, backend=backend, address=address, workers=workers, progress=progress)
+    run.write_results()
+    rows = run.rows()
+    _figures(run, cfg, tasks, rows)
+    summary = summarise(rows, cfg.k)
+    summary.update(timings=timings, seeds=cfg.seeds, run_dir=str(run.path))
     return summary
 
 
-def summarise(report) -> dict:
-    """Fractions per verdict and quantiles of loss and distance, from a :class:`Report`."""
-    maxd = np.max(report.distance, axis=-1)
+def _figures(run: RunFolder, cfg: DemoConfig, tasks, rows):
+    # matplotlib is heavy and only needed here: imported when figures are written
+    import matplotlib.pyplot as plt
+
+    from earnshaw import plot
+
+    arrays = [run.cell_arrays(t.id) for t in tasks]
+    verdicts = [r["verdict"] for r in rows]
+    ts = np.concatenate([a["ts"] for a in arrays])
+    losses = np.concatenate([a["losses"] for a in arrays])
+    # the paths of the first seed that reached the global minimum (else seed 0)
+    shown = next((a for a in arrays if bool(a["path_good"])), arrays[0])
+    mirror = _potential(cfg.activation).activation is not None and _potential(cfg.activation).activation.odd
+    figs = {
+        "loss_curves.png": plot.loss_curves(ts, losses, labels=verdicts,
+                                            title=f"{cfg.activation}, d={cfg.d}, k={cfg.k}: loss along the flow"),
+        "distances.png": plot.distance_histogram(np.array([r["max_distance"] for r in rows])),
+        "trajectories.png": plot.trajectories_2d(
+            shown["path_theta"], shown["teacher_w"], mirror=mirror,
+            title=f"seed {int(shown['path_seed'])}: electrons (paths; x start, o end) and protons"),
+    }
+    out = run.figures_dir()
+    for name, fig in figs.items():
+        fig.savefig(out / name, dpi=110)
+    plt.close("all")
+
+
+def summarise(rows: list, k: int) -> dict:
+    """Fractions per verdict (and of seeds that recovered all ``k`` teacher units), quantiles of loss and
+    distance, from the demo's rows.
+
+    Example::
+
+        summarise(run.rows(), k=5)["fractions"]["global minimum"]
+    """
+    verdict = np.array([r["verdict"] for r in rows])
+    fractions = {name: float(np.mean(verdict == name)) for name in VERDICTS}
+    fractions["recovered all units"] = float(np.mean(np.array([r["recovered"] for r in rows]) == k))
     q = [0.0, 0.5, 0.9, 1.0]
-    return dict(fractions=report.fractions(), loss_quantiles=dict(zip(q, np.quantile(report.loss, q).tolist())),
+    loss = np.array([r["loss"] for r in rows])
+    maxd = np.array([r["max_distance"] for r in rows])
+    return dict(fractions=fractions, loss_quantiles=dict(zip(q, np.quantile(loss, q).tolist())),
                 distance_quantiles=dict(zip(q, np.quantile(maxd, q).tolist())), verdicts=list(VERDICTS))

@@ -16,7 +16,7 @@ every matrix, e.g. ``(S, width, d)``.
 Conventions, stated once:
 
 * the empirical loss has **no** ``1/2``: ``sum_n (f(x_n) - y_n)^2`` for
-  ``reduction="sum"`` (MATH.md section 7 default) and the same divided by ``N``
+  ``reduction="sum"`` (docs/math.md section 7 default) and the same divided by ``N``
   for ``reduction="mean"``. With ``"sum"`` a step ``lr`` equals a mean-loss step
   ``lr * N``: the paper's ``lr = 1e-5`` with ``N = 10^4`` is a mean-loss step of
   ``0.1`` (:func:`effective_step`).
@@ -46,6 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from earnshaw.activations import Activation, activation as _activation
+# the library's one DivergenceError: a deep run that blows up raises what every solver raises
+from earnshaw.trajectory import DivergenceError
 
 __all__ = ["init_deep", "deep_forward", "empirical_loss", "mse", "effective_step", "make_train_chunk", "spread_seeds",
            "seed_devices", "cpu_devices_for", "ChunkResult", "DivergenceError", "check_divergence", "param_count",
@@ -53,10 +55,6 @@ __all__ = ["init_deep", "deep_forward", "empirical_loss", "mse", "effective_step
 
 #: Loss reductions accepted by :func:`empirical_loss`.
 REDUCTIONS = ("sum", "mean")
-
-
-class DivergenceError(RuntimeError):
-    """Gradient descent blew up (non-finite values or a rising loss): the step size is too large."""
 
 
 def _act(act) -> Activation:
@@ -153,7 +151,7 @@ def empirical_loss(params, x, y, act="sigmoid_pm1", reduction: str = "sum") -> j
     Args:
       params: weights (no batch axis).
       x: inputs ``(n, d)``; y: targets ``(n,)``.
-      reduction: ``"sum"`` (default, MATH.md section 7) or ``"mean"``.
+      reduction: ``"sum"`` (default, docs/math.md section 7) or ``"mean"``.
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")

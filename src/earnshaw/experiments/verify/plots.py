@@ -1,11 +1,11 @@
 r"""Figures for ``earnshaw verify``'s README section (``docs/figures/verify_*.png``).
 
-* :func:`nodewise_example` / ``verify_nodewise.png``: node-wise descent (Algorithm 3) on MATH.md section 5's
+* :func:`nodewise_example` / ``verify_nodewise.png``: node-wise descent (Algorithm 3) on docs/math.md section 5's
   example: each unit's SecondGD run, the loss against its step and the electron's path among the protons.
-* :func:`lemma29_example` / ``verify_lemma29.png``: MATH.md section 6's sign-activation example on ``S^1``:
+* :func:`lemma29_example` / ``verify_lemma29.png``: docs/math.md section 6's sign-activation example on ``S^1``:
   ``P(t)`` and ``L*(t) = -P(t)^2`` with ``+-w_j`` and the local minima of ``L*`` marked.
 
-Run ``python -m earnshaw.experiments.verify_plots [OUT_DIR]`` (float64; about half a minute on one core).
+Run ``python -m earnshaw.experiments.verify.plots [OUT_DIR]`` (float64; about half a minute on one core).
 """
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from earnshaw._typing import Student, Teacher
+from earnshaw.dynamics.descent import second_gd
+from earnshaw.dynamics.nodewise import nodewise_descent
+from earnshaw.loss import optimal_a
 from earnshaw.potentials import potential as _potential
 
 __all__ = ["lemma29_example", "nodewise_example", "plot_lemma29", "plot_nodewise", "save_verify_figures"]
@@ -26,7 +29,7 @@ EXAMPLE_B = (0.9, -0.6)
 
 
 def nodewise_example(lr=0.01, node_steps=100_000, save_every=50, eta=1e-6, gamma=1e-6):
-    """Node-wise descent on MATH.md section 5's example (ball ``eps = 0.5``, ``d = 3``, ``theta_i = 0`` starts),
+    """Node-wise descent on docs/math.md section 5's example (ball ``eps = 0.5``, ``d = 3``, ``theta_i = 0`` starts),
     with every unit's SecondGD path.
 
     Unit ``i``'s sub-problem is ``L`` restricted to ``(a_i, theta_i)`` with the earlier units frozen, which is
@@ -38,9 +41,6 @@ def nodewise_example(lr=0.01, node_steps=100_000, save_every=50, eta=1e-6, gamma
       dict with ``w``, ``b``, ``nodes`` (per unit: ``steps``, ``loss`` (full ``L``), ``theta`` path, ``a``,
       ``status``), ``loss_start`` and ``nodewise`` (the :func:`nodewise_descent` trajectory).
     """
-    from earnshaw.dynamics.descent import second_gd
-    from earnshaw.dynamics.nodewise import nodewise_descent
-    from earnshaw.loss import optimal_a
 
     pot = _potential("almost_harmonic", d=3, eps=0.5, lam=1.0)
     w, b = jnp.asarray(EXAMPLE_W), jnp.asarray(EXAMPLE_B)
@@ -90,7 +90,7 @@ def plot_nodewise(data, path=None):
              transform=ax0.transAxes, fontsize=7.5, color="0.3")
     ax0.set_xlabel("SecondGD step (per node)")
     ax0.set_ylabel("loss L (eq. 1)")
-    ax0.set_title("node-wise descent (Algorithm 3), MATH.md §5 example")
+    ax0.set_title("node-wise descent (Algorithm 3), docs/math.md §5 example")
     ax0.legend(fontsize=8)
     # orthonormal basis of the plane spanned by w_1, w_2 (it contains the start theta = 0)
     e1 = w[0] / np.linalg.norm(w[0])
@@ -123,11 +123,11 @@ def plot_nodewise(data, path=None):
 
 
 def lemma29_example(grid=4096):
-    """MATH.md section 6's sign-activation example on ``S^1``: ``s = (0.3, 1.9, 4.0)``, ``b = (0.8, -0.5, 0.35)``.
+    """docs/math.md section 6's sign-activation example on ``S^1``: ``s = (0.3, 1.9, 4.0)``, ``b = (0.8, -0.5, 0.35)``.
 
     Returns:
       dict with the angles ``t``, ``P(t)``, ``L*(t) = -P(t)^2``, ``s``, ``b`` and ``minima`` (the strict local
-      minima of ``L*`` on the grid; MATH.md: only ``1.9`` and ``1.9 + pi``, ``L* = -0.400422``).
+      minima of ``L*`` on the grid; docs/math.md: only ``1.9`` and ``1.9 + pi``, ``L* = -0.400422``).
     """
     pot = _potential("sign")
     s = np.array([0.3, 1.9, 4.0])
@@ -163,7 +163,8 @@ def plot_lemma29(data, path=None):
                + f" (L* = {data['minima_L'].min():.4f})")
     ax.set_xlim(0, 2 * np.pi)
     ax.set_xlabel("angle t of the electron on S¹")
-    ax.set_title("Lemma 29, sign activation on S¹: the minima of L* sit at ±wⱼ (MATH.md §6 example)", fontsize=10)
+    ax.set_title("Lemma 29, sign activation on S¹: the minima of L* sit at ±wⱼ (docs/math.md §6 example)",
+                 fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     if path is not None:
