@@ -97,7 +97,7 @@ def test_earnshaw_coulomb_electrons_end_on_protons():
 
 
 def test_second_gd_escapes_saddle_and_stops_by_rule():
-    """MATH.md section 5: f = x^2 - y^2/2 + y^4/4 from (0.3, 0): GD converges to the saddle, SecondGD escapes."""
+    """docs/math.md section 5: f = x^2 - y^2/2 + y^4/4 from (0.3, 0): GD converges to the saddle, SecondGD escapes."""
     # realise f as a 'problem' through train='theta' on a custom objective
     def f(pot, s, t):
         x, y = s.theta[..., 0, 0], s.theta[..., 0, 1]
