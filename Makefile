@@ -33,7 +33,7 @@ bench: $(VENV)/.bench
 
 # The documentation site (mkdocs-material + mkdocstrings, pinned in requirements.lock) into site/.
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache site

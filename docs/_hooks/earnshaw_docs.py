@@ -1,6 +1,6 @@
 """mkdocs hook: pages that are written from the repository at build time.
 
-* ``<!-- earnshaw:bench NAME -->`` becomes the table(s) of ``benchmarks/results/NAME.json`` or
+* ``<!-- earnshaw:bench NAME -->``, on a line of its own, becomes the table(s) of ``benchmarks/results/NAME.json`` or
   ``NAME.txt`` (``dynamics``, ``compile``, ``section5``, ``section5_depth2``), so the benchmarks page
   always shows the measured results that are committed, not numbers copied by hand.
 * ``<!-- earnshaw:cli COMMAND -->`` becomes the table of the command's arguments and options, read
@@ -19,7 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
-_MARKER = re.compile(r"<!--\s*earnshaw:(bench|cli)\s+([\w-]+)\s*-->")
+# A marker is a line of its own, so that the docs can mention one in running text.
+_MARKER = re.compile(r"^[ \t]*<!--\s*earnshaw:(bench|cli)\s+([\w-]+)\s*-->[ \t]*$", re.M)
 
 
 def on_config(config, **kwargs):
