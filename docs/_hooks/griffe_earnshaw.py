@@ -7,6 +7,7 @@ code, so that the reference renders them as code instead of nested block quotes 
 """
 from __future__ import annotations
 
+import inspect
 import re
 
 import griffe
@@ -39,7 +40,19 @@ def markdown_docstring(text: str) -> str:
     return "\n".join(out)
 
 
+def _borrowed(node, obj) -> bool:
+    """An attribute whose "docstring" is its value's type's (``float``, ``tuple``, ...), found by inspection."""
+    value = getattr(node, "obj", None)
+    if not isinstance(obj, griffe.Attribute) or value is None or obj.docstring is None:
+        return False
+    own = inspect.getdoc(type(value))
+    return own is not None and inspect.cleandoc(obj.docstring.value) == own
+
+
 class EarnshawDocstrings(griffe.Extension):
-    def on_instance(self, *, obj, **kwargs):
-        if obj.docstring is not None:
+    def on_instance(self, *, node, obj, **kwargs):
+        if _borrowed(node, obj):
+            # a dataclass field's default value is not documentation; the class's Attributes: section is
+            obj.docstring = None
+        elif obj.docstring is not None:
             obj.docstring.value = markdown_docstring(obj.docstring.value)
