@@ -1,4 +1,4 @@
-"""A five-minute tour of earnshaw (the README shows its output)."""
+"""A five-minute tour of earnshaw (docs/index.md shows its output)."""
 import jax
 
 jax.config.update("jax_enable_x64", True)  # landscape analysis wants float64
