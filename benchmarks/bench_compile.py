@@ -29,15 +29,15 @@ TARGET_S = 2.0
 # The call each entry point makes; `s` is a student, `t` a teacher, `key` a PRNG key. Sizes of loops are
 # small so the repeat call is short next to the compile time it is subtracted from.
 CALLS = {
-    "gd": "es.gradient_descent(pot, t, s, lr=1e-2, steps=200)",
-    "perturbed_gd": "es.perturbed_gd(pot, t, s, key, lr=1e-2, steps=200)",
+    "gd": "es.gradient_descent(pot, t, s, lr=1e-2, max_steps=200)",
+    "perturbed_gd": "es.perturbed_gd(key, pot, t, s, lr=1e-2, max_steps=200)",
     "flow": "es.gradient_flow(pot, t, s, t1=10.0)",
     "hessian": "es.hessian(pot, t, s)",
     "analyze": "es.analyze(pot, t, s)",
     "refine": "es.refine(pot, t, s)",
-    "hessian_descent": "es.hessian_descent(pot, t, s, lr=1e-2, steps=20)",
-    "second_gd": "es.second_gd(pot, t, s, lr=1e-2, steps=200)",
-    "nodewise": "es.nodewise_descent(pot, t, s, lr=1e-2, node_steps=200, key=key)",
+    "hessian_descent": "es.hessian_descent(pot, t, s, lr=1e-2, max_steps=20)",
+    "second_gd": "es.second_gd(pot, t, s, lr=1e-2, max_steps=200)",
+    "nodewise": "es.nodewise_descent(key, pot, t, s, lr=1e-2, max_steps=200)",
 }
 
 _CHILD = r"""
@@ -84,7 +84,7 @@ def machine_speed() -> float:
 
     t, s = problem(5, 5)
     steps = 200_000
-    run = lambda: es.gradient_descent("erf", t, s, lr=0.01, steps=steps,  # noqa: E731
+    run = lambda: es.gradient_descent("erf", t, s, lr=0.01, max_steps=steps,  # noqa: E731
                                       save_every=steps).final.a.block_until_ready()
     run()
     return steps / timeit(run)

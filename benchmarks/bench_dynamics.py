@@ -1,7 +1,7 @@
 """earnshaw dynamics against the code a user would otherwise write, in one run, with ratios.
 
 * population-loss GD (erf, k = d in {5, 20, 100}): earnshaw (jit + scan; autodiff, and the closed-form
-  gradient of ``earnshaw.dynamics.closed_form``) vs a PyTorch eager loop (autograd, float64) vs NumPy with a
+  gradient of ``earnshaw.closed_form``) vs a PyTorch eager loop (autograd, float64) vs NumPy with a
   hand-derived gradient;
 * gradient flow: earnshaw (diffrax Tsit5) vs scipy ``solve_ivp`` (RK45) with the NumPy gradient,
   same tolerances and horizon;
@@ -117,7 +117,7 @@ def bench_gd(sizes, steps_of):
         times = {}
         for grad in ("autodiff", "closed_form"):
             def run():
-                es.gradient_descent("erf", t, s, lr=lr, steps=steps, save_every=steps,
+                es.gradient_descent("erf", t, s, lr=lr, max_steps=steps, save_every=steps,
                                     grad=grad).final.a.block_until_ready()
             t0 = time.perf_counter()
             run()
@@ -130,7 +130,7 @@ def bench_gd(sizes, steps_of):
         t_np = timeit(lambda: numpy_gd(s.a, s.theta, t.b, t.w, lr, t_steps), 1) * steps / t_steps
         # same answer: compare against the NumPy result after t_steps
         ref_a, _ = numpy_gd(s.a, s.theta, t.b, t.w, lr, 50)
-        ours = es.gradient_descent("erf", t, s, lr=lr, steps=50, save_every=50).final.a
+        ours = es.gradient_descent("erf", t, s, lr=lr, max_steps=50, save_every=50).final.a
         assert np.allclose(np.asarray(ours), ref_a, atol=1e-10)
         rows.append(dict(bench="GD single instance", size=f"k=d={k}", steps=steps,
                          autodiff_steps_per_s=steps / t_es, closed_form_steps_per_s=steps / t_cf,
@@ -187,7 +187,7 @@ def bench_batch(batches, steps):
         row = dict(bench="batched GD", size=f"k=d=10, seeds={B}", steps=steps)
         for grad in ("autodiff", "closed_form"):
             def run():
-                es.gradient_descent("erf", t, s, lr=0.01, steps=steps, save_every=steps,
+                es.gradient_descent("erf", t, s, lr=0.01, max_steps=steps, save_every=steps,
                                     grad=grad).final.a.block_until_ready()
             run()
             row[f"{grad}_instance_steps_per_s"] = B * steps / timeit(run, 2)

@@ -19,15 +19,15 @@ print("Phi(0.25) =", round(float(pot.profile(0.25)), 10), " Phi(1) =", round(flo
 # E[sigma(X, w)^2] = Phi(0) = 1 for every w; Monte Carlo with 400k samples, 5 seeds each
 for norm in (0.0, 4.0):
     w = jnp.array([norm, 0.0, 0.0])
-    est = [es.monte_carlo(pot, w, w, jax.random.key(s), 400_000)[0] for s in range(5)]
+    est = [es.monte_carlo(jax.random.key(s), pot, w, w, 400_000)[0] for s in range(5)]
     print(f"|w| = {norm}: E[sigma^2] = 1, Monte Carlo estimates", " ".join(f"{e:.3f}" for e in est))
 
 # population loss (exact, through Phi) against sample losses, for a teacher near and far from the origin
 for shift in (0.0, 2.5):
     teacher = es.Teacher(b=jnp.array([1.0, -0.7]), w=jnp.array([[0.3, 0.0, 0.0], [-0.4, 0.5, 0.0]]) + shift)
     student = es.Student(a=jnp.array([0.8, -0.5]), theta=teacher.w + jnp.array([[0.2, -0.1, 0.0], [0.0, 0.3, 0.1]]))
-    pop = float(es.population_loss(pot, student, teacher))
-    emp = [float(es.empirical_loss(pot, student, teacher, jax.random.normal(jax.random.key(s), (100_000, 3))))
+    pop = float(es.population_loss(pot, teacher, student))
+    emp = [float(es.empirical_loss(pot, teacher, student, jax.random.normal(jax.random.key(s), (100_000, 3))))
            for s in range(6)]
     print(f"teacher shifted by {shift}: population loss {pop:.5f}; empirical (n=1e5, 6 seeds)",
           " ".join(f"{e:.5f}" for e in emp))

@@ -10,15 +10,15 @@ import earnshaw as es  # noqa: E402
 # 1. The potential an activation induces, exact, and checked against Monte Carlo.
 pot = es.potential("erf")
 u, v = jnp.array([1.0, 0.5, -0.3]), jnp.array([0.2, -0.7, 0.9])
-mc, se = es.monte_carlo(pot, u, v, jax.random.key(0), 1_000_000)
+mc, se = es.monte_carlo(jax.random.key(0), pot, u, v, 1_000_000)
 print(f"Phi_erf(u, v) = {float(pot(u, v)):.10f}   Monte Carlo {mc:.5f} +- {se:.5f}")
 
 # 2. A teacher (protons) and a batch of 256 students (electrons); the exact population loss.
 teacher = es.random_teacher(jax.random.key(1), d=4, k=3, scale=0.5)
 students = es.random_student(jax.random.key(2), d=4, k=3, scale=0.5, batch=256)
-print("loss of the teacher itself:", float(es.population_loss(pot, es.Student(a=teacher.b, theta=teacher.w),
-                                                                  teacher)))
-print("losses of 256 random students: median", float(jnp.median(es.population_loss(pot, students, teacher))))
+print("loss of the teacher itself:", float(es.population_loss(pot, teacher,
+                                                                  es.Student(a=teacher.b, theta=teacher.w))))
+print("losses of 256 random students: median", float(jnp.median(es.population_loss(pot, teacher, students))))
 
 # 3. Gradient flow for all 256 seeds in one compiled call (implicit solver: the flow is stiff).
 traj = es.gradient_flow(pot, teacher, students, t1=1e5, solver="kvaerno3", rtol=1e-5, atol=1e-7, gtol=1e-9)
@@ -35,5 +35,5 @@ print(f"worst seed {worst}: loss {report.loss[worst]:.3e}, lambda_min {report.la
       f"verdict {str(report.verdict[worst])!r}, units recovered {report.recovered[worst]}/3")
 
 # 5. Theorem 5 (corrected): the flow is electron-proton dynamics under 2 Phi.
-res, scale = es.theorem5_residual(pot, es.Student(a=students.a[0], theta=students.theta[0]), teacher)
+res, scale = es.theorem5_residual(pot, teacher, es.Student(a=students.a[0], theta=students.theta[0]))
 print(f"Theorem 5: |-grad L - electron velocity| = {res:.1e} (velocities ~ {scale:.2f})")

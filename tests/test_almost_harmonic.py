@@ -227,6 +227,6 @@ def test_registration_and_validation():
 def test_population_loss_and_self_energy(getkey):
     pot = _pot("ball", 0.5)
     teacher = es.random_teacher(getkey(), d=3, k=3)
-    assert float(es.population_loss(pot, es.Student(a=teacher.b, theta=teacher.w), teacher)) == pytest.approx(0, abs=1e-12)
-    g = jax.grad(lambda th: es.population_loss(pot, es.Student(a=teacher.b, theta=th), teacher))(teacher.w + 0.01)
+    assert float(es.population_loss(pot, teacher, es.Student(a=teacher.b, theta=teacher.w))) == pytest.approx(0, abs=1e-12)
+    g = jax.grad(lambda th: es.population_loss(pot, teacher, es.Student(a=teacher.b, theta=th)))(teacher.w + 0.01)
     assert bool(jnp.all(jnp.isfinite(g)))

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 import earnshaw as es
-from earnshaw.dynamics import problem as P
-from earnshaw.dynamics.closed_form import flat_gradient, flat_value_and_gradient, has_closed_form
+from earnshaw.closed_form import has_closed_form
 from earnshaw.potentials._fastmath import asin
 
 
@@ -60,12 +59,10 @@ def test_erf_closed_form_gradient_equals_autodiff(objective, k, d, m):
     @jax.jit
     @jax.vmap
     def both(ti, x):  # one compiled call for the five problems (eager dispatch of each op is the slow part)
-        return (flat_gradient(pot, ti, k, d, objective, "closed_form")(x),
-                flat_gradient(pot, ti, k, d, objective, "autodiff")(x),
-                flat_value_and_gradient(pot, ti, k, d, objective, "closed_form")(x),
-                P.make_objective(pot, ti, k, d, objective)(x))
+        cf, ad = es.Problem(pot, ti, objective, gradient="closed_form"), es.Problem(pot, ti, objective, gradient="autodiff")
+        return cf.flat_grad(x), ad.flat_grad(x), cf.flat_value_and_grad(x), ad.f(x)
 
-    g_cf, g_ad, (v_vg, g_vg), v_ref = both(t, jax.vmap(P.flatten)(s))
+    g_cf, g_ad, (v_vg, g_vg), v_ref = both(t, es.Problem(pot, t).flatten(s))
     assert g_cf.shape == (5, k * (d + 1))
     np.testing.assert_allclose(g_cf, g_ad, rtol=1e-12, atol=1e-13)
     # the value from the gradient's Gram matrices is the objective's, and the gradient beside it the same
@@ -77,9 +74,10 @@ def test_erf_closed_form_gradient_matches_finite_differences():
     t, s = _problems(3, 3, 1, jax.random.key(3))
     ti, si = es.Teacher(b=t.b[0], w=t.w[0]), es.Student(a=s.a[0], theta=s.theta[0])
     pot = es.potential("erf")
-    x = P.flatten(si)
-    g = np.asarray(flat_gradient(pot, ti, 3, 3, "L", "closed_form")(x))
-    f = P.make_objective(pot, ti, 3, 3, "L")
+    problem = es.Problem(pot, ti, "L", gradient="closed_form")
+    x = problem.flatten(si)
+    g = np.asarray(problem.flat_grad(x))
+    f = problem.f
     h = 1e-6
     fd = np.array([(f(x.at[j].add(h)) - f(x.at[j].add(-h))) / (2 * h) for j in range(x.size)])
     np.testing.assert_allclose(g, fd, atol=1e-8)
@@ -88,11 +86,12 @@ def test_erf_closed_form_gradient_matches_finite_differences():
 def test_solvers_give_the_same_answer_with_either_gradient():
     t = es.random_teacher(jax.random.key(0), d=4, k=3)
     s = es.random_student(jax.random.key(1), d=4, k=3, batch=4)
-    runs = {g: es.gradient_descent("erf", t, s, lr=0.05, steps=500, grad=g) for g in ("autodiff", "closed_form")}
-    np.testing.assert_allclose(P.flatten(runs["autodiff"].final), P.flatten(runs["closed_form"].final), atol=1e-11)
+    runs = {g: es.gradient_descent("erf", t, s, lr=0.05, max_steps=500, grad=g) for g in ("autodiff", "closed_form")}
+    flat = es.Problem("erf", t).flatten
+    np.testing.assert_allclose(flat(runs["autodiff"].final), flat(runs["closed_form"].final), atol=1e-11)
     np.testing.assert_allclose(runs["autodiff"].losses, runs["closed_form"].losses, atol=1e-12)
     flows = {g: es.gradient_flow("erf", t, s, t1=50.0, grad=g, n_save=5) for g in ("autodiff", "closed_form")}
-    np.testing.assert_allclose(P.flatten(flows["autodiff"].final), P.flatten(flows["closed_form"].final), atol=1e-9)
+    np.testing.assert_allclose(flat(flows["autodiff"].final), flat(flows["closed_form"].final), atol=1e-9)
 
 
 def test_gradient_choice_is_validated():
@@ -100,11 +99,11 @@ def test_gradient_choice_is_validated():
     s = es.random_student(jax.random.key(1), d=2, k=2)
     assert has_closed_form(es.potential("erf"), "L") and not has_closed_form(es.potential("relu"), "L")
     with pytest.raises(ValueError, match="autodiff"):
-        es.gradient_descent("relu", t, s, steps=2, grad="closed_form")
+        es.gradient_descent("relu", t, s, max_steps=2, grad="closed_form")
     with pytest.raises(ValueError, match="valid: auto, autodiff, closed_form"):
         es.gradient_flow("erf", t, s, t1=1.0, grad="analytic")
     # auto falls back to autodiff where no closed form is known
-    assert np.isfinite(float(es.gradient_descent("relu", t, s, steps=5, grad="auto").final_loss))
+    assert np.isfinite(float(es.gradient_descent("relu", t, s, max_steps=5, grad="auto").final_loss))
 
 
 @pytest.mark.parametrize("objective", ["L", "G", "reduced"])
@@ -112,8 +111,6 @@ def test_gradient_choice_is_validated():
 def test_erf_hessian_from_closed_form_gradient_equals_autodiff(objective, k, d, m):
     """es.hessian, analyze and the second-order methods take erf's Hessian as the forward-mode Jacobian of
     the closed-form gradient; it must equal jax.hessian of the objective, and be symmetric."""
-    from earnshaw.landscape.hessian import flat_hessian
-
     t, s = _problems(k, d, 5, jax.random.key(k * 7 + d), m=m)
     pot = es.potential("erf")
     assert has_closed_form(pot, objective)
@@ -121,10 +118,10 @@ def test_erf_hessian_from_closed_form_gradient_equals_autodiff(objective, k, d, 
     @jax.jit
     @jax.vmap
     def both(ti, x):
-        return (flat_hessian(pot, ti, k, d, objective)(x),
-                jax.hessian(P.make_objective(pot, ti, k, d, objective))(x))
+        problem = es.Problem(pot, ti, objective)
+        return problem.flat_hessian(x), jax.hessian(problem.replace(gradient="autodiff").f)(x)
 
-    H, ref = map(np.asarray, both(t, jax.vmap(P.flatten)(s)))
+    H, ref = map(np.asarray, both(t, es.Problem(pot, t).flatten(s)))
     assert H.shape == (5, k * (d + 1), k * (d + 1))
     np.testing.assert_allclose(H, ref, rtol=1e-10, atol=1e-11)
     np.testing.assert_allclose(H, H.transpose(0, 2, 1), atol=1e-12)

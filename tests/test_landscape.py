@@ -19,7 +19,7 @@ def test_global_minimum_classified_with_psd_hessian():
 def test_sign_symmetry_in_matching_for_odd_activations():
     t = es.random_teacher(jax.random.key(1), d=3, k=2)
     flipped = es.Student(a=t.b * jnp.array([-1.0, 1.0]), theta=t.w * jnp.array([[-1.0], [1.0]]))
-    assert float(es.population_loss("erf", flipped, t)) < 1e-14
+    assert float(es.population_loss("erf", t, flipped)) < 1e-14
     rep = es.analyze("erf", t, flipped)
     assert int(rep.recovered) == 2 and str(rep.verdict) == "global minimum"
     rep_relu = es.analyze("relu", t, flipped)
@@ -31,7 +31,7 @@ def test_saddle_classified():
     # by symmetry a critical point in theta, and a saddle (it can fall toward either proton)
     t = es.Teacher(b=jnp.array([1.0, 1.0]), w=jnp.array([[-1.5, 0.0], [1.5, 0.0]]))
     s = es.Student(a=jnp.array([1.0]), theta=jnp.array([[0.0, 0.0]]))
-    a_opt = es.optimal_a("gaussian", s.theta, t)
+    a_opt = es.optimal_a("gaussian", t, s.theta)
     s = es.Student(a=a_opt, theta=s.theta)
     rep = es.analyze("gaussian", t, s)
     assert float(rep.grad_norm) < 1e-12
@@ -46,7 +46,7 @@ def test_lemma29_single_node_minimum_value():
     t = es.Teacher(b=jnp.array([0.8, -0.5, 0.35]), w=w)
     # one student unit at w_2 with optimal charge: a spurious local minimum of the sphere problem (k=1 < 3)
     th = w[1:2]
-    a = es.optimal_a("sign", th, t)
+    a = es.optimal_a("sign", t, th)
     rep = es.analyze("sign", t, es.Student(a=a, theta=th))
     # sign's potential is not differentiable at theta = w_j; the a-gradient vanishes
     assert abs(float(rep.loss) - (float(t.b @ es.potential("sign").gram(w, w) @ t.b) - 0.400422)) < 1e-5
@@ -86,7 +86,7 @@ def test_cluster_laplacian_formula_yukawa():
     # at any charges a, moving electron 1 alone: Laplacian = 2 lam a_1 (a_2 K_12 - sum_j b_j B_1j)
     K = pot.self_gram(th)
     a = jnp.array([0.7, -0.4])
-    f = lambda v: es.reduced_loss(pot, es.Student(a=a, theta=th.at[0].add(v)), t)  # noqa: E731
+    f = lambda v: es.reduced_loss(pot, t, es.Student(a=a, theta=th.at[0].add(v)))  # noqa: E731
     lap = float(jnp.trace(jax.hessian(f)(jnp.zeros(3))))
     B = pot.gram(th, t.w)
     expected = 2 * lam * a[0] * (a[1] * K[0, 1] - B[0] @ t.b)

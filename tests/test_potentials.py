@@ -38,7 +38,7 @@ def test_closed_form_matches_monte_carlo(name, d, getkey):
     for _ in range(2):
         u = jax.random.normal(getkey(), (d,)) / math.sqrt(d) * 1.2
         v = jax.random.normal(getkey(), (d,)) / math.sqrt(d) * 1.2
-        mean, se = es.monte_carlo(pot, u, v, getkey(), 1_000_000)
+        mean, se = es.monte_carlo(getkey(), pot, u, v, 1_000_000)
         assert abs(float(pot(u, v)) - mean) < 4 * se + 1e-12, (name, float(pot(u, v)), mean, se)
 
 

@@ -39,7 +39,7 @@ def test_gaussian_realised_in_d3_by_monte_carlo(getkey):
     # ell^2 = 1 < 8: E[sigma^4] is finite (docs/math.md section 1b), so Monte Carlo error bars are valid here.
     pot = es.realize(es.potential("gaussian", ell=1.0), d=3)
     u, v = jnp.array([0.2, -0.1, 0.3]), jnp.array([-0.3, 0.2, 0.0])
-    mean, se = es.monte_carlo(pot, u, v, getkey(), 400_000)
+    mean, se = es.monte_carlo(getkey(), pot, u, v, 400_000)
     target = math.exp(-float(jnp.sum((u - v) ** 2)) / 2)
     assert abs(mean - target) < 5 * se and se < 0.02
 
@@ -143,9 +143,9 @@ def test_realised_potential_works_with_losses(getkey):
     pot = es.realize(es.potential("gaussian", ell=1.0), d=2)
     teacher = es.random_teacher(getkey(), d=2, k=3)
     x = jax.random.normal(getkey(), (20_000, 2))
-    assert float(es.empirical_loss(pot, es.Student(a=teacher.b, theta=teacher.w), teacher, x)) == 0.0
+    assert float(es.empirical_loss(pot, teacher, es.Student(a=teacher.b, theta=teacher.w), x)) == 0.0
     student = es.Student(a=teacher.b, theta=teacher.w + 0.3)
-    emp = float(es.empirical_loss(pot, student, teacher, x))
-    pop = float(es.population_loss(pot, student, teacher))
+    emp = float(es.empirical_loss(pot, teacher, student, x))
+    pop = float(es.population_loss(pot, teacher, student))
     assert emp == pytest.approx(pop, rel=0.2)
     assert es.realize(es.potential("gaussian", ell=1.0), d=2) is pot  # cached

@@ -8,7 +8,7 @@ charge ``b_j``) under the potential ``Phi(u, v) = E[sigma(X, u) sigma(X, v)]``.
 >>> import jax, earnshaw as es
 >>> pot = es.potential("erf")
 >>> teacher = es.random_teacher(jax.random.key(0), d=10, k=5)
->>> float(es.population_loss(pot, es.Student(a=teacher.b, theta=teacher.w), teacher))
+>>> float(es.population_loss(pot, teacher, es.Student(a=teacher.b, theta=teacher.w)))
 0.0
 """
 from earnshaw._typing import Student as Student, Teacher as Teacher
@@ -23,13 +23,15 @@ from earnshaw.potentials import POTENTIALS as POTENTIALS, Potential as Potential
 from earnshaw.potentials.monte_carlo import monte_carlo as monte_carlo
 from earnshaw.potentials.realize import NotRealizableError as NotRealizableError, realize as realize
 
-__version__ = "0.1.0"
+from earnshaw.problem import Problem as Problem
 from earnshaw.dynamics.descent import (gradient_descent as gradient_descent, hessian_descent as hessian_descent,
-                                       nodewise_descent as nodewise_descent, perturbed_gd as perturbed_gd,
-                                       second_gd as second_gd)
+                                       optimize as optimize, perturbed_gd as perturbed_gd, second_gd as second_gd)
+from earnshaw.dynamics.nodewise import nodewise_descent as nodewise_descent
 from earnshaw.dynamics.flow import gradient_flow as gradient_flow
 from earnshaw.landscape.analyze import Report as Report, analyze as analyze
 from earnshaw.landscape.critical import refine as refine
 from earnshaw.landscape.hessian import hessian as hessian, spectrum as spectrum
 from earnshaw.landscape.matching import match_units as match_units
 from earnshaw.trajectory import DivergenceError as DivergenceError, STATUS as STATUS, Trajectory as Trajectory
+
+__version__ = "0.1.0"

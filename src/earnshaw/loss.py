@@ -1,7 +1,7 @@
 r"""Losses of a student against a teacher, written through the potential.
 
 With ``K = Phi(theta, theta)``, ``B = Phi(theta, w)`` and ``W = Phi(w, w)``
-(MATH.md section 4) and the natural sign (the student predicts ``+sum a_i
+(docs/math.md section 4) and the natural sign (the student predicts ``+sum a_i
 sigma(x, theta_i)``; the paper's eq. (1) uses ``-a``):
 
 * population (eq. 1): ``L = E[(f - f_hat)^2] = a'Ka - 2 a'Bb + b'Wb``, exact;
@@ -30,7 +30,7 @@ def _quad(x, M, y):
     return jnp.sum(x[..., :, None] * M * y[..., None, :], axis=(-2, -1))
 
 
-def _parts(pot, student, teacher):
+def _parts(pot, teacher, student):
     pot = _potential(pot)
     check_pair(student, teacher)
     K = pot.self_gram(student.theta)
@@ -38,26 +38,26 @@ def _parts(pot, student, teacher):
     return pot, K, B
 
 
-def population_loss(pot, student: Student, teacher: Teacher):
+def population_loss(pot, teacher: Teacher, student: Student):
     """Exact population loss ``E_X[(f(X) - f_hat(X))^2]`` (paper eq. 1, natural sign).
 
     Args:
-      pot: a :class:`Potential` or a name. student, teacher: with optional leading batch axes.
+      pot: a :class:`Potential` or a name. teacher, student: with optional leading batch axes.
 
     Returns:
       Loss with the broadcast batch shape.
 
     >>> import jax, earnshaw as es
     >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
-    >>> float(es.population_loss("erf", es.Student(a=t.b, theta=t.w), t))
+    >>> float(es.population_loss("erf", t, es.Student(a=t.b, theta=t.w)))
     0.0
     """
-    pot, K, B = _parts(pot, student, teacher)
+    pot, K, B = _parts(pot, teacher, student)
     W = pot.self_gram(teacher.w)
     return _quad(student.a, K, student.a) - 2.0 * _quad(student.a, B, teacher.b) + _quad(teacher.b, W, teacher.b)
 
 
-def reduced_loss(pot, student: Student, teacher: Teacher):
+def reduced_loss(pot, teacher: Teacher, student: Student):
     """Reduced loss ``L_bar = sum_{i != j} a_i a_j Phi_ij - 2 sum_ij a_i b_j Phi(theta_i, w_j)`` (eq. 2).
 
     Finite for potentials that are infinite at 0 (coulomb, yukawa), unless two
@@ -68,28 +68,28 @@ def reduced_loss(pot, student: Student, teacher: Teacher):
     >>> s = es.random_student(jax.random.key(1), d=3, k=2)
     >>> phi = es.potential("erf")
     >>> own = (s.a**2 * phi(s.theta, s.theta)).sum() + t.b @ phi.gram(t.w, t.w) @ t.b
-    >>> bool(abs(es.population_loss(phi, s, t) - es.reduced_loss(phi, s, t) - own) < 1e-5)
+    >>> bool(abs(es.population_loss(phi, t, s) - es.reduced_loss(phi, t, s) - own) < 1e-5)
     True
     """
-    pot, K, B = _parts(pot, student, teacher)
+    pot, K, B = _parts(pot, teacher, student)
     k = K.shape[-1]
     off = jnp.where(jnp.eye(k, dtype=bool), 0.0, K)
     return _quad(student.a, off, student.a) - 2.0 * _quad(student.a, B, teacher.b)
 
 
-def regularised_loss(pot, student: Student, teacher: Teacher):
+def regularised_loss(pot, teacher: Teacher, student: Student):
     """``G = L + |a|^2`` (Section 4 of the paper); batch axes as in :func:`population_loss`.
 
     >>> import jax, earnshaw as es
     >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
     >>> s = es.random_student(jax.random.key(1), d=3, k=2)
-    >>> bool(abs(es.regularised_loss("erf", s, t) - es.population_loss("erf", s, t) - (s.a**2).sum()) < 1e-6)
+    >>> bool(abs(es.regularised_loss("erf", t, s) - es.population_loss("erf", t, s) - (s.a**2).sum()) < 1e-6)
     True
     """
-    return population_loss(pot, student, teacher) + jnp.sum(student.a**2, axis=-1)
+    return population_loss(pot, teacher, student) + jnp.sum(student.a**2, axis=-1)
 
 
-def empirical_loss(act, student: Student, teacher: Teacher, x):
+def empirical_loss(act, teacher: Teacher, student: Student, x):
     """Sample mean of ``(f(x) - f_hat(x))^2``.
 
     Args:
@@ -103,7 +103,7 @@ def empirical_loss(act, student: Student, teacher: Teacher, x):
     >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
     >>> s = es.random_student(jax.random.key(1), d=3, k=2)
     >>> x = jax.random.normal(jax.random.key(2), (200_000, 3))
-    >>> mc, exact = es.empirical_loss("erf", s, t, x), es.population_loss("erf", s, t)
+    >>> mc, exact = es.empirical_loss("erf", t, s, x), es.population_loss("erf", t, s)
     >>> bool(abs(mc - exact) < 0.02 * exact)  # the sample mean estimates the population loss
     True
     """
@@ -116,7 +116,7 @@ def empirical_loss(act, student: Student, teacher: Teacher, x):
     return jnp.mean(err * err, axis=-1)
 
 
-def optimal_a(pot, theta, teacher: Teacher, *, reg: float = 0.0):
+def optimal_a(pot, teacher: Teacher, theta, *, reg: float = 0.0):
     """Best output weights for fixed ``theta``: ``argmin_a L + reg |a|^2``.
 
     ``a* = (K + reg I)^+ B b`` (natural sign; pseudo-inverse when units coincide).
@@ -130,7 +130,7 @@ def optimal_a(pot, theta, teacher: Teacher, *, reg: float = 0.0):
 
     >>> import jax, earnshaw as es
     >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
-    >>> bool(jax.numpy.allclose(es.optimal_a("erf", t.w, t), t.b))  # at the teacher's units: its charges
+    >>> bool(jax.numpy.allclose(es.optimal_a("erf", t, t.w), t.b))  # at the teacher's units: its charges
     True
     """
     pot = _potential(pot)
@@ -143,18 +143,18 @@ def optimal_a(pot, theta, teacher: Teacher, *, reg: float = 0.0):
     return jnp.einsum("...ij,...j->...i", jnp.linalg.pinv(A, hermitian=True), rhs)
 
 
-def optimal_loss(pot, theta, teacher: Teacher, *, reg: float = 0.0):
+def optimal_loss(pot, teacher: Teacher, theta, *, reg: float = 0.0):
     """``min_a L + reg |a|^2`` for fixed ``theta`` (shape: the batch shape).
 
     >>> import jax, earnshaw as es
     >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
     >>> s = es.random_student(jax.random.key(1), d=3, k=2)
-    >>> bool(abs(es.optimal_loss("erf", t.w, t)) < 1e-5), bool(es.optimal_loss("erf", s.theta, t) > 0)
+    >>> bool(abs(es.optimal_loss("erf", t, t.w)) < 1e-5), bool(es.optimal_loss("erf", t, s.theta) > 0)
     (True, True)
     """
-    a = optimal_a(pot, theta, teacher, reg=reg)
+    a = optimal_a(pot, teacher, theta, reg=reg)
     student = Student(a=a, theta=jnp.broadcast_to(theta, a.shape + theta.shape[-1:]))
-    return population_loss(pot, student, teacher) + reg * jnp.sum(a**2, axis=-1)
+    return population_loss(pot, teacher, student) + reg * jnp.sum(a**2, axis=-1)
 
 
 #: Objectives by name, as used by the solvers' ``objective=`` keyword.
@@ -178,7 +178,7 @@ def objective(name):
     return OBJECTIVES[name]
 
 
-def loss_grad(pot, student, teacher, name="L"):
+def loss_grad(pot, teacher, student, name="L"):
     """Gradient of objective ``name`` w.r.t. the student (a :class:`Student` of gradients)."""
     fn = objective(name)
-    return jax.grad(lambda s: jnp.sum(fn(pot, s, teacher)))(student)
+    return jax.grad(lambda s: jnp.sum(fn(pot, teacher, s)))(student)

@@ -23,7 +23,7 @@ class DivergenceError(FloatingPointError):
     >>> import jax, earnshaw as es
     >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
     >>> s = es.random_student(jax.random.key(1), d=3, k=2)
-    >>> es.gradient_descent("erf", t, s, lr=1e3, steps=100)
+    >>> es.gradient_descent("erf", t, s, lr=1e3, max_steps=100)
     Traceback (most recent call last):
     earnshaw.trajectory.DivergenceError: gradient_descent: the run produced NaN/Inf or diverged. Likely cause: step size too large (lr=1000.0)...
     """
@@ -49,7 +49,7 @@ class Trajectory:
     >>> import jax, earnshaw as es
     >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
     >>> s = es.random_student(jax.random.key(1), d=3, k=2, batch=4)
-    >>> traj = es.gradient_descent("erf", t, s, lr=0.05, steps=200, save_every=20)
+    >>> traj = es.gradient_descent("erf", t, s, lr=0.05, max_steps=200, save_every=20)
     >>> traj.batch_shape, traj.losses.shape, traj.params.theta.shape, traj[1].final.theta.shape
     ((4,), (4, 11), (4, 11, 2, 3), (2, 3))
     >>> list(traj.status_names())
@@ -91,7 +91,8 @@ def check_on_divergence(on_divergence: str) -> None:
         raise ValueError(f"unknown on_divergence={on_divergence!r}; valid: {', '.join(ON_DIVERGENCE)}")
 
 
-def report_failures(traj: Trajectory, *, method: str, lr=None, pot=None, on_divergence: str = "raise"):
+def report_failures(traj: Trajectory, *, method: str, lr=None, pot=None, on_divergence: str = "raise",
+                    optimizer: bool = False):
     """Turn diverged problems into a clear error (single run / all diverged) or a warning (some in a batch).
 
     Returns ``traj`` unchanged when nothing diverged.
@@ -104,6 +105,8 @@ def report_failures(traj: Trajectory, *, method: str, lr=None, pot=None, on_dive
     causes = []
     if lr is not None:
         causes.append(f"step size too large (lr={lr}); try a smaller lr")
+    if optimizer:
+        causes.append("the optimiser's step size too large; try a smaller learning rate")
     if pot is not None and not pot.bounded:
         causes.append(f"the potential {pot!r} is unbounded at r=0, so colliding charges blow up; "
                       "use a bounded potential or stop earlier")

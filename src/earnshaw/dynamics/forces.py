@@ -6,7 +6,7 @@ force of a charge ``q`` at ``y`` on electron ``i`` under a pair potential ``P`` 
 ``F = q_i q nabla_1 P(theta_i, y)``, and the electrons move with velocity
 ``-sum F`` (gradient descent reads forces as velocities).
 
-**Theorem 5, corrected** (MATH.md section 4 and 8): gradient flow
+**Theorem 5, corrected** (docs/math.md sections 4 and 8): gradient flow
 ``dtheta/dt = -nabla_theta L`` on the loss ``L`` of eq. (1) *is* electron-proton
 dynamics under ``2 Phi`` (the paper says flow on ``L/2``, which is dynamics under
 ``Phi``, off by a factor of 2); inner-product potentials add the self-energy force
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from earnshaw._typing import Student, Teacher, check_pair
 from earnshaw.loss import population_loss, reduced_loss
 from earnshaw.potentials import potential as _potential
+from earnshaw.problem import as_student, as_teacher, vmap_batch
 
 __all__ = ["electron_velocity", "theorem5_residual"]
 
@@ -51,7 +52,7 @@ def _velocity_single(pot, a, theta, b, w, include_self):
     return -force
 
 
-def electron_velocity(pot, student: Student, teacher: Teacher, *, include_self: bool = True):
+def electron_velocity(pot, teacher: Teacher, student: Student, *, include_self: bool = True):
     r"""Electron velocities under electron-proton dynamics with potential ``2 Phi`` (Def. 4).
 
     ``v_i = -sum_{j != i} q_i q_j nabla_1(2 Phi)(theta_i, theta_j)
@@ -60,7 +61,7 @@ def electron_velocity(pot, student: Student, teacher: Teacher, *, include_self: 
     with ``q = -a``. Computed pair by pair from ``nabla_1 Phi``, independently of the loss.
 
     Args:
-      pot: potential or name. student, teacher: optional leading batch axes (same on both or teacher unbatched).
+      pot: potential or name. teacher, student: optional leading batch axes (same on both or teacher unbatched).
       include_self: add the self-energy force of inner-product potentials.
 
     Returns:
@@ -69,28 +70,26 @@ def electron_velocity(pot, student: Student, teacher: Teacher, *, include_self: 
     >>> import jax, earnshaw as es
     >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
     >>> s = es.random_student(jax.random.key(1), d=3, k=2)
-    >>> v = es.electron_velocity("erf", s, t)
-    >>> g = jax.grad(lambda th: es.population_loss("erf", es.Student(a=s.a, theta=th), t))(s.theta)
+    >>> v = es.electron_velocity("erf", t, s)
+    >>> g = jax.grad(lambda th: es.population_loss("erf", t, es.Student(a=s.a, theta=th)))(s.theta)
     >>> v.shape, bool(jax.numpy.abs(v + g).max() < 1e-5)
     ((2, 3), True)
     """
     pot = _potential(pot)
+    teacher, student = as_teacher(teacher), as_student(student)
     check_pair(student, teacher)
-    fn = _velocity_program(pot, bool(include_self), student.a.ndim - 1, teacher.b.ndim > 1)
-    return fn(student.a, student.theta, teacher.b, teacher.w)
+    return _velocity_program(pot, bool(include_self), student.a, student.theta, teacher.b, teacher.w)
 
 
-@functools.lru_cache(maxsize=None)
-def _velocity_program(pot, include_self, nb, teacher_batched):
+@functools.partial(jax.jit, static_argnames=("pot", "include_self"))
+def _velocity_program(pot, include_self, a, theta, b, w):
     # one compiled program: run op by op, the pairwise vmaps of grads took seconds per call
     fn = lambda a, th, b, w: _velocity_single(pot, a, th, b, w, include_self)  # noqa: E731
-    for _ in range(nb):
-        tb = 0 if teacher_batched else None
-        fn = jax.vmap(fn, (0, 0, tb, tb))
-    return jax.jit(fn)
+    tb = 0 if b.ndim > 1 else None
+    return vmap_batch(fn, a.ndim - 1, (0, 0, tb, tb))(a, theta, b, w)
 
 
-def theorem5_residual(pot, student: Student, teacher: Teacher):
+def theorem5_residual(pot, teacher: Teacher, student: Student):
     """Max-abs difference between ``-nabla_theta L`` (autodiff of eq. 1) and :func:`electron_velocity`.
 
     Uses the reduced loss (eq. 2) for unbounded potentials, whose gradient in
@@ -100,25 +99,21 @@ def theorem5_residual(pot, student: Student, teacher: Teacher):
     >>> import jax, earnshaw as es
     >>> jax.config.update("jax_enable_x64", True)
     >>> t = es.random_teacher(jax.random.key(0), d=3, k=2); s = es.random_student(jax.random.key(1), d=3, k=2)
-    >>> res, scale = es.theorem5_residual("erf", s, t)
+    >>> res, scale = es.theorem5_residual("erf", t, s)
     >>> bool(res < 1e-12 * max(scale, 1.0))
     True
     >>> jax.config.update("jax_enable_x64", False)
     """
     pot = _potential(pot)
+    teacher, student = as_teacher(teacher), as_student(student)
     check_pair(student, teacher)
-    res, scale = _residual_program(pot)(student, teacher)
+    res, scale = _residual_program(pot, teacher, student)
     return float(res), float(scale)
 
 
-@functools.lru_cache(maxsize=None)
-def _residual_program(pot):
+@functools.partial(jax.jit, static_argnames=("pot",))
+def _residual_program(pot, teacher, student):
     loss = population_loss if pot.bounded else reduced_loss
-
-    @jax.jit
-    def residual(student, teacher):
-        grad_theta = jax.grad(lambda th: jnp.sum(loss(pot, Student(a=student.a, theta=th), teacher)))(student.theta)
-        vel = electron_velocity(pot, student, teacher)
-        return jnp.max(jnp.abs(-grad_theta - vel)), jnp.max(jnp.abs(vel))
-
-    return residual
+    grad_theta = jax.grad(lambda th: jnp.sum(loss(pot, teacher, Student(a=student.a, theta=th))))(student.theta)
+    vel = _velocity_program(pot, True, student.a, student.theta, teacher.b, teacher.w)
+    return jnp.max(jnp.abs(-grad_theta - vel)), jnp.max(jnp.abs(vel))

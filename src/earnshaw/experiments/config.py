@@ -54,9 +54,9 @@ _NOT_GRIDDABLE = ("name", "grid", "seeds", "save_paths")
 
 
 def _solvers() -> dict:
-    from earnshaw.dynamics.descent import (gradient_descent, hessian_descent, nodewise_descent, perturbed_gd,
-                                           second_gd)
+    from earnshaw.dynamics.descent import gradient_descent, hessian_descent, perturbed_gd, second_gd
     from earnshaw.dynamics.flow import gradient_flow
+    from earnshaw.dynamics.nodewise import nodewise_descent
 
     return {"gradient_flow": gradient_flow, "gradient_descent": gradient_descent, "perturbed_gd": perturbed_gd,
             "hessian_descent": hessian_descent, "second_gd": second_gd, "nodewise_descent": nodewise_descent}
@@ -70,7 +70,8 @@ ALGORITHMS = ("gradient_flow", "gradient_descent", "perturbed_gd", "hessian_desc
 def algorithm_options(name: str) -> dict:
     """Option names of algorithm ``name`` and their defaults."""
     sig = inspect.signature(_solvers()[name])
-    return {p: v.default for p, v in sig.parameters.items() if p not in _RESERVED}
+    return {p: v.default for p, v in sig.parameters.items()
+            if p not in _RESERVED and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)}
 
 
 class ConfigError(ValueError):

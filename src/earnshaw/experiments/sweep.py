@@ -164,9 +164,9 @@ def run_cell(cfg: ExperimentConfig, cell_id: Optional[str] = None) -> dict:
     name, opts = cfg.algorithm.name, dict(cfg.algorithm.options)
     solver = _solvers()[name]
     if name == "perturbed_gd":
-        traj = solver(pot, teacher, students, akey, on_divergence="ignore", **opts)
+        traj = solver(akey, pot, teacher, students, on_divergence="ignore", **opts)
     elif name == "nodewise_descent":
-        traj = solver(pot, teacher, students, key=akey, on_divergence="ignore", **opts)
+        traj = solver(akey, pot, teacher, students, on_divergence="ignore", **opts)
     else:
         traj = solver(pot, teacher, students, on_divergence="ignore", **opts)
     traj = jax.tree_util.tree_map(np.asarray, traj)
@@ -177,12 +177,12 @@ def run_cell(cfg: ExperimentConfig, cell_id: Optional[str] = None) -> dict:
     point = jax.tree_util.tree_map(jnp.asarray, traj.final)
     objective = opts.get("objective")
     if an.refine:
-        point, newton_gn = refine(pot, teacher, point, objective=objective, train=opts.get("train", "both"))
+        point, newton_gn = refine(pot, teacher, point, objective=objective, train=opts.get("train"))
         newton_gn = np.asarray(newton_gn)
     else:
         newton_gn = np.full(cfg.seeds, np.nan)
-    report = analyze(pot, teacher, point, objective=objective, gtol=an.gtol, htol=an.htol, eps=an.eps,
-                     loss_tol=an.loss_tol, match_tol=an.match_tol)
+    report = analyze(pot, teacher, point, objective=objective, train=opts.get("train"), gtol=an.gtol, htol=an.htol,
+                     eps=an.eps, loss_tol=an.loss_tol, match_tol=an.match_tol)
     t_analyze = time.perf_counter() - t0
     t_cell = time.perf_counter() - start
 

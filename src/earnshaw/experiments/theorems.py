@@ -30,10 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from earnshaw._typing import Student, Teacher
-from earnshaw.dynamics import problem as P
 from earnshaw.dynamics.forces import electron_velocity
 from earnshaw.loss import objective as _objective, optimal_a
 from earnshaw.potentials import potential as _potential
+from earnshaw.problem import Problem
 
 __all__ = ["check_theorem5", "check_earnshaw", "check_theorem11", "check_theorem12", "check_theorem17",
            "check_lemma29", "check_lemma31", "check_theorem30", "CHECKS", "verify", "table_rows"]
@@ -107,8 +107,8 @@ def _theorem5_fn(pot, loss_scale, include_self):
     loss = _objective("L" if pot.bounded else "reduced")
 
     def single(student, teacher):
-        g = jax.grad(lambda th: loss_scale * loss(pot, Student(a=student.a, theta=th), teacher))(student.theta)
-        v = electron_velocity(pot, student, teacher, include_self=include_self)
+        g = jax.grad(lambda th: loss_scale * loss(pot, teacher, Student(a=student.a, theta=th)))(student.theta)
+        v = electron_velocity(pot, teacher, student, include_self=include_self)
         return jnp.max(jnp.abs(-g - v)) / jnp.max(jnp.abs(v))
 
     return jax.jit(jax.vmap(single))
@@ -188,8 +188,8 @@ def _circle_label(name, pot):
 @functools.lru_cache(maxsize=None)
 def _earnshaw_hess_fn(pot, k, d):
     def single(student, teacher):
-        f = P.make_objective(pot, teacher, k, d, "reduced")
-        H = jax.hessian(f)(P.flatten(student))
+        problem = Problem(pot, teacher, objective="reduced")
+        H = jax.hessian(problem.f)(problem.flatten(student))
         blocks = jnp.stack([H[k + i * d:k + (i + 1) * d, k + i * d:k + (i + 1) * d] for i in range(k)])
         lap = jnp.trace(blocks, axis1=-2, axis2=-1)
         scale = jnp.linalg.norm(blocks, axis=(-2, -1))
@@ -231,9 +231,9 @@ def _laplacian_fn(pot, k, d, objective, reg):
 
     def single(student, teacher):
         if reg is not None:
-            student = Student(a=optimal_a(pot, student.theta, teacher, reg=reg), theta=student.theta)
-        f = P.make_objective(pot, teacher, k, d, objective)
-        H = jax.hessian(f)(P.flatten(student))
+            student = Student(a=optimal_a(pot, teacher, student.theta, reg=reg), theta=student.theta)
+        problem = Problem(pot, teacher, objective=objective)
+        H = jax.hessian(problem.f)(problem.flatten(student))
         lap = jnp.stack([jnp.trace(H[k + i * d:k + (i + 1) * d, k + i * d:k + (i + 1) * d]) for i in range(k)])
         a = student.a
         if reg is None:
@@ -264,9 +264,9 @@ def _cluster_fn(pot):
         teacher = Teacher(b=jnp.array([0.8, -0.5]), w=jnp.array([[0.0, 0.5, 0.0], [0.2, -0.4, 0.45]]))
         out = []
         for name, reg in (("L", 0.0), ("G", 1.0)):
-            a = optimal_a(pot, theta, teacher, reg=reg)
+            a = optimal_a(pot, teacher, theta, reg=reg)
             f = _objective(name)
-            H = jax.hessian(lambda v: f(pot, Student(a=a, theta=theta.at[:2].add(v)), teacher))(jnp.zeros(3))
+            H = jax.hessian(lambda v: f(pot, teacher, Student(a=a, theta=theta.at[:2].add(v))))(jnp.zeros(3))
             pred = -2.0 * lam * ((a[0] + a[1]) ** 2 + reg * (a[0] ** 2 + a[1] ** 2))
             out.append(jnp.stack([jnp.trace(H), pred]))
         return jnp.stack(out)
@@ -314,7 +314,7 @@ def check_theorem11(seeds=200, quick=False, *, potential=("almost_harmonic", {"d
     n3 = seeds
     t3 = _random_teacher(k3, d, k, n3)
     s3 = _random_student(k4, d, k, n3)
-    traj = gradient_descent(pot, t3, s3, lr=0.01, steps=steps // (4 if quick else 1), save_every=steps, tol=1e-10,
+    traj = gradient_descent(pot, t3, s3, lr=0.01, max_steps=steps // (4 if quick else 1), save_every=steps, gtol=1e-10,
                             on_divergence="ignore")
     pol, gn = refine(pot, t3, traj.final)
     stationary = np.asarray(gn) <= gtol
@@ -372,10 +372,10 @@ def check_theorem12(seeds=64, quick=False, *, potential=("almost_harmonic", {"d"
     std = math.sqrt(c * d * math.log(d))
     cand = std * jax.random.normal(kc, (seeds, candidates, k, d))
     tb = jax.tree_util.tree_map(lambda x: jnp.repeat(x[:, None], candidates, 1), teacher)
-    best = jnp.argmin(optimal_loss(pot, cand, tb, reg=1.0), axis=1)
+    best = jnp.argmin(optimal_loss(pot, tb, cand, reg=1.0), axis=1)
     th0 = cand[jnp.arange(seeds), best]
-    start = Student(a=optimal_a(pot, th0, teacher, reg=1.0), theta=th0)
-    traj = second_gd(pot, teacher, start, lr=lr, steps=steps, eta=1e-4, gamma=1e-4, objective="G",
+    start = Student(a=optimal_a(pot, teacher, th0, reg=1.0), theta=th0)
+    traj = second_gd(pot, teacher, start, lr=lr, max_steps=steps, eta=1e-4, gamma=1e-4, objective="G",
                      save_every=steps, on_divergence="ignore")
     dist0 = _min_dist(th0, teacher.w)
     dist = _min_dist(traj.final.theta, teacher.w)
@@ -436,7 +436,7 @@ def check_theorem17(seeds=32, quick=False, *, potential=("almost_harmonic", {"d"
     """
     _require_x64()
     t0 = time.perf_counter()
-    from earnshaw.dynamics.descent import nodewise_descent
+    from earnshaw.dynamics.nodewise import nodewise_descent
     from earnshaw.landscape.matching import match_units
 
     pot = _potential(potential[0], **potential[1])
@@ -454,11 +454,12 @@ def check_theorem17(seeds=32, quick=False, *, potential=("almost_harmonic", {"d"
         jax.random.bernoulli(ks, 0.5, (tries, k)), 1.0, -1.0))
     teacher = Teacher(b=jnp.asarray(b[idx]), w=jnp.asarray(w[idx]))
     n = teacher.b.shape[0]
-    opts = dict(lr=lr, node_steps=node_steps, eta=1e-6, gamma=1e-6, resolve_a=True, on_divergence="ignore")
+    opts = dict(lr=lr, max_steps=node_steps, eta=1e-6, gamma=1e-6, resolve_a=True, on_divergence="ignore")
     init = dict(init_theta=init_theta)
     if init_theta != "zero":
-        init.update(init_scale=w_scale, n_starts=n_starts, key=kinit)
-    traj = nodewise_descent(pot, teacher, Student(a=jnp.zeros((n, k)), theta=jnp.zeros((n, k, d))), **opts, **init)
+        init.update(init_scale=w_scale, n_starts=n_starts)
+    traj = nodewise_descent(kinit if init_theta != "zero" else None, pot, teacher,
+                            Student(a=jnp.zeros((n, k)), theta=jnp.zeros((n, k, d))), **opts, **init)
     _, dist, cerr = match_units(traj.final.theta, traj.final.a, teacher.w, teacher.b)
     wn = np.linalg.norm(np.asarray(teacher.w), axis=-1)
     worst_rel = np.maximum(dist / (1 + wn.max(-1, keepdims=True)), cerr).max(-1)
@@ -477,7 +478,7 @@ def check_theorem17(seeds=32, quick=False, *, potential=("almost_harmonic", {"d"
     if example:
         # MATH.md section 5's example, theta_i = 0 starts as printed there
         ex_t = Teacher(b=jnp.array([0.9, -0.6]), w=jnp.array([[1.2, 0.0, 0.0], [-0.8, 0.9, 0.4]]))
-        ex = nodewise_descent(pot, ex_t, k=2, init_theta="zero", **opts)
+        ex = nodewise_descent(None, pot, ex_t, k=2, init_theta="zero", **opts)
         L_nodes, L_ex = float(ex.losses[-2]), float(ex.final_loss)
         ok_example = (abs(L_nodes - 1.17e-5) <= 0.1 * 1.17e-5 and abs(L_ex - 4.0e-7) <= 0.1 * 4.0e-7
                       and str(ex.status_names()) == "converged")
@@ -652,8 +653,8 @@ def check_theorem30(seeds=400, quick=False, *, l=3, b=(0.9, -0.6, 0.3, 0.0), w=N
     steps = steps or (2000 if quick else 20_000)
     th = jax.random.normal(jax.random.key(seed), (seeds, 1, d))
     th = th / jnp.linalg.norm(th, axis=-1, keepdims=True)
-    student = Student(a=optimal_a(pot, th, teacher), theta=th)
-    traj = gradient_descent(pot, teacher, student, lr=lr, steps=steps, manifold="sphere", save_every=steps,
+    student = Student(a=optimal_a(pot, teacher, th), theta=th)
+    traj = gradient_descent(pot, teacher, student, lr=lr, max_steps=steps, manifold="sphere", save_every=steps,
                             on_divergence="ignore")
     end = traj.final.theta[:, 0]
     nz = np.asarray(jnp.abs(b) > 0)

@@ -38,13 +38,14 @@ def nodewise_example(lr=0.01, node_steps=100_000, save_every=50, eta=1e-6, gamma
       dict with ``w``, ``b``, ``nodes`` (per unit: ``steps``, ``loss`` (full ``L``), ``theta`` path, ``a``,
       ``status``), ``loss_start`` and ``nodewise`` (the :func:`nodewise_descent` trajectory).
     """
-    from earnshaw.dynamics.descent import nodewise_descent, second_gd
+    from earnshaw.dynamics.descent import second_gd
+    from earnshaw.dynamics.nodewise import nodewise_descent
     from earnshaw.loss import optimal_a
 
     pot = _potential("almost_harmonic", d=3, eps=0.5, lam=1.0)
     w, b = jnp.asarray(EXAMPLE_W), jnp.asarray(EXAMPLE_B)
     teacher = Teacher(b=b, w=w)
-    ref = nodewise_descent(pot, teacher, k=2, lr=lr, node_steps=node_steps, eta=eta, gamma=gamma,
+    ref = nodewise_descent(None, pot, teacher, k=2, lr=lr, max_steps=node_steps, eta=eta, gamma=gamma,
                            init_theta="zero", resolve_a=True)
     frozen_w, frozen_a = [], []
     nodes = []
@@ -53,8 +54,8 @@ def nodewise_example(lr=0.01, node_steps=100_000, save_every=50, eta=1e-6, gamma
         tb = jnp.concatenate([b, -jnp.asarray(frozen_a).reshape(-1)])
         sub = Teacher(b=tb, w=tw)
         th0 = jnp.zeros((1, 3))
-        start = Student(a=optimal_a(pot, th0, sub), theta=th0)
-        tr = second_gd(pot, sub, start, lr=lr, steps=node_steps, eta=eta, gamma=gamma, save_every=save_every)
+        start = Student(a=optimal_a(pot, sub, th0), theta=th0)
+        tr = second_gd(pot, sub, start, lr=lr, max_steps=node_steps, eta=eta, gamma=gamma, save_every=save_every)
         keep = np.asarray(tr.saved)
         nodes.append(dict(steps=np.asarray(tr.ts)[keep], loss=np.asarray(tr.losses)[keep],
                           theta=np.asarray(tr.params.theta[:, 0])[keep], a=np.asarray(tr.params.a[:, 0])[keep],

@@ -2,19 +2,15 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from earnshaw._typing import Student, Teacher
-from earnshaw.dynamics import problem as P
-from earnshaw.dynamics.closed_form import flat_value_and_gradient
+from earnshaw._typing import Student
 from earnshaw.landscape.critical import refine as _refine
-from earnshaw.landscape.hessian import flat_hessian, laplacians, warn_if_float32
+from earnshaw.landscape.hessian import laplacians, warn_if_float32
 from earnshaw.landscape.matching import match_units
-from earnshaw.potentials import potential as _potential
+from earnshaw.problem import resolve, vmap_batch
 
 __all__ = ["Report", "analyze", "VERDICTS"]
 
@@ -78,34 +74,35 @@ class Report:
         return out
 
 
-@functools.lru_cache(maxsize=None)
-def _numbers_fn(pot, k, d, objective, nb, teacher_batched):
-    """The numbers of a report in one compiled program, cached so repeated analyses do not recompile.
+@jax.jit
+def _numbers(problem, x):
+    """The numbers of a report in one compiled program (jit caches it per kind of problem):
+    ``x -> (loss, gradient norm, spectrum, Laplacians, E[f^2] of the teacher)``."""
 
-    ``(x, teacher) -> (loss, gradient, Hessian spectrum, Laplacians, E[f^2] of the teacher)``; one
-    program instead of a jit per quantity and eager ops for the rest (each eager op compiles on its own).
-    """
+    def single(p, x):
+        H = p.flat_hessian(x)
+        value, grad = p.flat_value_and_grad(x)
+        eig = p.free_eigh(H, grad, x)[0]
+        gn = jax.numpy.linalg.norm(p.tangent(grad * p.mask(x), x))
+        t = p.teacher
+        scale = (t.b @ p.pot.self_gram(t.w) @ t.b) if p.pot.bounded else jax.numpy.zeros((), x.dtype)
+        return value, gn, eig, laplacians(H, x.shape[-1] // (p.d + 1), p.d), scale
 
-    def single(x, teacher):
-        H = flat_hessian(pot, teacher, k, d, objective)(x)
-        eig = jnp.linalg.eigvalsh(0.5 * (H + H.T))
-        scale = (teacher.b @ pot.self_gram(teacher.w) @ teacher.b) if pot.bounded else jnp.zeros((), x.dtype)
-        value, grad = flat_value_and_gradient(pot, teacher, k, d, objective)(x)
-        return value, grad, eig, laplacians(H, k, d), scale
-
-    fn = single
-    for _ in range(nb):
-        fn = jax.vmap(fn, in_axes=(0, 0 if teacher_batched else None))
-    return jax.jit(fn)
+    return vmap_batch(single, x.ndim - 1, (0 if problem.teacher.b.ndim > 1 else None, 0))(problem, x)
 
 
-def analyze(pot, teacher: Teacher, student: Student, *, objective=None, refine: bool = False, gtol=1e-6,
-            htol=1e-6, eps=1e-3, loss_tol=1e-8, match_tol=1e-2) -> Report:
+def analyze(*args, objective=None, train=None, manifold=None, refine: bool = False, gtol=1e-6, htol=1e-6, eps=1e-3,
+            loss_tol=1e-8, match_tol=1e-2) -> Report:
     """Classify the point ``student``: loss, gradient, Hessian spectrum, matching, verdict.
 
+    Call as ``analyze(problem, student)`` or ``analyze(pot, teacher, student, ...)``. The gradient and
+    the Hessian are over the variables the problem trains (``train="theta"``: the usual soft committee
+    machine with fixed output weights), on the manifold it lives on.
+
     Args:
-      pot, teacher, student: as for the solvers (``student`` usually ``traj.final``); batch axes allowed.
-      objective: ``"L"``, ``"G"`` or ``"reduced"`` (default by boundedness of ``pot``).
+      args: ``problem, student`` or ``pot, teacher, student`` (``student`` usually ``traj.final``); batch
+        axes allowed.
+      objective, train, manifold: as for the solvers (with a ``problem``, they replace its fields).
       refine: polish with Newton (:func:`earnshaw.refine`) before analysing.
       gtol: a point with gradient norm above ``gtol`` is ``"not converged"``.
       htol: ``lambda_min < -htol`` makes a converged point a ``"saddle"``.
@@ -122,18 +119,19 @@ def analyze(pot, teacher: Teacher, student: Student, *, objective=None, refine: 
     >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
     >>> str(es.analyze("erf", t, es.Student(a=t.b, theta=t.w)).verdict)
     'global minimum'
+    >>> relu = es.Problem("relu", t, train="theta")      # output weights fixed at the student's a
+    >>> rep = es.analyze(relu, es.Student(a=t.b, theta=t.w))
+    >>> rep.eigenvalues.shape, str(rep.verdict)          # the spectrum over theta alone: k d = 6
+    ((6,), 'global minimum')
     >>> jax.config.update("jax_enable_x64", False)
     """
-    pot = _potential(pot)
-    objective = P.default_objective(pot) if objective is None else objective
-    nb, _ = P.batch_axes(student, teacher)
+    problem, student = resolve("analyze", args, objective=objective, train=train, manifold=manifold)
     if refine:
-        student, _ = _refine(pot, teacher, student, objective=objective)
-    k, d = student.k, student.d
-    x = P.flatten(student)
+        student, _ = _refine(problem, student)
+    pot, teacher = problem.pot, problem.teacher
+    x = problem.flatten(student)
     warn_if_float32(x, "analyze")
-    loss, g, eig, lap, scale = map(np.asarray, _numbers_fn(pot, k, d, objective, nb, teacher.b.ndim > 1)(x, teacher))
-    gn = np.linalg.norm(g, axis=-1)
+    loss, gn, eig, lap, scale = map(np.asarray, _numbers(problem, x))
     lam_min = eig[..., 0]
     odd = bool(pot.activation is not None and pot.activation.odd and pot.kind == "inner")
     idx, dist, cerr = match_units(student.theta, student.a, teacher.w, teacher.b, odd=odd)

@@ -18,56 +18,52 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from earnshaw.dynamics import problem as P
-from earnshaw.dynamics.closed_form import flat_gradient
-from earnshaw.landscape.hessian import flat_hessian, warn_if_float32
-from earnshaw.potentials import potential as _potential
+from earnshaw.landscape.hessian import warn_if_float32
+from earnshaw.problem import resolve, vmap_batch
 
 __all__ = ["refine"]
 
 
-@functools.lru_cache(maxsize=None)
-def _refine_fn(pot, k, d, objective, train, nb, teacher_batched, max_steps, trust, radius, rcond):
-    def single(x0, teacher):
-        mask = P.train_mask(k, d, train, x0.dtype)
-        # erf: closed-form gradient and its forward-mode Jacobian (tested equal to autodiff to 1e-12/1e-10)
-        gf = flat_gradient(pot, teacher, k, d, objective)
-        hf = flat_hessian(pot, teacher, k, d, objective)
-        grad = lambda x: gf(x) * mask  # noqa: E731
+def _refine_single(problem, x0, *, max_steps, trust, radius, rcond):
+    mask = problem.mask(x0)
+    grad = lambda x: problem.flat_grad(x) * mask  # noqa: E731
 
-        def step(_, carry):
-            x, g, best, best_gn = carry  # g: the masked gradient at x, from the previous step
-            H = hf(x) * mask[:, None] * mask[None, :]
-            lam, V = jnp.linalg.eigh(0.5 * (H + H.T))
-            cut = rcond * jnp.max(jnp.abs(lam))
-            inv = jnp.where(jnp.abs(lam) > cut, 1.0 / jnp.where(jnp.abs(lam) > cut, lam, 1.0), 0.0)
-            dx = V @ (inv * (V.T @ g))
-            n = jnp.linalg.norm(dx)
-            dx = dx * jnp.minimum(1.0, trust / jnp.maximum(n, 1e-300))
-            x = x - dx
-            g = grad(x)
-            gn = jnp.linalg.norm(g)
-            ok = jnp.isfinite(gn) & (gn < best_gn) & (jnp.linalg.norm(x - x0) <= radius)
-            return x, g, jnp.where(ok, x, best), jnp.where(ok, gn, best_gn)
+    def step(_, carry):
+        x, g, best, best_gn = carry  # g: the masked gradient at x, from the previous step
+        H = problem.flat_hessian(x) * mask[:, None] * mask[None, :]
+        lam, V = jnp.linalg.eigh(0.5 * (H + H.T))
+        cut = rcond * jnp.max(jnp.abs(lam))
+        inv = jnp.where(jnp.abs(lam) > cut, 1.0 / jnp.where(jnp.abs(lam) > cut, lam, 1.0), 0.0)
+        dx = V @ (inv * (V.T @ g))
+        n = jnp.linalg.norm(dx)
+        dx = dx * jnp.minimum(1.0, trust / jnp.maximum(n, 1e-300))
+        x = x - dx
+        g = grad(x)
+        gn = jnp.linalg.norm(g)
+        ok = jnp.isfinite(gn) & (gn < best_gn) & (jnp.linalg.norm(x - x0) <= radius)
+        return x, g, jnp.where(ok, x, best), jnp.where(ok, gn, best_gn)
 
-        g0 = grad(x0)
-        _, _, best, best_gn = jax.lax.fori_loop(0, max_steps, step, (x0, g0, x0, jnp.linalg.norm(g0)))
-        return best, best_gn
-
-    fn = single
-    for _ in range(nb):
-        fn = jax.vmap(fn, in_axes=(0, 0 if teacher_batched else None))
-    return jax.jit(fn)
+    g0 = grad(x0)
+    _, _, best, best_gn = jax.lax.fori_loop(0, max_steps, step, (x0, g0, x0, jnp.linalg.norm(g0)))
+    return best, best_gn
 
 
-def refine(pot, teacher, student, *, objective=None, train="both", max_steps=20, trust=0.1, radius=0.5,
-           rcond=1e-12):
+@functools.partial(jax.jit, static_argnames=("max_steps", "trust", "radius", "rcond"))
+def _refine_program(problem, x0, *, max_steps, trust, radius, rcond):
+    fn = functools.partial(_refine_single, max_steps=max_steps, trust=trust, radius=radius, rcond=rcond)
+    return vmap_batch(fn, x0.ndim - 1, (0 if problem.teacher.b.ndim > 1 else None, 0))(problem, x0)
+
+
+def refine(*args, objective=None, train=None, max_steps=20, trust=0.1, radius=0.5, rcond=1e-12):
     """Polish ``student`` to a nearby critical point of the objective with Newton's method.
 
+    Call as ``refine(problem, student)`` or ``refine(pot, teacher, student, ...)``.
+
     Args:
-      pot, teacher, student: as for the solvers; leading batch axes allowed.
-      objective: ``"L"``, ``"G"`` or ``"reduced"`` (default by boundedness).
-      train: which variables move (the others stay fixed).
+      args: ``problem, student`` or ``pot, teacher, student``; leading batch axes allowed. Euclidean
+        problems only (on spheres, polish the end point of a flow or of Hessian descent instead).
+      objective: ``"L"``, ``"G"``, ``"reduced"`` or a callable (default by boundedness).
+      train: which variables move (the others stay fixed); with a ``problem``, replaces its field.
       max_steps: Newton iterations (a fixed count, so batches vectorise).
       trust: largest Euclidean length of one step.
       radius: largest total move from the start; a point further away is not "nearby" and is rejected.
@@ -86,12 +82,11 @@ def refine(pot, teacher, student, *, objective=None, train="both", max_steps=20,
     True
     >>> jax.config.update("jax_enable_x64", False)
     """
-    pot = _potential(pot)
-    P.check_options(train, "euclidean")
-    objective = P.default_objective(pot) if objective is None else objective
-    nb, tb = P.batch_axes(student, teacher)
-    x0 = P.flatten(student)
+    problem, student = resolve("refine", args, objective=objective, train=train)
+    if problem.manifold != "euclidean":
+        raise ValueError(f"refine polishes critical points in R^d; got manifold={problem.manifold!r}")
+    x0 = problem.flatten(student)
     warn_if_float32(x0, "refine")
-    x, gn = _refine_fn(pot, student.k, student.d, objective, train, nb, tb, int(max_steps), float(trust),
-                       float(radius), float(rcond))(x0, teacher)
-    return P.unflatten(x, student.k, student.d), gn
+    x, gn = _refine_program(problem, x0, max_steps=int(max_steps), trust=float(trust), radius=float(radius),
+                            rcond=float(rcond))
+    return problem.unflatten(x), gn

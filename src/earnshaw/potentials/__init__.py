@@ -60,6 +60,7 @@ def _yukawa(*, d=None, lam=1.0):
 
 
 def _almost_harmonic(*, d=None, eps=None, lam=1.0, variant="ball"):
+    # imported here: almost_harmonic builds on this module's Potential and registry (an import cycle otherwise)
     from earnshaw.potentials.almost_harmonic import almost_harmonic_potential
 
     return almost_harmonic_potential(d=d, eps=eps, lam=lam, variant=variant)

@@ -1,6 +1,6 @@
 r"""Lemma 13 made concrete: a bounded, realisable potential that is lambda-harmonic for ``r >= eps/2``.
 
-Construction (MATH.md section 3): take a radial ``psi >= 0`` supported in ``B(0, R)``, ``R = eps/4``;
+Construction (docs/math.md section 3): take a radial ``psi >= 0`` supported in ``B(0, R)``, ``R = eps/4``;
 ``rho = psi * psi~`` is supported in ``B(0, eps/2)`` with ``rho^ = |psi^|^2 >= 0``; then
 
     Phi_eps = (G_lam * rho) / N,   N = (G_lam * rho)(0),   G_lam = Yukawa kernel, (lam - Delta) G = delta.
@@ -10,16 +10,16 @@ Construction (MATH.md section 3): take a radial ``psi >= 0`` supported in ``B(0,
   ``M = int psi(y) j_d(|y|) dy``, ``j_d(s) = Gamma(d/2) (2/(mu s))^(d/2-1) I_(d/2-1)(mu s)``;
   in ``d = 3`` that is ``A exp(-mu r) / r`` with ``A = M^2 / (4 pi N)``.
 * ``Phi^ = |psi^|^2 / (N (lam + k^2)) >= 0`` and integrable: realisable, ``Phi(0) = 1``, ``|Phi| <= 1``.
-* Realising activation (a signed root, valid by MATH.md 1b): ``g = N^(-1/2) B_lam * psi``,
+* Realising activation (a signed root, valid by docs/math.md 1b): ``g = N^(-1/2) B_lam * psi``,
   ``B_lam = F^-1 (lam + k^2)^(-1/2)`` (``mu K_1(mu r) / (2 pi^2 r)`` in ``d = 3``), and
-  ``sigma(x, w) = (2 pi)^(d/4) exp(|x|^2/4) g(|x - w|)`` (Fourier convention of MATH.md section 0:
+  ``sigma(x, w) = (2 pi)^(d/4) exp(|x|^2/4) g(|x - w|)`` (Fourier convention of docs/math.md section 0:
   with the unitary convention ``g`` would be ``(2 pi)^(d/4)`` too large).
 
 Variants:
 
-* ``"ball"``: ``psi = 1_{B_R}``, any ``d >= 1`` (``d = 3`` and ``d = 7`` checked against MATH.md).
+* ``"ball"``: ``psi = 1_{B_R}``, any ``d >= 1`` (``d = 3`` and ``d = 7`` checked against docs/math.md).
   ``Phi`` is ``C^3`` and ``Phi'''`` is bounded (``~66 / eps^3``), so the Hessian is Lipschitz, which is
-  what Theorem 12's proof actually uses (**correction**, MATH.md section 8 item 9: the paper's Lemma 13
+  what Theorem 12's proof actually uses (**correction**, docs/math.md section 8 item 9: the paper's Lemma 13
   bounds derivatives only up to order ``d - 1``). But ``Phi'' < 0`` on ``(0, r*)``, ``r* ~ 0.249 eps``:
   any ``C^2`` radial potential peaking at 0 has ``Phi''(0) <= 0``, so Lemma 13's sign pattern
   "``Phi >= 0, Phi' <= 0, Phi'' >= 0`` for all ``r > 0``" cannot hold (**correction**, item 10).
@@ -37,7 +37,7 @@ with cumulative Gauss-Legendre integrals per grid cell, and stored as a ``C^2`` 
 ``< 1e-12``); for ``r >= eps/2`` the exact tail is used. Everything is jit/grad-able in ``r``.
 
 **Heavy tails:** ``g ~ exp(-mu r)``, so ``E[sigma^4] = inf`` and sample losses have infinite variance
-(MATH.md section 1b); train on the population loss through ``Phi``.
+(docs/math.md section 1b); train on the population loss through ``Phi``.
 """
 from __future__ import annotations
 
@@ -45,11 +45,13 @@ import dataclasses
 import functools
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.integrate as si
 import scipy.interpolate as sinterp
 import scipy.special as sp
+from jax.scipy.special import spence
 
 from earnshaw.potentials import radial
 from earnshaw.potentials._potential import Potential
@@ -98,9 +100,6 @@ def _rho_ball(d, R, s):
 @functools.lru_cache(maxsize=None)
 def _jax_spence():
     """``jax.scipy.special.spence`` with an explicit derivative ``log(z) / (1 - z)`` (its autodiff is NaN for z > 1)."""
-    import jax
-    from jax.scipy.special import spence
-
     @jax.custom_jvp
     def f(z):
         return spence(z)
@@ -133,7 +132,7 @@ def _li2(x):
 
 
 def _rho_cusp(R, s):
-    """``rho_c = psi * psi~`` for ``psi = |x|^-2 1_{B_R}`` in ``d = 3`` (MATH.md section 3)."""
+    """``rho_c = psi * psi~`` for ``psi = |x|^-2 1_{B_R}`` in ``d = 3`` (docs/math.md section 3)."""
     s = np.asarray(s, float)
     out = np.zeros_like(s)
     with np.errstate(all="ignore"):
@@ -218,7 +217,7 @@ class AlmostHarmonic:
         return np.where(k > 0, (2 * math.pi * R / ks) ** (d / 2.0) * sp.jv(d / 2.0, ks * R), vol)
 
     def fourier(self, k):
-        """``Phi^(k) = psi^(k)^2 / (N (lam + k^2)) >= 0`` (MATH.md convention; numpy).
+        """``Phi^(k) = psi^(k)^2 / (N (lam + k^2)) >= 0`` (docs/math.md convention; numpy).
 
         >>> c = construct(3, 0.5, 1.0)
         >>> round(float(c.fourier(1.0)), 10)
@@ -243,7 +242,7 @@ class AlmostHarmonic:
     # -- the realising activation (d = 3) --------------------------------------------------
 
     def g(self, r):
-        """The realising ``g(r)`` (numpy, ``d = 3``), by ``scipy.integrate.quad`` of MATH.md's formula.
+        """The realising ``g(r)`` (numpy, ``d = 3``), by ``scipy.integrate.quad`` of docs/math.md's formula.
 
         ``g(r) = (pi r sqrt(N))^-1 int_0^R w(s) [K_0(mu |r - s|) - K_0(mu (r + s))] ds`` with
         ``w(s) = s`` (ball) or ``1/s`` (cusp); ``g(0)`` in closed form (ball) and ``+inf`` (cusp).
@@ -398,7 +397,7 @@ def _construct(d, eps, lam, variant):
 
 
 def construct(d: int, eps: float, lam: float = 1.0, variant: str = "ball") -> AlmostHarmonic:
-    """Build ``Phi_eps`` of Lemma 13 (MATH.md section 3); cached.
+    """Build ``Phi_eps`` of Lemma 13 (docs/math.md section 3); cached.
 
     Args:
       d: dimension (``variant="ball"``: any ``d >= 1``; ``"cusp"``: ``d = 3``).

@@ -5,7 +5,7 @@ so every potential here is a function of the Gram triple ``(nu, c, nv) =
 (|u|^2, u.v, |v|^2)``; all functions below take those three arrays (any
 broadcastable shapes) and return ``Phi`` with the broadcast shape.
 
-Closed forms (MATH.md section 1a; ``alpha`` is the angle between ``u`` and ``v``):
+Closed forms (docs/math.md section 1a; ``alpha`` is the angle between ``u`` and ``v``):
 
 =============  =================================================================
 linear         ``u.v``

@@ -13,19 +13,20 @@ from earnshaw.potentials._potential import Potential
 __all__ = ["monte_carlo"]
 
 
-def monte_carlo(act, u, v, key, n: int = 1_000_000, *, chunk: int = 200_000):
+def monte_carlo(key, act, u, v, n: int = 1_000_000, *, chunk: int = 200_000):
     """Estimate ``E[sigma(X, u) sigma(X, v)]``, ``X ~ N(0, I_d)``, with its standard error.
 
     Args:
+      key: PRNG key (first, as in JAX).
       act: activation, its name, or a potential carrying its activation.
       u, v: ``(d,)`` weight vectors.
-      key: PRNG key. n: number of samples (drawn in chunks of ``chunk``).
+      n: number of samples (drawn in chunks of ``chunk``).
 
     Returns:
       ``(mean, stderr)`` as Python floats.
 
     >>> import jax, jax.numpy as jnp
-    >>> m, se = monte_carlo("linear", jnp.ones(2), jnp.ones(2), jax.random.key(0), 100_000)
+    >>> m, se = monte_carlo(jax.random.key(0), "linear", jnp.ones(2), jnp.ones(2), 100_000)
     >>> abs(m - 2.0) < 5 * se
     True
     """

@@ -9,7 +9,7 @@ yukawa      ``(2 pi)^(-d/2) (mu/r)^(d/2-1) K_{d/2-1}(mu r)``, ``mu^2 = lam``  ``
 ==========  =============================================================  =============
 
 Coulomb and Yukawa are the Green's functions of ``-Delta`` and ``lam - Delta``
-(MATH.md section 2); for ``d >= 2`` both are infinite at ``r = 0`` and so are not
+(docs/math.md section 2); for ``d >= 2`` both are infinite at ``r = 0`` and so are not
 realisable (an activation would need ``E[sigma^2] = Phi(0) = inf``). Use them with
 the reduced loss (paper eq. 2), which drops the self-interaction.
 """

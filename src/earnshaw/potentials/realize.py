@@ -3,12 +3,12 @@ r"""Theorem 3: is a translation-invariant radial potential realisable, and by wh
 Under Gaussian inputs ``X ~ N(0, I_d)`` a translation-invariant activation
 ``sigma(x, w) = (2 pi)^(d/4) exp(|x|^2 / 4) g(x - w)`` has the potential
 ``Phi(u, v) = int g(x - u) g(x - v) dx = (g * g~)(u - v)``: the Gaussian density
-cancels the ``exp(|x|^2/4)`` factors exactly (MATH.md section 1b). Hence (Bochner)
+cancels the ``exp(|x|^2/4)`` factors exactly (docs/math.md section 1b). Hence (Bochner)
 a radial ``Phi`` is realisable iff its ``d``-dimensional Fourier transform
 ``Phi^`` is ``>= 0`` (and integrable: ``Phi(0) = E[sigma^2]`` must be finite), and
 ``g = F^{-1} sqrt(Phi^)`` (or any other root ``|g^|^2 = Phi^``) realises it.
 
-**Fourier convention** (MATH.md section 0): ``f^(w) = int f(x) exp(-i w.x) dx``, inverse
+**Fourier convention** (docs/math.md section 0): ``f^(w) = int f(x) exp(-i w.x) dx``, inverse
 ``(2 pi)^(-d) int f^ exp(i w.x) dw``. With it, Theorem 3 holds exactly as printed; with
 the unitary convention the resulting ``g`` is ``(2 pi)^(d/4)`` too large. For radial
 functions both directions are Hankel transforms with the kernel
@@ -33,10 +33,10 @@ Everything else goes through the numerical Hankel transforms (``scipy.integrate.
 and a cubic-spline table of ``g`` (evaluated in JAX). Unbounded potentials (``coulomb``,
 ``yukawa`` in ``d >= 2``) are refused: ``Phi(0) = inf`` would be ``E[sigma^2]``, and their
 transforms ``c / k^2``, ``1 / (lam + k^2)`` are positive but not integrable (Theorem 11 tacitly
-needs ``Phi(0)`` finite, MATH.md section 8 item 11).
+needs ``Phi(0)`` finite, docs/math.md section 8 item 11).
 
 **Heavy tails.** ``E[sigma^2] = Phi(0)`` is finite, but ``E[sigma^4]`` is finite only when ``g``
-decays faster than ``exp(-|y|^2/8)`` (MATH.md section 1b); for every lambda-harmonic-type
+decays faster than ``exp(-|y|^2/8)`` (docs/math.md section 1b); for every lambda-harmonic-type
 potential it is infinite, so sample (empirical) losses have infinite variance. Train such
 models on the population loss through ``Phi``.
 """
@@ -127,7 +127,7 @@ def _hankel(f: Callable, y, d: int, upper: float, *, scale: float, epsabs: float
 
 
 def fourier_transform(pot, k, d=None, *, r_max=None, epsabs=None):
-    """The ``d``-dimensional Fourier transform ``Phi^(k)`` of a radial potential (MATH.md convention).
+    """The ``d``-dimensional Fourier transform ``Phi^(k)`` of a radial potential (docs/math.md convention).
 
     ``Phi^(k) = int Phi(|x|) exp(-i k.x) dx = |S^(d-1)| int_0^inf Phi(r) r^(d-1) Lambda_d(k r) dr``,
     computed with ``scipy.integrate.quad_vec`` on ``[0, r_max]``, all ``k`` at once.
@@ -263,7 +263,7 @@ def _as_potential(pot, d):
     if isinstance(pot, Potential):
         return pot
     if isinstance(pot, str):
-        from earnshaw.potentials import potential
+        from earnshaw.potentials import potential  # here: earnshaw.potentials imports this module
 
         try:
             return potential(pot, d=d)
@@ -496,7 +496,7 @@ def _realize_cached(pot, d, method):
 def realize(pot, d=None, *, method: str = "auto") -> Potential:
     """Theorem 3: the activation realising a translation-invariant radial potential.
 
-    Decides realisability under ``X ~ N(0, I_d)`` (``Phi^ >= 0`` and integrable, MATH.md
+    Decides realisability under ``X ~ N(0, I_d)`` (``Phi^ >= 0`` and integrable, docs/math.md
     section 1b) and builds ``sigma(x, w) = (2 pi)^(d/4) exp(|x|^2 / 4) g(|x - w|)`` with
     ``|g^|^2 = Phi^``, so that ``E[sigma(X, u) sigma(X, v)] = Phi(|u - v|)``.
 
@@ -526,7 +526,7 @@ def realize(pot, d=None, *, method: str = "auto") -> Potential:
     >>> pot = es.realize(es.potential("gaussian", ell=1.0), d=1)
     >>> pot.activation.kind
     'translation'
-    >>> mean, se = es.monte_carlo(pot, jnp.array([0.3]), jnp.array([-0.2]), jax.random.key(0), 200_000)
+    >>> mean, se = es.monte_carlo(jax.random.key(0), pot, jnp.array([0.3]), jnp.array([-0.2]), 200_000)
     >>> abs(mean - float(pot(jnp.array([0.3]), jnp.array([-0.2])))) < 5 * se
     True
     """

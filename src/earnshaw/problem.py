@@ -1,0 +1,396 @@
+r"""The learning problem, bound once: a potential, a teacher, an objective, what trains, where.
+
+Every solver, ``refine``, ``hessian``, ``spectrum`` and ``analyze`` takes a :class:`Problem`
+(or the prefix ``pot, teacher`` it is built from). Solvers and the landscape work on one flat
+vector per student, ``x = [a (k), theta.ravel() (k d)]`` (``jax.flatten_util.ravel_pytree``'s
+layout of a :class:`Student`); the problem holds the objective of that vector, its gradient
+(erf's hand-derived one where it applies, :mod:`earnshaw.closed_form`), its Hessian, the trainable
+mask and the manifold's projection. Dynamics and landscape both import this module; neither imports
+the other.
+
+Batching: every function here is written for one problem; :func:`vmap_batch` lifts one to any
+number of leading batch axes (seeds, teachers, step sizes), the one place that pattern is written.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from earnshaw import closed_form as _cf
+from earnshaw._typing import Student, Teacher
+from earnshaw.loss import OBJECTIVES, objective as _objective
+from earnshaw.potentials import Potential, potential as _potential
+
+__all__ = ["Problem", "TRAIN", "MANIFOLDS", "vmap_batch", "as_student", "as_teacher", "resolve", "batch_axes",
+           "promote", "check_lr", "split_keys", "check_finite_start",
+           "compile_options", "default_objective"]
+
+#: Which variables move: both layers, the first (``theta``, output weights fixed) or the second (``a``).
+TRAIN = ("both", "theta", "a")
+#: Where each ``theta_i`` lives: ``R^d`` or the unit sphere (Appendix F).
+MANIFOLDS = ("euclidean", "sphere")
+_AUX = ("pot", "objective", "train", "manifold", "gradient")
+
+
+def default_objective(pot) -> str:
+    """``"L"`` (eq. 1) for bounded potentials, ``"reduced"`` (eq. 2) for unbounded ones."""
+    return "L" if _potential(pot).bounded else "reduced"
+
+
+def compile_options(n_batch_axes: int):
+    """XLA options for a solver program: one problem is a chain of tiny matrix products, which
+    Eigen's thread pool only slows down (k = d = 5 GD runs 2x faster on one thread); batches keep it."""
+    return {"xla_cpu_multi_thread_eigen": False} if n_batch_axes == 0 else None
+
+
+def vmap_batch(fn: Callable, n_axes: int, in_axes) -> Callable:
+    """``fn`` of one problem lifted to ``n_axes`` leading batch axes (``jax.vmap`` once per axis).
+
+    >>> import jax.numpy as jnp
+    >>> vmap_batch(jnp.sum, 2, 0)(jnp.ones((4, 3, 5))).shape
+    (4, 3)
+    """
+    for _ in range(n_axes):
+        fn = jax.vmap(fn, in_axes=in_axes)
+    return fn
+
+
+def _float_array(x, name):
+    try:
+        x = jnp.asarray(x)
+    except TypeError:
+        raise TypeError(f"{name} must be an array-like of numbers, got {type(x).__name__}") from None
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    return x
+
+
+def as_student(student, name: str = "student") -> Student:
+    """A :class:`Student` with float arrays (Python lists and NumPy arrays accepted), or a TypeError naming the type.
+
+    >>> as_student(Student(a=[1.0, 2.0], theta=[[0.0, 1.0], [1.0, 0.0]])).theta.shape
+    (2, 2)
+    """
+    if not isinstance(student, Student):
+        raise TypeError(f"{name} must be an earnshaw.Student(a=..., theta=...), got {type(student).__name__}")
+    return Student(a=_float_array(student.a, f"{name}.a"), theta=_float_array(student.theta, f"{name}.theta"))
+
+
+def as_teacher(teacher, name: str = "teacher") -> Teacher:
+    """A :class:`Teacher` with float arrays, or a TypeError naming the type; see :func:`as_student`."""
+    if not isinstance(teacher, Teacher):
+        raise TypeError(f"{name} must be an earnshaw.Teacher(b=..., w=...), got {type(teacher).__name__}")
+    return Teacher(b=_float_array(teacher.b, f"{name}.b"), w=_float_array(teacher.w, f"{name}.w"))
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True, eq=False)
+class Problem:
+    """A learning problem: the teacher to learn, the potential, the objective, what trains and where.
+
+    A frozen pytree: the teacher's arrays are its leaves (a batch of teachers is a batch of
+    problems), everything else is static, so ``jax.jit`` compiles once per kind of problem.
+
+    Attributes:
+      pot: :class:`~earnshaw.potentials.Potential` (a name is resolved with :func:`earnshaw.potential`).
+      teacher: :class:`Teacher`, ``b (*B, m)``, ``w (*B, m, d)``.
+      objective: ``"L"`` (eq. 1), ``"G"`` (``L + |a|^2``), ``"reduced"`` (eq. 2), or a callable
+        ``f(pot, teacher, student) -> scalar``; default ``"L"`` for bounded potentials, ``"reduced"``
+        for unbounded ones.
+      train: ``"both"``, ``"theta"`` (output weights fixed at the student's values) or ``"a"``.
+      manifold: ``"euclidean"`` or ``"sphere"`` (each ``theta_i`` on the unit sphere).
+      gradient: ``"auto"`` (erf's hand-derived gradient where it applies, else autodiff),
+        ``"autodiff"`` or ``"closed_form"``.
+
+    >>> import jax, jax.numpy as jnp, earnshaw as es
+    >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    >>> problem = es.Problem("erf", t, train="theta")
+    >>> s = es.Student(a=t.b, theta=t.w + 0.1)
+    >>> g = problem.grad(s)                      # a Student of gradients; zero on the frozen a
+    >>> bool((g.a == 0).all()), problem.hessian(s).shape   # Hessian over theta alone: k d = 6
+    (True, (6, 6))
+    """
+
+    pot: Potential
+    teacher: Teacher
+    objective: Union[str, Callable, None] = None
+    train: str = "both"
+    manifold: str = "euclidean"
+    gradient: str = "auto"
+
+    def __post_init__(self):
+        pot = _potential(self.pot)
+        object.__setattr__(self, "pot", pot)
+        object.__setattr__(self, "teacher", as_teacher(self.teacher))
+        if self.train not in TRAIN:
+            raise ValueError(f"unknown train={self.train!r}; valid: {', '.join(TRAIN)}")
+        if self.manifold not in MANIFOLDS:
+            raise ValueError(f"unknown manifold={self.manifold!r}; valid: {', '.join(MANIFOLDS)}")
+        objective = default_objective(pot) if self.objective is None else self.objective
+        if not callable(objective) and objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}, or a callable "
+                             "f(pot, teacher, student)")
+        object.__setattr__(self, "objective", objective)
+        _cf.check_gradient(pot, objective, self.gradient)
+
+    # --- pytree -----------------------------------------------------------------------------------------
+    def tree_flatten(self):
+        return (self.teacher,), tuple(getattr(self, name) for name in _AUX)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        # no __post_init__: under vmap/jit the leaves are tracers or axis specs, and aux is already valid
+        obj = object.__new__(cls)
+        for name, value in zip(_AUX, aux):
+            object.__setattr__(obj, name, value)
+        object.__setattr__(obj, "teacher", children[0])
+        return obj
+
+    def replace(self, **changes) -> "Problem":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def d(self) -> int:
+        """Input dimension."""
+        return self.teacher.d
+
+    @property
+    def batch_shape(self) -> tuple:
+        """The teacher's batch axes (``()`` for one problem)."""
+        return self.teacher.batch_shape
+
+    @property
+    def closed_form(self) -> bool:
+        """Whether the gradient is erf's hand-derived one (``gradient="auto"`` or ``"closed_form"``)."""
+        return self.gradient != "autodiff" and _cf.has_closed_form(self.pot, self.objective)
+
+    def __repr__(self):
+        obj = self.objective if isinstance(self.objective, str) else getattr(self.objective, "__name__", "callable")
+        return (f"Problem({self.pot!r}, teacher(m={self.teacher.k}, d={self.d}, batch={self.batch_shape}), "
+                f"objective={obj!r}, train={self.train!r}, manifold={self.manifold!r})")
+
+    # --- flat vectors (one problem) -----------------------------------------------------------------------
+    def unflatten(self, x) -> Student:
+        """The :class:`Student` of flat vectors ``x (*B, k + k d)``; ``k`` is read from the length."""
+        n, d = x.shape[-1], self.d
+        k = n // (d + 1)
+        if k * (d + 1) != n:
+            raise ValueError(f"a flat student vector has length k (1 + d) = k * {d + 1}; got {n}")
+        return Student(a=x[..., :k], theta=x[..., k:].reshape(*x.shape[:-1], k, d))
+
+    def flatten(self, student: Student):
+        """``[a, theta.ravel()]`` per problem: ``(*B, k + k d)`` (``ravel_pytree``'s layout)."""
+        return vmap_batch(lambda s: ravel_pytree(s)[0], student.a.ndim - 1, 0)(student)
+
+    def mask(self, x):
+        """1 on the trainable coordinates of ``x (n,)``, 0 on the frozen ones."""
+        k = x.shape[-1] // (self.d + 1)
+        ma = 1.0 if self.train in ("both", "a") else 0.0
+        mt = 1.0 if self.train in ("both", "theta") else 0.0
+        return jnp.concatenate([jnp.full((k,), ma, x.dtype), jnp.full((k * self.d,), mt, x.dtype)])
+
+    def f(self, x):
+        """The objective of one flat student vector ``x (n,)``."""
+        return _objective(self.objective)(self.pot, self.teacher, self.unflatten(x))
+
+    def flat_grad(self, x):
+        """``grad f(x)``, ``(n,)``, over every coordinate (mask it for the trainable ones)."""
+        if self.closed_form:
+            s = self.unflatten(x)
+            ga, gt = _cf.gradient(s.a, s.theta, self.teacher.b, self.teacher.w, self.objective)
+            return jnp.concatenate([ga, gt.reshape(-1)])
+        return jax.grad(self.f)(x)
+
+    def flat_value_and_grad(self, x):
+        """``(f(x), grad f(x))``: with erf's closed form the value comes from the gradient's Gram matrices, so a
+        program needing both holds one copy of the objective (the flow's saves, SecondGD, Hessian descent)."""
+        return self.value_and_grad_fn()(x)
+
+    def value_and_grad_fn(self):
+        """``x -> (f(x), grad f(x))`` with the teacher's constant ``b' Phi(w, w) b`` computed once, here: build it
+        outside a loop and the loop body does not recompute the constant every step."""
+        if self.closed_form:
+            b, w, obj = self.teacher.b, self.teacher.w, self.objective
+            const = _cf.teacher_term(b, w) if obj != "reduced" else 0.0
+
+            def vg(x):
+                s = self.unflatten(x)
+                value, ga, gt = _cf.value_and_gradient(s.a, s.theta, b, w, obj, const)
+                return value, jnp.concatenate([ga, gt.reshape(-1)])
+            return vg
+        return jax.value_and_grad(self.f)
+
+    def flat_hessian(self, x):
+        """``(n, n)`` Euclidean Hessian over every coordinate. With erf's closed form it is the forward-mode
+        Jacobian of the hand-derived gradient: no reverse pass, ~30% less to compile and run at k = d = 20."""
+        if _cf.has_closed_form(self.pot, self.objective):
+            return jax.jacfwd(self.replace(gradient="closed_form").flat_grad)(x)
+        return jax.hessian(self.f)(x)
+
+    def project(self, x):
+        """The manifold's projection ``Pi_M`` (Algorithm 4): identity on ``R^d``; ``theta_i / |theta_i|`` on spheres."""
+        if self.manifold == "euclidean":
+            return x
+        s = self.unflatten(x)
+        return jnp.concatenate([s.a, (s.theta / jnp.linalg.norm(s.theta, axis=-1, keepdims=True)).reshape(-1)])
+
+    def tangent(self, g, x):
+        """A gradient projected onto the tangent space at ``x`` (spheres: each ``theta_i``'s radial part removed)."""
+        if self.manifold == "euclidean":
+            return g
+        gs, xs = self.unflatten(g), self.unflatten(x)
+        radial = jnp.sum(gs.theta * xs.theta, -1, keepdims=True) * xs.theta
+        return jnp.concatenate([gs.a, (gs.theta - radial).reshape(-1)])
+
+    def riemannian_hessian(self, H, g, x):
+        """The Hessian on the manifold: ``P (H - diag(theta_i . grad_i) I) P`` on spheres (docs/math.md section 6),
+        ``H`` itself on ``R^d``; ``g`` is the Euclidean gradient at ``x``."""
+        if self.manifold == "euclidean":
+            return H
+        xs, gs = self.unflatten(x), self.unflatten(g)
+        k, d = xs.a.shape[-1], self.d
+        blocks = jnp.eye(d, dtype=H.dtype) - xs.theta[:, :, None] * xs.theta[:, None, :]
+        P = jax.scipy.linalg.block_diag(jnp.eye(k, dtype=H.dtype), *blocks)
+        shift = jnp.concatenate([jnp.zeros(k, H.dtype), jnp.repeat(jnp.sum(xs.theta * gs.theta, -1), d)])
+        return P @ (H - jnp.diag(shift)) @ P
+
+    def n_free(self, k: int) -> int:
+        """Dimension of the space the problem moves in: trainable coordinates, less one per unit on spheres."""
+        na = k if self.train in ("both", "a") else 0
+        nt = k * (self.d - (self.manifold == "sphere")) if self.train in ("both", "theta") else 0
+        return na + nt
+
+    def free_eigh(self, H, g, x):
+        """Eigen-decomposition of the Hessian restricted to the directions the problem moves in.
+
+        Frozen coordinates (``train``) and the radial directions of spheres are shifted far above the
+        spectrum and dropped. Returns ``(eigenvalues (n_free,), eigenvectors (n, n_free))``, ascending,
+        for the Riemannian Hessian at ``x`` (``H``, ``g``: Euclidean Hessian and gradient there).
+        """
+        n = x.shape[-1]
+        k = n // (self.d + 1)
+        m = self.mask(x)
+        R = self.riemannian_hessian(H, g, x) * m[:, None] * m[None, :]
+        # the directions that do not move: frozen coordinates, then each theta_i's radial direction
+        N = jnp.diag(1.0 - m)
+        if self.manifold == "sphere" and self.train != "a":
+            th = self.unflatten(x).theta
+            radial = jax.scipy.linalg.block_diag(jnp.zeros((k, k), x.dtype), *(th[:, :, None] * th[:, None, :]))
+            N = N + radial
+        big = 10.0 * jnp.max(jnp.abs(R)) + 1.0
+        lam, V = jnp.linalg.eigh(0.5 * (R + R.T) + big * N)
+        nf = self.n_free(k)
+        return lam[:nf], V[:, :nf]
+
+    # --- Student-level API (any batch axes) ---------------------------------------------------------------
+    def _batched(self, fn, student):
+        nb, tb = batch_axes(student, self.teacher)
+        return vmap_batch(fn, nb, (0 if tb else None, 0))(self, self.flatten(student))
+
+    def value(self, student: Student):
+        """The objective at ``student``: shape ``(*B,)``."""
+        return self._batched(lambda p, x: p.f(x), student)
+
+    def grad(self, student: Student) -> Student:
+        """The gradient over the trainable variables (zero on frozen ones; tangent on spheres), as a :class:`Student`."""
+        return self.unflatten(self._batched(lambda p, x: p.tangent(p.flat_grad(x) * p.mask(x), x), student))
+
+    def value_and_grad(self, student: Student):
+        """``(value (*B,), grad Student)``, as :meth:`value` and :meth:`grad`."""
+        def vg(p, x):
+            v, g = p.flat_value_and_grad(x)
+            return v, p.tangent(g * p.mask(x), x)
+        v, g = self._batched(vg, student)
+        return v, self.unflatten(g)
+
+    def hessian(self, student: Student):
+        """The Hessian over the trainable variables: ``(*B, n_t, n_t)`` in the flat layout restricted to them
+        (``n_t = k + k d``, ``k d`` for ``train="theta"``, ``k`` for ``"a"``); Riemannian on spheres."""
+        k = student.a.shape[-1]
+        # numpy, not self.mask: the index set must be static under jit
+        idx = np.flatnonzero(np.concatenate([np.full(k, self.train in ("both", "a")),
+                                             np.full(k * self.d, self.train in ("both", "theta"))]))
+
+        def h(p, x):
+            H = p.riemannian_hessian(p.flat_hessian(x), p.flat_grad(x), x)
+            return H[jnp.ix_(idx, idx)]
+        return self._batched(h, student)
+
+
+def batch_axes(student: Student, teacher: Teacher):
+    """Number of batch axes of the student, and whether the teacher is batched alongside."""
+    if student.d != teacher.d:
+        raise ValueError(f"student.theta has shape {tuple(student.theta.shape)} and teacher.w "
+                         f"{tuple(teacher.w.shape)}: their last axes (d) differ")
+    nb = student.a.ndim - 1
+    tb = teacher.b.ndim - 1
+    if tb not in (0, nb) or (tb and teacher.b.shape[:-1] != student.a.shape[:-1]):
+        raise ValueError(f"teacher batch shape {teacher.b.shape[:-1]} must be () or the student's "
+                         f"{student.a.shape[:-1]}")
+    return nb, tb > 0
+
+
+def promote(problem: Problem, student: Student):
+    """Student and teacher cast to one floating dtype (a float32 student against a float64 teacher runs in float64)."""
+    t = problem.teacher
+    dtype = jnp.result_type(student.a, student.theta, t.b, t.w, float)
+    cast = lambda x: jnp.asarray(x, dtype)  # noqa: E731
+    problem = jax.tree_util.tree_map(cast, problem)
+    return problem, jax.tree_util.tree_map(cast, student)
+
+
+def resolve(name: str, args: tuple, *, train=None, objective=None, manifold=None, gradient=None,
+            need_student: bool = True):
+    """``(problem, student)`` from a public function's positional arguments.
+
+    Accepts ``(problem, student)`` or ``(pot, teacher, student)``; keyword options build the problem
+    in the second form and replace its fields in the first. A TypeError names the accepted forms.
+    """
+    opts = {key: v for key, v in (("train", train), ("objective", objective), ("manifold", manifold),
+                                   ("gradient", gradient)) if v is not None}
+    form = (f"{name}(problem, student, ...) or {name}(pot, teacher, student, ...); options after the "
+            "student are keyword-only")
+    if args and isinstance(args[0], Problem):
+        if len(args) > 2 or (need_student and len(args) < 2):
+            raise TypeError(f"{name} takes {form}; got {len(args)} positional arguments")
+        problem = args[0].replace(**opts) if opts else args[0]
+        student = args[1] if len(args) == 2 else None
+    else:
+        if len(args) > 3 or len(args) < (3 if need_student else 2):
+            raise TypeError(f"{name} takes {form}; got {len(args)} positional arguments")
+        problem = Problem(args[0], args[1], **opts)
+        student = args[2] if len(args) == 3 else None
+    if student is not None:
+        student = as_student(student)
+        batch_axes(student, problem.teacher)
+    return problem, student
+
+
+def check_finite_start(student: Student, name: str) -> None:
+    """A ValueError naming the problems whose start point holds NaN or Inf (not a run that 'diverged')."""
+    bad = ~(np.isfinite(np.asarray(student.a)).all(-1) & np.isfinite(np.asarray(student.theta)).all((-1, -2)))
+    if bad.any():
+        where = "" if bad.ndim == 0 else f" in problems {np.argwhere(bad).tolist()[:10]}"
+        raise ValueError(f"{name}: the start point (student) holds NaN or Inf{where}; pass a finite start")
+
+
+def check_lr(lr, student: Student):
+    """``lr`` as an array of the student's dtype: a scalar, or one per problem (the batch shape)."""
+    lr = jnp.asarray(lr, student.a.dtype)
+    batch = student.a.shape[:-1]
+    if lr.ndim not in (0, len(batch)) or (lr.ndim and lr.shape != batch):
+        raise ValueError(f"lr must be a scalar or have the batch shape {batch}, got shape {lr.shape}")
+    return lr
+
+
+def split_keys(key, batch_shape: tuple):
+    """One PRNG key per problem of a batch (``key`` itself for one problem)."""
+    if not batch_shape:
+        return key
+    return jax.random.split(key, int(np.prod(batch_shape))).reshape(batch_shape)
