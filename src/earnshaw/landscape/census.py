@@ -1,0 +1,227 @@
+r"""``census``: the distinct critical points a batch of runs ended at, counted modulo the network's symmetries.
+
+Every end point is polished with Newton (:func:`earnshaw.refine`) and classified (:func:`earnshaw.analyze`);
+then points that are the same critical point up to a symmetry of the problem are grouped into one family:
+
+* permutations of the student's units (``(a_i, theta_i)`` pairs), always;
+* the sign flip ``(a_i, theta_i) -> (-a_i, -theta_i)`` of one unit, for odd inner-product activations
+  (``sigma(-z) = -sigma(z)`` makes the two units the same function);
+* the teacher's own symmetry group, when the caller passes it: maps ``Student -> Student`` that leave the
+  loss unchanged, e.g. permuting units and input coordinates together when ``w_j = e_j``.
+
+Two points are in one family when the smallest distance between one and any image of the other under
+these symmetries (units matched by the Hungarian algorithm on the flattened ``(a_i, theta_i)``) is below
+``tol * (1 + |x|)``. Each family's basin fraction (the share of starts that reached it) carries a
+Wilson score interval.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.stats import binomtest
+
+from earnshaw._typing import Student
+from earnshaw.landscape.analyze import analyze
+from earnshaw.problem import resolve
+
+__all__ = ["Census", "Family", "census", "symmetric_distance", "coordinate_permutations"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One distinct critical point (up to symmetry) and the starts that reached it.
+
+    Attributes:
+      point: representative :class:`Student` (``a (k,)``, ``theta (k, d)``): the family's lowest-gradient member.
+      loss, grad_norm, lambda_min: at ``point``. index: number of Hessian eigenvalues below ``-htol`` over the
+        directions the problem moves in (0 for a minimum). recovered: teacher units recovered at ``point``.
+      kind: ``"global minimum"``, ``"spurious local minimum"``, ``"saddle"`` or ``"not converged"``
+        (no critical point within Newton's reach: the gradient stayed above ``gtol``).
+      seeds: indices (into the flattened batch) of the starts in this family. fraction: ``len(seeds) / n``.
+      interval: 95% Wilson score interval of the basin fraction.
+    """
+
+    point: Student
+    loss: float
+    grad_norm: float
+    lambda_min: float
+    index: int
+    recovered: int
+    kind: str
+    seeds: tuple
+    fraction: float
+    interval: tuple
+
+    def row(self) -> dict:
+        """A flat dict for tables and Parquet."""
+        return dict(kind=self.kind, loss=self.loss, grad_norm=self.grad_norm, index=self.index,
+                    lambda_min=self.lambda_min, recovered=self.recovered, count=len(self.seeds),
+                    fraction=self.fraction, ci_low=self.interval[0], ci_high=self.interval[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class Census:
+    """Distinct critical points of a batch of end points, most common first.
+
+    Attributes:
+      families: tuple of :class:`Family`. family_of: ``(n,)`` the family index of each start.
+      n: number of starts.
+    """
+
+    families: tuple
+    family_of: np.ndarray
+    n: int
+
+    def rows(self) -> list:
+        """One dict per family (see :meth:`Family.row`)."""
+        return [f.row() for f in self.families]
+
+    def __str__(self):
+        head = f"{'#':>3} {'kind':<24} {'loss':>11} {'|grad|':>9} {'index':>5} {'lambda_min':>11} " \
+               f"{'units':>5} {'count':>6} {'fraction [95% CI]':>24}"
+        lines = [head]
+        for i, f in enumerate(self.families):
+            lines.append(f"{i:>3} {f.kind:<24} {f.loss:>11.4e} {f.grad_norm:>9.1e} {f.index:>5d} {f.lambda_min:>11.3e} "
+                         f"{f.recovered:>5d} {len(f.seeds):>6d} {f.fraction:>8.3f} [{f.interval[0]:.3f}, "
+                         f"{f.interval[1]:.3f}]")
+        return "\n".join(lines)
+
+
+def coordinate_permutations(d: int) -> list:
+    """The teacher symmetries of ``w_j = e_j`` (``m = d``) with equal output weights: permuting the input
+    coordinates permutes the teacher's units, so ``theta -> theta[:, perm]`` maps critical points to critical
+    points. Returns the ``d - 1`` transpositions ``(0 j)``, which generate the whole symmetric group.
+
+    >>> len(coordinate_permutations(4))
+    3
+    """
+    maps = []
+    for j in range(1, d):
+        perm = np.arange(d)
+        perm[[0, j]] = perm[[j, 0]]
+        maps.append(lambda s, p=perm: Student(a=s.a, theta=s.theta[..., p]))
+    return maps
+
+
+def _unit_matrix(a, theta):
+    return np.concatenate([np.asarray(a)[:, None], np.asarray(theta)], axis=1)  # (k, 1 + d)
+
+
+def symmetric_distance(x: Student, y: Student, *, odd: bool = False) -> float:
+    """Distance between two points up to a permutation of units (and, ``odd``, a sign flip of each unit).
+
+    The units of ``y`` are matched to those of ``x`` by the Hungarian algorithm on their ``(a_i, theta_i)``
+    vectors; the result is the Euclidean norm of the matched difference.
+
+    >>> import numpy as np
+    >>> x = Student(a=np.array([1.0, 2.0]), theta=np.array([[0.0, 1.0], [1.0, 0.0]]))
+    >>> y = Student(a=np.array([-2.0, 1.0]), theta=np.array([[-1.0, 0.0], [0.0, 1.0]]))
+    >>> symmetric_distance(x, y), symmetric_distance(x, y, odd=True)
+    (4.0, 0.0)
+    """
+    X, Y = _unit_matrix(x.a, x.theta), _unit_matrix(y.a, y.theta)
+    cost = np.sum((X[:, None, :] - Y[None, :, :]) ** 2, axis=-1)
+    if odd:
+        cost = np.minimum(cost, np.sum((X[:, None, :] + Y[None, :, :]) ** 2, axis=-1))
+    rows, cols = linear_sum_assignment(cost)
+    return float(np.sqrt(max(cost[rows, cols].sum(), 0.0)))
+
+
+def _closure(maps: Sequence[Callable], x: Student, limit: int = 5040) -> list:
+    """The orbit of ``x`` under the group the ``maps`` generate (breadth first, at most ``limit`` points)."""
+    orbit, frontier = [x], [x]
+    seen = {np.round(_unit_matrix(x.a, x.theta), 12).tobytes()}
+    while frontier and len(orbit) < limit:
+        nxt = []
+        for p in frontier:
+            for g in maps:
+                q = g(p)
+                key = np.round(_unit_matrix(q.a, q.theta), 12).tobytes()
+                if key not in seen:
+                    seen.add(key)
+                    orbit.append(q)
+                    nxt.append(q)
+        frontier = nxt
+    return orbit
+
+
+def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (), refine: bool = True,
+           gtol=1e-9, htol=1e-6, tol=1e-6, loss_tol=1e-8, match_tol=1e-2) -> Census:
+    """Group end points into distinct critical points modulo the problem's symmetries.
+
+    Call as ``census(problem, points)`` or ``census(pot, teacher, points, ...)``; ``points`` is a batch of
+    end points (usually ``traj.final``), any number of leading axes (flattened in the result's ``seeds``).
+
+    Args:
+      args: ``problem, points`` or ``pot, teacher, points``; the teacher unbatched.
+      objective, train: as for the solvers (with a ``problem``, they replace its fields).
+      symmetries: the teacher's own symmetry maps ``Student -> Student`` (generators; the group they
+        generate is used), e.g. :func:`coordinate_permutations` for ``w_j = e_j``.
+      refine: polish each point with Newton first (recommended: families are told apart to ``tol``).
+      gtol, htol, loss_tol, match_tol: as for :func:`earnshaw.analyze` (a point with gradient above ``gtol``
+        after polishing is ``"not converged"``; an eigenvalue below ``-htol`` counts in the index).
+      tol: two points are one family when their symmetric distance is below ``tol * (1 + |x|)``.
+
+    Returns:
+      :class:`Census`.
+
+    >>> import jax, jax.numpy as jnp, earnshaw as es
+    >>> jax.config.update("jax_enable_x64", True)
+    >>> t = es.Teacher(b=jnp.ones(2), w=jnp.eye(2))
+    >>> pts = es.Student(a=jnp.array([[1.0, 1.0], [1.0, 1.0], [-1.0, 1.0]]),
+    ...                  theta=jnp.array([jnp.eye(2), jnp.eye(2)[::-1], -jnp.eye(2)]))
+    >>> c = es.census("erf", t, pts)           # permuted and sign-flipped copies of the teacher: one family
+    >>> len(c.families), c.families[0].kind, c.families[0].seeds
+    (1, 'global minimum', (0, 1, 2))
+    >>> jax.config.update("jax_enable_x64", False)
+    """
+    problem, points = resolve("census", args, objective=objective, train=train)
+    if problem.teacher.b.ndim != 1:
+        raise ValueError(f"census takes one teacher (unbatched); got teacher batch shape {problem.batch_shape}")
+    if points.a.ndim < 2:
+        raise ValueError(f"census takes a batch of points (leading axes); got points.a of shape {points.a.shape}")
+    k, d = points.k, points.d
+    flat = Student(a=points.a.reshape(-1, k), theta=points.theta.reshape(-1, k, d))
+    report = analyze(problem, flat, refine=refine, gtol=gtol, htol=htol, loss_tol=loss_tol, match_tol=match_tol)
+    pot = problem.pot
+    odd = bool(pot.activation is not None and pot.activation.odd and pot.kind == "inner")
+    a, theta = np.asarray(report.point.a), np.asarray(report.point.theta)
+    n = a.shape[0]
+    gn, loss = np.asarray(report.grad_norm), np.asarray(report.loss)
+    reps, orbits, members = [], [], []
+    family_of = np.full(n, -1, dtype=np.int64)
+    # lowest gradient first: each family's representative is its best-polished member
+    for i in np.argsort(gn, kind="stable"):
+        x = Student(a=a[i], theta=theta[i])
+        scale = 1.0 + float(np.linalg.norm(_unit_matrix(x.a, x.theta)))
+        found = -1
+        for f, orbit in enumerate(orbits):
+            if abs(loss[i] - loss[reps[f]]) > tol * (1.0 + abs(loss[i])) + 1e-12:
+                continue  # different losses: different critical points, no matching needed
+            if min(symmetric_distance(x, y, odd=odd) for y in orbit) <= tol * scale:
+                found = f
+                break
+        if found < 0:
+            reps.append(i)
+            orbits.append(_closure(symmetries, x) if symmetries else [x])
+            members.append([])
+            found = len(reps) - 1
+        members[found].append(int(i))
+        family_of[i] = found
+    order = sorted(range(len(reps)), key=lambda f: (-len(members[f]), loss[reps[f]]))
+    renumber = {f: j for j, f in enumerate(order)}
+    families = []
+    for f in order:
+        r = reps[f]
+        count = len(members[f])
+        ci = binomtest(count, n).proportion_ci(confidence_level=0.95, method="wilson")
+        eig = np.asarray(report.eigenvalues[r])
+        families.append(Family(point=Student(a=a[r], theta=theta[r]), loss=float(loss[r]), grad_norm=float(gn[r]),
+                               lambda_min=float(eig[0]), index=int(np.sum(eig < -htol)),
+                               recovered=int(report.recovered[r]), kind=str(report.verdict[r]),
+                               seeds=tuple(sorted(members[f])), fraction=count / n,
+                               interval=(float(ci.low), float(ci.high))))
+    return Census(families=tuple(families), family_of=np.array([renumber[f] for f in family_of]), n=n)

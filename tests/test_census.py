@@ -1,0 +1,76 @@
+"""census: distinct critical points modulo symmetry, their Hessian index and basin fractions."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import earnshaw as es
+from earnshaw.landscape.census import coordinate_permutations, symmetric_distance
+
+
+def test_copies_of_a_minimum_and_of_a_saddle_make_two_families():
+    t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    perm = jnp.array([1, 0])
+    minimum = [es.Student(a=t.b, theta=t.w), es.Student(a=t.b[perm], theta=t.w[perm]),
+               es.Student(a=-t.b, theta=-t.w)]  # erf is odd: flipping a unit's sign is the same network
+    near = es.Student(a=t.b + 1e-4, theta=t.w - 1e-4)  # Newton polishes it onto the minimum
+    saddle = es.Student(a=jnp.zeros(2), theta=jnp.zeros((2, 3)))  # a critical point of every odd activation
+    # (the critical set through it is not isolated: a perturbed copy polishes to another of its points)
+    pts = minimum + [near, saddle, saddle]
+    batch = es.Student(a=jnp.stack([p.a for p in pts]), theta=jnp.stack([p.theta for p in pts]))
+    c = es.census("erf", t, batch)
+    assert len(c.families) == 2 and c.n == 6
+    best, sad = c.families
+    assert best.kind == "global minimum" and best.index == 0 and best.seeds == (0, 1, 2, 3)
+    assert sad.kind == "saddle" and sad.index > 0 and sad.lambda_min < -1e-3 and sad.seeds == (4, 5)
+    assert c.family_of.tolist() == [0, 0, 0, 0, 1, 1]
+    assert best.fraction == pytest.approx(4 / 6) and best.interval[0] < 4 / 6 < best.interval[1]
+    assert 0.0 < sad.interval[0] and sad.interval[1] < 1.0
+    assert "global minimum" in str(c) and len(c.rows()) == 2
+    # without the sign symmetry (relu is not odd) the flipped copy is a different point
+    assert symmetric_distance(minimum[0], minimum[2], odd=True) < 1e-12
+    assert symmetric_distance(minimum[0], minimum[2], odd=False) > 0.1
+
+
+def test_teacher_symmetries_merge_images_of_a_point():
+    """w_j = e_j, b = 1: permuting input coordinates maps the loss to itself, so a point and its image are one
+    critical point up to the teacher's symmetry, and two without it."""
+    d = 3
+    t = es.Teacher(b=jnp.ones(d), w=jnp.eye(d))
+    x = es.random_student(jax.random.key(4), d=d, k=d)
+    image = es.Student(a=x.a, theta=x.theta[:, jnp.array([1, 0, 2])])
+    pts = es.Student(a=jnp.stack([x.a, image.a]), theta=jnp.stack([x.theta, image.theta]))
+    assert float(es.population_loss("relu", t, x)) == pytest.approx(float(es.population_loss("relu", t, image)))
+    plain = es.census("relu", t, pts, refine=False)
+    merged = es.census("relu", t, pts, refine=False, symmetries=coordinate_permutations(d))
+    assert len(plain.families) == 2 and len(merged.families) == 1
+    assert merged.families[0].kind == "not converged"  # a random point is no critical point
+
+
+def test_census_over_theta_with_fixed_output_weights_counts_gd_end_points():
+    """The soft committee machine (a fixed at 1, relu, w_j = e_j): GD's end points, grouped over theta alone;
+    every start is in exactly one family and the fractions add up to 1."""
+    d = k = 3
+    t = es.Teacher(b=jnp.ones(k), w=jnp.eye(d))
+    problem = es.Problem("relu", t, train="theta")
+    s = es.random_student(jax.random.key(1), d=d, k=k, scale=d**-0.5, batch=16)
+    s = es.Student(a=jnp.ones((16, k)), theta=s.theta)
+    end = es.gradient_descent(problem, s, lr=0.1, max_steps=20_000).final
+    c = es.census(problem, end, symmetries=coordinate_permutations(d))
+    assert sum(len(f.seeds) for f in c.families) == 16
+    assert sum(f.fraction for f in c.families) == pytest.approx(1.0)
+    assert sorted(np.concatenate([f.seeds for f in c.families]).tolist()) == list(range(16))
+    gm = [f for f in c.families if f.kind == "global minimum"]
+    assert len(gm) == 1 and gm[0].recovered == k and gm[0].loss < 1e-12
+    for f in c.families:
+        assert f.point.a.tolist() == [1.0] * k  # output weights stayed fixed
+        assert f.kind != "not converged" or f.grad_norm > 1e-9
+
+
+def test_census_rejects_bad_input():
+    t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    with pytest.raises(ValueError, match="batch of points"):
+        es.census("erf", t, es.Student(a=t.b, theta=t.w))
+    tb = es.random_teacher(jax.random.key(0), d=3, k=2, batch=2)
+    with pytest.raises(ValueError, match="one teacher"):
+        es.census("erf", tb, es.random_student(jax.random.key(1), d=3, k=2, batch=2))
