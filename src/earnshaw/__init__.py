@@ -30,6 +30,7 @@ from earnshaw.dynamics.nodewise import nodewise_descent as nodewise_descent
 from earnshaw.dynamics.flow import gradient_flow as gradient_flow
 from earnshaw.landscape.analyze import Report as Report, analyze as analyze
 from earnshaw.landscape.census import Census as Census, census as census
+from earnshaw.landscape.certify import Certificate as Certificate, certify as certify
 from earnshaw.landscape.critical import refine as refine
 from earnshaw.landscape.hessian import hessian as hessian, spectrum as spectrum
 from earnshaw.landscape.matching import match_units as match_units

@@ -103,6 +103,14 @@ def _step(z):
     return (z > 0).astype(jnp.result_type(z, float))
 
 
+def _normal_cdf(z):
+    return 0.5 * (1.0 + _erf(z / math.sqrt(2.0)))
+
+
+def _leaky_relu(slope, z):
+    return jnp.where(z > 0, z, slope * z)
+
+
 _FIXED = {
     "erf": dict(fn=_erf, odd=True),
     "relu": dict(fn=jax.nn.relu, smooth=False),
@@ -112,10 +120,17 @@ _FIXED = {
     "sigmoid_pm1": dict(fn=lambda z: 2.0 * jax.nn.sigmoid(z) - 1.0, odd=True),
     "linear": dict(fn=lambda z: z, odd=True),
     "quadratic": dict(fn=lambda z: z * z),
+    "abs": dict(fn=jnp.abs, smooth=False),
+    "relu2": dict(fn=lambda z: jax.nn.relu(z) ** 2, smooth=False),
+    "normal_cdf": dict(fn=_normal_cdf),
+    "sin": dict(fn=jnp.sin, odd=True),
+    "cos": dict(fn=jnp.cos),
+    "gauss": dict(fn=lambda z: jnp.exp(-0.5 * z * z)),
+    "exp": dict(fn=jnp.exp),
 }
 
-#: Names accepted by :func:`activation`. ``hermite`` needs ``m``.
-ACTIVATIONS = tuple(sorted([*_FIXED, "hermite"]))
+#: Names accepted by :func:`activation`. ``hermite`` needs ``m``; ``leaky_relu`` takes ``slope`` (default 0.01).
+ACTIVATIONS = tuple(sorted([*_FIXED, "hermite", "leaky_relu"]))
 
 
 @functools.lru_cache(maxsize=None)
@@ -124,7 +139,10 @@ def activation(name: str, **params) -> Activation:
 
     Args:
       name: one of :data:`ACTIVATIONS`. ``"hermite"`` takes ``m`` (degree,
-        ``m >= 0``): ``s = h_m``. ``"hermite3"`` is shorthand for ``m=3``.
+        ``m >= 0``): ``s = h_m``. ``"hermite3"`` is shorthand for ``m=3``. ``"leaky_relu"`` takes
+        ``slope`` (``s(z) = z`` for ``z > 0``, ``slope z`` else; default 0.01). ``"relu2"`` is ``relu(z)^2``
+        (arc-cosine kernel of order 2), ``"gauss"`` is ``exp(-z^2 / 2)``, ``"normal_cdf"`` the standard
+        normal CDF.
       **params: keyword parameters of the named activation.
 
     Returns:
@@ -150,6 +168,15 @@ def activation(name: str, **params) -> Activation:
             raise ValueError(f"hermite needs an integer degree m >= 0, got m={m!r}")
         return Activation(f"hermite{m}", functools.partial(hermite_poly, m), odd=m % 2 == 1,
                           params=(("m", m),))
+    if name == "leaky_relu":
+        slope = params.pop("slope", 0.01)
+        if params:
+            raise ValueError(f"leaky_relu takes only slope, got {sorted(params)}")
+        if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not math.isfinite(slope):
+            raise ValueError(f"leaky_relu needs a finite number slope, got slope={slope!r}")
+        slope = float(slope)
+        return Activation("leaky_relu", functools.partial(_leaky_relu, slope), odd=slope == 1.0,
+                          smooth=False, params=(("slope", slope),))
     if name not in _FIXED:
         raise ValueError(f"unknown activation {name!r}; valid names: {', '.join(ACTIVATIONS)}")
     if params:

@@ -340,6 +340,8 @@ def promote(problem: Problem, student: Student):
     """Student and teacher cast to one floating dtype (a float32 student against a float64 teacher runs in float64)."""
     t = problem.teacher
     dtype = jnp.result_type(student.a, student.theta, t.b, t.w, float)
+    if all(x.dtype == dtype for x in (student.a, student.theta, t.b, t.w)):
+        return problem, student
     cast = lambda x: jnp.asarray(x, dtype)  # noqa: E731
     problem = jax.tree_util.tree_map(cast, problem)
     return problem, jax.tree_util.tree_map(cast, student)

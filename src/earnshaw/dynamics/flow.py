@@ -128,14 +128,17 @@ def gradient_flow(*args, t1=1e4, train=None, objective=None, manifold=None, solv
     check_finite_start(student, "gradient_flow")
     problem, student = promote(problem, student)
     program = _PROGRAMS[min(student.a.ndim - 1, 1)]
-    traj = program(problem, student, t1=float(t1), solver=solver_obj, stages=stages, controller=controller_obj,
-                   gtol=float(gtol), n_save=int(n_save), dt0=None if dt0 is None else float(dt0),
+    # names travel as static arguments and become objects inside the trace: hashing a string is cheaper per call
+    traj = program(problem, student, t1=float(t1), solver=solver, stages=stages,
+                   controller=(controller, float(rtol), float(atol)), gtol=float(gtol), n_save=int(n_save), dt0=None if dt0 is None else float(dt0),
                    max_steps=int(max_steps), collision_radius=None if collision_radius is None
                    else float(collision_radius))
     return report_failures(traj, method="gradient_flow", pot=problem.pot, on_divergence=on_divergence)
 
 
 def _single(problem, student, *, t1, solver, stages, controller, gtol, n_save, dt0, max_steps, collision_radius):
+    solver = _solver(solver)[0]
+    controller = _controller(controller[0], controller[1], controller[2], isinstance(solver, diffrax.Euler))
     start = t1 if n_save == 2 else min(1e-2, t1 / 10)
     save_ts = np.concatenate([[0.0], np.geomspace(start, t1, n_save - 1)])
     x0 = problem.flatten(student)

@@ -95,7 +95,11 @@ def _inner_potential(act: _act.Activation, order):
         raise ValueError(f"{act!r} is not an inner-product activation; build its potential with realize()")
     if act.name in inner.CLOSED_FORMS and act is _act.activation(act.name) and order is None:
         return Potential(act.name, "inner", inner.CLOSED_FORMS[act.name], activation=act,
-                         smooth=act.smooth or act.name == "relu")
+                         smooth=act.smooth or act.name in ("relu", "abs", "relu2"))
+    if act.name == "leaky_relu" and order is None:
+        slope = dict(act.params)["slope"]
+        return Potential(act.name, "inner", functools.partial(inner.leaky_relu, slope), params=(("slope", slope),),
+                         activation=act, smooth=True)
     if act.name.startswith("hermite") and act.params and order is None:
         m = dict(act.params)["m"]
         return Potential(act.name, "inner", functools.partial(inner.hermite, m), params=(("m", m),), activation=act)

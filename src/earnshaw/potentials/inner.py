@@ -15,7 +15,19 @@ sign           ``1 - 2 alpha / pi``                       (0 if ``|u||v| = 0``)
 step           ``(pi - alpha) / (2 pi)``                  (0 if ``|u||v| = 0``)
 relu           ``(|u||v| sin alpha + (pi - alpha) u.v) / (2 pi)``
 hermite m      ``sum_k m! / (k!^2 (m-2k)! 4^k) (u.v)^(m-2k) ((|u|^2-1)(|v|^2-1))^k``
+abs            ``(2 |u||v| sin alpha + (pi - 2 alpha) u.v) / pi``
+leaky_relu     ``(1 + l^2) Phi_relu(u, v) - 2 l Phi_relu(u, -v)`` (slope ``l``)
+relu2          ``|u|^2 |v|^2 (3 sin alpha cos alpha + (pi - alpha)(1 + 2 cos^2 alpha)) / (2 pi)``
+normal_cdf     ``1/4 + arcsin(u.v / sqrt((1 + |u|^2)(1 + |v|^2))) / (2 pi)``
+sin, cos       ``exp(-(|u|^2 + |v|^2) / 2) sinh(u.v)``, ``... cosh(u.v)``
+gauss          ``((1 + |u|^2)(1 + |v|^2) - (u.v)^2)^(-1/2)``   (``s = exp(-z^2 / 2)``)
+exp            ``exp((|u|^2 + |v|^2) / 2 + u.v)``
 =============  =================================================================
+
+``relu2`` is the order-2 arc-cosine kernel (Cho and Saul, 2009; ``step`` and ``relu`` are orders 0 and 1);
+``abs`` and ``leaky_relu`` follow from ``relu`` since ``|z| = relu(z) + relu(-z)`` and
+``leaky(z) = relu(z) - l relu(-z)``, and ``(U, -V)`` has covariance ``-u.v``; ``normal_cdf`` is
+``P(Z_1 <= U, Z_2 <= V)`` for independent standard ``Z``, an orthant probability.
 
 The Hermite row is ``E[h_m(U) h_m(V)]`` for general norms (expand ``He_m(a z)`` in
 ``He_{m-2k}(z)``); on unit vectors it is ``rho^m``. Any other ``s`` (tanh,
@@ -86,6 +98,51 @@ def hermite(m, nu, c, nv):
     return out
 
 
+def _relu_pair(nu, c, nv):
+    """``(Phi_relu(u, v), Phi_relu(u, -v))`` from one angle computation."""
+    s, c, alpha, nonzero = _angle_parts(nu, c, nv)
+    plus = (s + (jnp.pi - alpha) * c) / (2.0 * jnp.pi)
+    minus = (s - alpha * c) / (2.0 * jnp.pi)  # the angle to -v is pi - alpha
+    return jnp.where(nonzero, plus, 0.0), jnp.where(nonzero, minus, 0.0)
+
+
+def abs_(nu, c, nv):
+    plus, minus = _relu_pair(nu, c, nv)
+    return 2.0 * (plus + minus)
+
+
+def leaky_relu(slope, nu, c, nv):
+    plus, minus = _relu_pair(nu, c, nv)
+    return (1.0 + slope * slope) * plus - 2.0 * slope * minus
+
+
+def relu2(nu, c, nv):
+    s, c, alpha, nonzero = _angle_parts(nu, c, nv)
+    # |u|^2 |v|^2 (3 sin a cos a + (pi - a)(1 + 2 cos^2 a)) with |u||v| sin a = s and |u||v| cos a = c
+    val = (3.0 * s * c + (jnp.pi - alpha) * (nu * nv + 2.0 * c * c)) / (2.0 * jnp.pi)
+    return jnp.where(nonzero, val, 0.0)
+
+
+def normal_cdf(nu, c, nv):
+    return 0.25 + asin(c * jax.lax.rsqrt(1.0 + nu) * jax.lax.rsqrt(1.0 + nv)) / (2.0 * jnp.pi)
+
+
+def sin(nu, c, nv):
+    return jnp.exp(-0.5 * (nu + nv)) * jnp.sinh(c)
+
+
+def cos(nu, c, nv):
+    return jnp.exp(-0.5 * (nu + nv)) * jnp.cosh(c)
+
+
+def gauss(nu, c, nv):
+    return jax.lax.rsqrt((1.0 + nu) * (1.0 + nv) - c * c)
+
+
+def exp(nu, c, nv):
+    return jnp.exp(0.5 * (nu + nv) + c)
+
+
 #: Closed-form potentials by activation name.
 CLOSED_FORMS = {
     "linear": linear,
@@ -94,6 +151,13 @@ CLOSED_FORMS = {
     "sign": sign,
     "step": step,
     "relu": relu,
+    "abs": abs_,
+    "relu2": relu2,
+    "normal_cdf": normal_cdf,
+    "sin": sin,
+    "cos": cos,
+    "gauss": gauss,
+    "exp": exp,
 }
 
 
