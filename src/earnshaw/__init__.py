@@ -28,6 +28,10 @@ from earnshaw.dynamics.descent import (gradient_descent as gradient_descent, hes
                                        optimize as optimize, perturbed_gd as perturbed_gd, second_gd as second_gd)
 from earnshaw.dynamics.nodewise import nodewise_descent as nodewise_descent
 from earnshaw.dynamics.flow import gradient_flow as gradient_flow
+from earnshaw.dynamics.online import OnlineRun as OnlineRun, online_ode as online_ode, online_sgd as online_sgd
+from earnshaw.dynamics.order import (OrderParams as OrderParams, order_flow as order_flow, order_gd as order_gd,
+                                     order_loss as order_loss, order_parameters as order_parameters,
+                                     student_from_order as student_from_order)
 from earnshaw.landscape.analyze import Report as Report, analyze as analyze
 from earnshaw.landscape.census import Census as Census, census as census
 from earnshaw.landscape.certify import Certificate as Certificate, certify as certify

@@ -1,0 +1,247 @@
+r"""Online SGD in the soft committee machine: the batched simulation and its ``d -> infinity`` ODEs.
+
+One fresh sample per step, ``x ~ N(0, I_d)``, label ``y = sum_j b_j s(w_j . x) + sigma xi``; on the loss
+``(y_hat - y)^2 / 2`` the weights move as (earnshaw's units: ``lambda_i = theta_i . x``, so ``theta = w / sqrt(d)`` in
+the scaling of Saad and Solla (1995) and Goldt et al. (2019))
+
+    theta_i <- theta_i - (lr / d) a_i s'(lambda_i) Delta x,        a_i <- a_i - (lr_a / d) s(lambda_i) Delta,
+
+with ``Delta = y_hat - y``. As ``d -> infinity`` with ``t = steps / d`` the order parameters ``Q, R, a`` follow
+
+    dR_in/dt = -lr a_i E[s'(lambda_i) nu_n Delta],   da_i/dt = -lr_a E[s(lambda_i) Delta],
+    dQ_ik/dt = -lr (a_i E[s'(lambda_i) lambda_k Delta] + a_k E[s'(lambda_k) lambda_i Delta])
+               + lr^2 a_i a_k (E[s'(lambda_i) s'(lambda_k) Delta^2] + sigma^2 E[s'(lambda_i) s'(lambda_k)]),
+
+whose ``lr``-linear part is the population gradient flow of ``L / 2`` (:func:`earnshaw.order_flow`) and whose
+``lr^2`` part needs the four-point averages ``I4 = E[s'(x1) s'(x2) s(x3) s(x4)]``: in closed form for erf (a
+Gaussian weight ``exp(-x1^2 - x2^2)`` folds into the covariance) and linear units, by four-dimensional
+Gauss-Hermite quadrature for any other activation. The generalisation error is ``eps_g = L / 2``. See
+docs/math.md section 10.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import math
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from earnshaw._typing import Student, Teacher
+from earnshaw.dynamics.order import OrderParams, _loss, _save_times, _step_fn, order_parameters
+from earnshaw.potentials import potential as _potential
+from earnshaw.potentials.inner import gauss_hermite_nodes
+
+__all__ = ["online_sgd", "online_ode", "OnlineRun"]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class OnlineRun:
+    """Online SGD's generalisation error over time: ``ts (S,)`` in units of ``t = steps / d``, ``eps_g (*B, S)``
+    (``L / 2``), and the order parameters at the saves (:class:`~earnshaw.OrderParams`, save axis after the batch)."""
+
+    ts: jax.Array
+    eps_g: jax.Array
+    params: OrderParams
+
+
+def _i4_erf(C):
+    """``E[s'(x1) s'(x2) s(x3) s(x4)]`` for ``s = erf`` and ``x ~ N(0, C)``, ``C (4, 4)`` (may be singular)."""
+    D = jnp.diag(jnp.array([1.0, 1.0, 0.0, 0.0], C.dtype))
+    M = jnp.eye(4, dtype=C.dtype) + 2.0 * D @ C
+    Cp = C @ jnp.linalg.inv(M)  # the covariance after the weight exp(-x1^2 - x2^2)
+    norm = jax.lax.rsqrt(jnp.linalg.det(M))
+    arg = 2.0 * Cp[2, 3] * jax.lax.rsqrt((1.0 + 2.0 * Cp[2, 2]) * (1.0 + 2.0 * Cp[3, 3]))
+    return (4.0 / math.pi) * norm * (2.0 / math.pi) * jnp.arcsin(arg)
+
+
+def _j2_erf(C):
+    """``E[s'(x1) s'(x2)]`` for erf, ``C (2, 2)``."""
+    return (4.0 / math.pi) * jax.lax.rsqrt(jnp.linalg.det(jnp.eye(2, dtype=C.dtype) + 2.0 * C))
+
+
+def _gh4(act, order):
+    """``E[s'(x1) s'(x2) s(x3) s(x4)]`` and ``E[s'(x1) s'(x2)]`` by Gauss-Hermite over a square root of ``C``."""
+    z, w = (jnp.asarray(v) for v in gauss_hermite_nodes(order))
+    grid = jnp.stack(jnp.meshgrid(z, z, z, z, indexing="ij"), -1).reshape(-1, 4)
+    wts = jnp.prod(jnp.stack(jnp.meshgrid(w, w, w, w, indexing="ij"), -1).reshape(-1, 4), -1)
+    s = act.fn
+    ds = jax.vmap(jax.grad(lambda x: s(x)))
+
+    def sqrtm(C):
+        lam, V = jnp.linalg.eigh(0.5 * (C + C.T))
+        return V * jnp.sqrt(jnp.clip(lam, 0.0, None))
+
+    def i4(C):
+        X = grid.astype(C.dtype) @ sqrtm(C).T
+        return jnp.sum(wts * ds(X[:, 0]) * ds(X[:, 1]) * s(X[:, 2]) * s(X[:, 3]))
+
+    def j2(C):
+        X = grid[:, :2].astype(C.dtype) @ sqrtm(C).T
+        return jnp.sum(wts * ds(X[:, 0]) * ds(X[:, 1]))
+
+    return i4, j2
+
+
+def _averages(pot, order):
+    if pot.name == "erf":
+        return _i4_erf, _j2_erf
+    if pot.name == "linear":
+        return (lambda C: C[2, 3]), (lambda C: jnp.ones((), C.dtype))
+    return _gh4(pot.activation, order)
+
+
+def _rates(pot, T, b, lr, lr_a, noise, order):
+    """The ODE's right-hand side on ``(Q, R, a)``."""
+    linear = _step_fn(pot.fn, T, b, "L", "both", None, flow=True)
+    i4, j2 = _averages(pot, order)
+
+    def rhs(t, y, args):
+        Q, R, a = y
+        k, m = Q.shape[0], T.shape[0]
+        dQ, dR, da, _, _ = linear(Q, R, a)  # -grad of L = E[Delta^2]: half of it for the loss Delta^2 / 2
+        G = jnp.block([[Q, R], [R.T, T]])
+        coef = jnp.concatenate([a, -b])
+        # sum_pq c_p c_q I4(i, k, p, q) for every student pair (i, k): one 4x4 covariance per index quadruple
+        idx = jnp.asarray(list(itertools.product(range(k), range(k), range(k + m), range(k + m))))
+        C = G[idx[:, :, None], idx[:, None, :]]
+        vals = jax.vmap(i4)(C).reshape(k, k, k + m, k + m)
+        second = jnp.einsum("ikpq,p,q->ik", vals, coef, coef)
+        if noise:
+            pairs = jnp.asarray(list(itertools.product(range(k), range(k))))
+            second = second + noise**2 * jax.vmap(j2)(Q[pairs[:, :, None], pairs[:, None, :]]).reshape(k, k)
+        dQ = 0.5 * lr * dQ + lr**2 * (a[:, None] * a[None, :]) * second
+        return dQ, 0.5 * lr * dR, 0.5 * lr_a * da
+
+    return rhs
+
+
+def online_ode(pot, T, b, params: OrderParams, *, lr=0.5, lr_a=None, noise=0.0, t1=100.0, n_save=101, ts=None,
+               rtol=1e-8, atol=1e-10, order=12, max_steps=1_000_000) -> OnlineRun:
+    """The ``d -> infinity`` ODEs of online SGD (Saad and Solla 1995; Goldt et al. 2019), second layer trained.
+
+    Args:
+      pot: an inner-product potential or its name (erf and linear in closed form; others by 4-D Gauss-Hermite
+        of ``order`` nodes per axis: ``order^4`` points per average, and slow convergence: for erf at unit
+        variances the quadrature is 2e-3 off at 16 nodes, 1e-5 at 24, 2e-8 at 40).
+      T: ``(m, m)`` teacher Gram matrix; b: ``(m,)`` teacher charges. params: start :class:`OrderParams`.
+      lr: learning rate of the first layer; lr_a: of the second (default ``lr``; 0 keeps ``a`` fixed).
+      noise: label noise standard deviation ``sigma``.
+      t1: final time ``t = steps / d``. n_save: saves, log-spaced after 0.
+      ts: explicit save times instead (increasing, from 0; ``t1`` is then their last), e.g. a simulation's.
+
+    Returns:
+      :class:`OnlineRun`.
+
+    >>> import jax, jax.numpy as jnp, earnshaw as es
+    >>> jax.config.update("jax_enable_x64", True)
+    >>> T = jnp.eye(2); b = jnp.ones(2)                 # orthonormal teacher units, unit charges
+    >>> start = es.OrderParams(Q=0.5 * jnp.eye(2), R=1e-3 * jnp.ones((2, 2)) + 1e-3 * jnp.eye(2), a=jnp.ones(2))
+    >>> run = es.online_ode("erf", T, b, start, lr=0.5, lr_a=0.0, t1=2000.0)
+    >>> bool(run.eps_g[-1] < 1e-3 < run.eps_g[0])        # through the plateau to the teacher
+    True
+    >>> jax.config.update("jax_enable_x64", False)
+    """
+    pot = _potential(pot)
+    if pot.kind != "inner" or pot.activation is None:
+        raise ValueError(f"online SGD needs an inner-product activation; got {pot!r}")
+    lr_a = lr if lr_a is None else lr_a
+    Q, R, a = (jnp.asarray(x) for x in (params.Q, params.R, params.a))
+    T, b = jnp.asarray(T, Q.dtype), jnp.asarray(b, Q.dtype)
+    save = _save_times(float(t1), int(n_save)) if ts is None else np.asarray(ts, np.float64)
+    if save.ndim != 1 or save[0] != 0.0 or np.any(np.diff(save) <= 0):
+        raise ValueError(f"ts must be increasing times starting at 0, got {save}")
+    return _online_ode(pot, T, b, OrderParams(Q, R, a), jnp.asarray(lr, Q.dtype), jnp.asarray(lr_a, Q.dtype),
+                       float(noise), save=tuple(float(x) for x in save), rtol=float(rtol), atol=float(atol),
+                       order=int(order), max_steps=int(max_steps))
+
+
+@functools.partial(jax.jit, static_argnames=("pot", "noise", "save", "rtol", "atol", "order", "max_steps"))
+def _online_ode(pot, T, b, params, lr, lr_a, noise, *, save, rtol, atol, order, max_steps):
+    rhs = _rates(pot, T, b, lr, lr_a, noise, order)
+    save_ts = jnp.asarray(save, T.dtype)
+    sol = diffrax.diffeqsolve(diffrax.ODETerm(rhs), diffrax.Tsit5(), 0.0, save[-1], None,
+                              (params.Q, params.R, params.a),
+                              saveat=diffrax.SaveAt(ts=save_ts), stepsize_controller=diffrax.PIDController(
+                                  rtol=rtol, atol=atol), max_steps=max_steps, throw=False,
+                              adjoint=diffrax.ForwardMode())
+    Qs, Rs, As = sol.ys
+    eps = jax.vmap(lambda Q, R, a: 0.5 * _loss(pot.fn, T, b, Q, R, a, "L"))(Qs, Rs, As)
+    return OnlineRun(ts=sol.ts, eps_g=eps, params=OrderParams(Qs, Rs, As))
+
+
+def online_sgd(key, pot, teacher: Teacher, student: Student, *, lr=0.5, lr_a=None, noise=0.0, t1=10.0,
+               n_save=101) -> OnlineRun:
+    """Simulate online SGD: one fresh Gaussian sample per step, ``t1 * d`` steps, a batch of seeds in one call.
+
+    Args:
+      key: PRNG key (split per seed). pot: an inner-product potential (its activation is used) or its name.
+      teacher: :class:`Teacher` ``w (m, d)`` (the same for every seed). student: start, ``(*B, k)`` / ``(*B, k, d)``.
+      lr, lr_a, noise: as for :func:`online_ode` (steps of ``lr / d`` and ``lr_a / d``).
+      t1: final time in units of ``d`` steps. n_save: evenly spaced saves.
+
+    Returns:
+      :class:`OnlineRun` with ``eps_g (*B, n_save)`` computed exactly from the order parameters at the saves.
+
+    >>> import jax, jax.numpy as jnp, earnshaw as es
+    >>> t = es.Teacher(b=jnp.ones(2), w=jnp.eye(2, 200))
+    >>> s = es.random_student(jax.random.key(1), d=200, k=2, scale=200**-0.5, batch=4)
+    >>> run = es.online_sgd(jax.random.key(2), "erf", t, s, lr=0.5, t1=5.0, n_save=6)
+    >>> run.eps_g.shape, bool((run.eps_g[:, -1] < run.eps_g[:, 0]).all())
+    ((4, 6), True)
+    """
+    pot = _potential(pot)
+    if pot.kind != "inner" or pot.activation is None:
+        raise ValueError(f"online SGD needs an inner-product activation; got {pot!r}")
+    d = teacher.d
+    if teacher.b.ndim != 1:
+        raise ValueError(f"online_sgd takes one teacher; got teacher batch {teacher.batch_shape}")
+    steps = int(round(t1 * d))
+    per = max(1, steps // (n_save - 1))
+    lr_a = lr if lr_a is None else lr_a
+    batch = student.batch_shape
+    keys = jax.random.split(key, int(np.prod(batch))).reshape(batch) if batch else key
+    dtype = jnp.result_type(student.theta, float)
+    run = _online_program(pot, teacher, student, keys, jnp.asarray(lr / d, dtype), jnp.asarray(lr_a / d, dtype),
+                          jnp.asarray(noise, dtype), per=per, n=n_save - 1)
+    ts = jnp.arange(n_save) * per / d
+    return OnlineRun(ts=ts.astype(dtype), eps_g=run[0], params=run[1])
+
+
+@functools.partial(jax.jit, static_argnames=("pot", "per", "n"))
+def _online_program(pot, teacher, student, keys, lr, lr_a, noise, *, per, n):
+    s = pot.activation.fn
+    ds = jax.vmap(jax.grad(lambda z: s(z)))
+    T = teacher.w @ teacher.w.T
+
+    def one(student, key):
+        def step(carry, key):
+            a, th = carry
+            kx, kn = jax.random.split(key)
+            x = jax.random.normal(kx, (teacher.d,), th.dtype)
+            lam = th @ x
+            y = teacher.b @ s(teacher.w @ x) + noise * jax.random.normal(kn, (), th.dtype)
+            delta = a @ s(lam) - y
+            th = th - lr * (a * ds(lam) * delta)[:, None] * x[None, :]
+            a = a - lr_a * s(lam) * delta
+            return (a, th), None
+
+        def save(carry, key):
+            carry, _ = jax.lax.scan(step, carry, jax.random.split(key, per))
+            p, _ = order_parameters(teacher, Student(a=carry[0], theta=carry[1]))
+            return carry, (0.5 * _loss(pot.fn, T, teacher.b, p.Q, p.R, p.a, "L"), p)
+
+        p0, _ = order_parameters(teacher, student)
+        e0 = 0.5 * _loss(pot.fn, T, teacher.b, p0.Q, p0.R, p0.a, "L")
+        _, (eps, ps) = jax.lax.scan(save, (student.a, student.theta), jax.random.split(key, n))
+        cat = lambda x0, xs: jnp.concatenate([x0[None], xs])  # noqa: E731
+        return cat(e0, eps), OrderParams(cat(p0.Q, ps.Q), cat(p0.R, ps.R), cat(p0.a, ps.a))
+
+    fn = one
+    for _ in range(student.a.ndim - 1):
+        fn = jax.vmap(fn)
+    return fn(student, keys)

@@ -1,0 +1,64 @@
+"""Order-parameter dynamics: exactly the population dynamics of the weights, at a cost free of d."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import earnshaw as es
+
+
+@pytest.mark.parametrize("pot,objective,train", [("erf", "L", "both"), ("erf", "G", "theta"), ("relu", "L", "a"),
+                                                 ("tanh", "L", "both")])
+def test_order_gd_equals_direct_gd_along_the_whole_trajectory(pot, objective, train):
+    """Small initial overlaps (a plateau for erf); student wider than the teacher."""
+    d = 8
+    t = es.random_teacher(jax.random.key(0), d=d, k=2, scale=d**-0.5)
+    s = es.random_student(jax.random.key(1), d=d, k=3, scale=0.1 * d**-0.5, a_scale=0.1)
+    p, T = es.order_parameters(t, s)
+    op = es.order_gd(pot, T, t.b, p, lr=0.05, max_steps=2000, save_every=200, objective=objective, train=train)
+    direct = es.gradient_descent(pot, t, s, lr=0.05, max_steps=2000, save_every=200, objective=objective,
+                                 train=train)
+    np.testing.assert_allclose(op.ts, direct.ts)
+    np.testing.assert_allclose(op.losses, direct.losses, rtol=1e-10, atol=1e-12)
+    q = es.order_parameters(t, direct.params)[0]
+    for mine, theirs in ((op.params.Q, q.Q), (op.params.R, q.R), (op.params.a, q.a)):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-9, atol=1e-11)
+    assert float(op.losses[-1]) < float(op.losses[0])
+
+
+def test_order_flow_equals_the_weight_flow():
+    t = es.random_teacher(jax.random.key(2), d=6, k=2)
+    s = es.random_student(jax.random.key(3), d=6, k=2)
+    p, T = es.order_parameters(t, s)
+    op = es.order_flow("erf", T, t.b, p, t1=30.0, n_save=5, rtol=1e-10, atol=1e-12)
+    direct = es.gradient_flow("erf", t, s, t1=30.0, n_save=5, gtol=0.0, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(op.ts, direct.ts)
+    np.testing.assert_allclose(op.losses, direct.losses, rtol=1e-7, atol=1e-9)
+
+
+def test_conversion_both_ways_and_the_loss():
+    t = es.random_teacher(jax.random.key(4), d=7, k=2)
+    s = es.random_student(jax.random.key(5), d=7, k=3)
+    p, T = es.order_parameters(t, s)
+    t2, s2 = es.student_from_order(p, T, t.b, d=12)
+    p2, T2 = es.order_parameters(t2, s2)
+    for x, y in ((p2.Q, p.Q), (p2.R, p.R), (T2, T), (p2.a, p.a)):
+        np.testing.assert_allclose(x, y, atol=1e-12)
+    # the loss is a function of the order parameters alone, and equal for the two realisations
+    assert float(es.order_loss("erf", T, t.b, p)) == pytest.approx(float(es.population_loss("erf", t, s)), abs=1e-13)
+    assert float(es.population_loss("erf", t2, s2)) == pytest.approx(float(es.population_loss("erf", t, s)), abs=1e-12)
+    with pytest.raises(ValueError, match="d >= k \\+ m = 5"):
+        es.student_from_order(p, T, t.b, d=4)
+    bad = es.OrderParams(Q=-jnp.eye(3), R=p.R, a=p.a)
+    with pytest.raises(ValueError, match="not a Gram matrix"):
+        es.student_from_order(bad, T, t.b, d=8)
+
+
+def test_order_dynamics_refuse_what_they_cannot_do():
+    t = es.random_teacher(jax.random.key(4), d=3, k=2)
+    s = es.random_student(jax.random.key(5), d=3, k=2)
+    p, T = es.order_parameters(t, s)
+    with pytest.raises(ValueError, match="inner-product potential"):
+        es.order_gd(es.potential("gaussian"), T, t.b, p)
+    with pytest.raises(ValueError, match="must be Q \\(k, k\\)"):
+        es.order_gd("erf", T, t.b[:1], p)
