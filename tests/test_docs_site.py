@@ -17,7 +17,7 @@ import pytest
 import earnshaw as es
 
 ROOT = Path(__file__).resolve().parents[1]
-API_PAGES = ["problem", "potentials", "networks", "solvers", "landscape", "trajectory"]
+API_PAGES = ["problem", "potentials", "networks", "solvers", "order", "landscape", "trajectory"]
 COMMANDS = ["demo", "run", "sweep", "verify", "reproduce", "potential", "animate", "results"]
 
 
