@@ -154,6 +154,6 @@ def _mentions_of_math_file(*tops):
 @pytest.mark.parametrize("tops", [("README.md", "docs", "tests", "benchmarks", "examples"), ("src",)],
                          ids=["docs-tests-examples", "src"])
 def test_no_reference_to_a_missing_math_file(tops):
-    """The mathematics is docs/math.md; the repository has no MATH.md for code or docs to cite."""
+    """The mathematics is docs/math.md: nothing may cite the math file the repository never had."""
     hits = _mentions_of_math_file(*tops)
     assert not hits, f"references to a file the repository does not have (use docs/math.md): {hits}"
