@@ -62,3 +62,18 @@ def test_online_inputs_are_checked():
         es.online_ode(es.potential("gaussian"), T, b, start)
     with pytest.raises(ValueError, match="increasing times starting at 0"):
         es.online_ode("erf", T, b, start, ts=[1.0, 2.0])
+
+
+def test_erf_second_moments_for_all_pairs_equal_the_per_quadruple_formula():
+    from earnshaw.dynamics.online import _erf_second_moments
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(5, 6)) * 0.6  # k = 3 student and m = 2 teacher vectors
+    G = jnp.asarray(X @ X.T)
+    fast = np.asarray(_erf_second_moments(G, 3))
+    for i in range(3):
+        for k in range(3):
+            for p in range(5):
+                for q in range(5):
+                    idx = [i, k, p, q]
+                    assert fast[i, k, p, q] == pytest.approx(float(_i4_erf(G[np.ix_(idx, idx)])), rel=1e-10, abs=1e-13)
