@@ -78,7 +78,8 @@ print(json.dumps(dict(first=first, repeat=repeat, programs=programs)))
 def machine_speed() -> float:
     """Steady-state GD steps per second at k = d = 5 (erf, closed form): how fast this machine is.
 
-    Compile times scale with the machine; the README's figures name the speed they were measured at."""
+    Compile times scale with the machine; the benchmarks page (docs/benchmarks.md) names the speed they
+    were measured at."""
     from benchmarks.bench_dynamics import es, problem, timeit
 
     t, s = problem(5, 5)

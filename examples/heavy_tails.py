@@ -1,4 +1,4 @@
-"""Population vs empirical loss for the almost lambda-harmonic activation (MATH.md section 1b, 'Heavy tails').
+"""Population vs empirical loss for the almost lambda-harmonic activation (docs/math.md section 1b, 'Heavy tails').
 
 sigma(x, w) = (2 pi)^(3/4) exp(|x|^2/4) g(|x - w|) realises Phi_eps exactly: E[sigma(X,u) sigma(X,v)] = Phi_eps.
 But g ~ exp(-r), so E[sigma^4] is infinite: sample averages converge without a CLT, dominated by rare large |x|.

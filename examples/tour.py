@@ -1,4 +1,4 @@
-"""A five-minute tour of earnshaw (the README shows its output).
+"""A five-minute tour of earnshaw (docs/index.md shows its output).
 
 EARNSHAW_QUICK=1 runs 16 students instead of 256, with the explicit solver tsit5, which compiles in a
 fraction of kvaerno3's time (the test suite runs it so).

@@ -1,4 +1,4 @@
-"""Lemma 13 made concrete (MATH.md section 3): test values, lambda-harmonicity, realisability, sign patterns."""
+"""Lemma 13 made concrete (docs/math.md section 3): test values, lambda-harmonicity, realisability, sign patterns."""
 import math
 
 import jax
@@ -13,7 +13,7 @@ import earnshaw as es
 from earnshaw.potentials.almost_harmonic import construct
 from earnshaw.potentials.realize import fourier_transform
 
-# MATH.md section 3 test values (lam = 1): (variant, eps) -> quantity -> value
+# docs/math.md section 3 test values (lam = 1): (variant, eps) -> quantity -> value
 TABLE = {
     ("ball", 0.5): dict(N=4.613277127251e-05, M=8.194021177487e-03, A=0.1158176519400, phi8=0.9066427241106,
                         phi4=0.7079201446161, phi2=0.3607955120974, phi1=0.04260693307347, dphi1=-0.085213866147,
@@ -36,7 +36,7 @@ def _pot(variant, eps, d=3):
 
 
 def _rel(digits_value):
-    """Relative tolerance matching the number of significant digits MATH.md gives."""
+    """Relative tolerance matching the number of significant digits docs/math.md gives."""
     s = f"{abs(digits_value):.15g}".replace(".", "").lstrip("0")
     return max(3 * 10.0 ** (-(len(s) - 1)), 2e-12)
 
@@ -66,13 +66,13 @@ def test_ball_g_at_zero_and_inside():
 
 def test_general_d_tail_constants():
     c3 = construct(3, 0.5, 1.0, "ball")
-    # A_3 = A / sqrt(pi/2) exactly; MATH.md's A_3 = 0.0924091176206 agrees to 1.4e-8 relative.
+    # A_3 = A / sqrt(pi/2) exactly; docs/math.md's A_3 = 0.0924091176206 agrees to 1.4e-8 relative.
     assert c3.A_d == pytest.approx(c3.A / math.sqrt(math.pi / 2), rel=1e-13)
     assert c3.A_d == pytest.approx(0.0924091176206, rel=2e-8)
     c7 = construct(7, 0.5, 1.0, "ball")
-    # MATH.md: N = 1.5623299110e-09, A_7 = 5.23422542542e-06. Real-space quad, the table and the Fourier
-    # integral (to k = 1e5) all give N = 1.5623303182e-09, 2.6e-7 above: MATH.md's Fourier N was truncated.
-    assert c7.N == pytest.approx(1.5623299110e-09, rel=5e-7)
+    # docs/math.md section 3: N = 1.5623303182e-09, A_7 = 5.23422542542e-06. Real-space quad, the table and
+    # the Fourier integral (to k = 1e5) all give that N; a Fourier integral cut off too early gives 1.56232991e-09.
+    assert c7.N == pytest.approx(1.5623303182e-09, rel=5e-9)
     assert c7.A_d == pytest.approx(5.23422542542e-06, rel=5e-7)
     S7 = 2 * math.pi ** 3.5 / math.gamma(3.5)
     N_quad = S7 * si.quad(lambda s: float(c7.rho(s)) * s ** 6 * math.exp(0) * (2 * math.pi) ** -3.5
@@ -87,7 +87,8 @@ def test_general_d_tail_constants():
 
 @pytest.mark.parametrize("variant,eps", CASES)
 def test_table_matches_independent_quadrature(variant, eps):
-    # MATH.md's real-space formula U(r) = 1/(2 mu r) int s rho(s) (e^{-mu|r-s|} - e^{-mu(r+s)}) ds, off the grid
+    # docs/math.md section 3's real-space formula, off the grid:
+    # U(r) = 1/(2 mu r) int s rho(s) (e^{-mu|r-s|} - e^{-mu(r+s)}) ds
     c = construct(3, eps, 1.0, variant)
     prof = _pot(variant, eps).profile
     R = eps / 4

@@ -39,7 +39,7 @@ def test_saddle_classified():
 
 
 def test_lemma29_single_node_minimum_value():
-    # Lemma 29 example (sign activation on the circle, MATH.md section 6): t=1.9+pi is a local
+    # Lemma 29 example (sign activation on the circle, docs/math.md section 6): t=1.9+pi is a local
     # minimum of the single-node loss with optimal a; with a free unit it is not a global minimum.
     s_ang = jnp.array([0.3, 1.9, 4.0])
     w = jnp.stack([jnp.cos(s_ang), jnp.sin(s_ang)], -1)

@@ -1,4 +1,4 @@
-"""Losses: MATH.md values, population = empirical within statistical error, gradients vs finite differences."""
+"""Losses: docs/math.md values, population = empirical within statistical error, gradients vs finite differences."""
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import pytest
 
 import earnshaw as es
 
-# MATH.md section 4 test case (paper sign: flip a)
+# docs/math.md section 4 test case (paper sign: flip a)
 W2 = jnp.array([[1.0, 0.0], [-0.5, 0.8]])
 B2 = jnp.array([0.7, -0.4])
 TH2 = jnp.array([[0.3, -0.2], [-1.0, 0.5]])
@@ -36,7 +36,7 @@ def test_math_values_rbf():
     def f(z):
         return es.population_loss(pot, TEACHER, es.Student(a=z[:2], theta=z[2:].reshape(2, 2)))
 
-    # MATH.md orders the gradient (a, theta) in the paper's sign: flip the a-part
+    # docs/math.md section 4 orders the gradient (a, theta) in the paper's sign: flip the a-part
     g = jax.jit(jax.grad(f))(flat)
     np.testing.assert_allclose(jnp.concatenate([-g[:2], g[2:]]),
                                [-0.3101487468, -0.4111854902, -0.4891184214, 0.0119111309, -0.1318878364,

@@ -1,4 +1,4 @@
-"""Potentials: closed form = quadrature = Monte Carlo, MATH.md values, gradients, Laplacians, errors."""
+"""Potentials: closed form = quadrature = Monte Carlo, docs/math.md values, gradients, Laplacians, errors."""
 import math
 
 import jax
@@ -14,7 +14,7 @@ from earnshaw.potentials._bessel import kv
 U = jnp.array([1.0, 0.5, -0.3])
 V = jnp.array([0.2, -0.7, 0.9])
 
-MATH_VALUES = {  # MATH.md section 1a
+MATH_VALUES = {  # docs/math.md section 1a
     "linear": -0.42, "erf": -0.1466078163, "sign": -0.2029581269, "step": 0.1992604683,
     "relu": 0.1188317507, "tanh": -0.1290374337, "sigmoid_pm1": -0.0652423610,
 }
@@ -26,7 +26,7 @@ def test_math_reference_values(name):
 
 
 def test_tanh_at_larger_norms_needs_higher_order():
-    # MATH.md: tanh at (3u, 2v) = -0.1828158515; error 5e-5 at n=80, 1.6e-8 at n=320.
+    # docs/math.md section 1a: tanh at (3u, 2v) = -0.1828158515; error 5e-5 at n=80, 1.6e-8 at n=320.
     assert float(es.potential("tanh", order=300)(3 * U, 2 * V)) == pytest.approx(-0.1828158515, abs=1e-7)
 
 

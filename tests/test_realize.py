@@ -36,7 +36,7 @@ def test_gaussian_realised_in_d1_by_quadrature(ell):
 
 
 def test_gaussian_realised_in_d3_by_monte_carlo(getkey):
-    # ell^2 = 1 < 8: E[sigma^4] is finite (MATH.md 1b), so Monte Carlo error bars are valid here.
+    # ell^2 = 1 < 8: E[sigma^4] is finite (docs/math.md section 1b), so Monte Carlo error bars are valid here.
     pot = es.realize(es.potential("gaussian", ell=1.0), d=3)
     u, v = jnp.array([0.2, -0.1, 0.3]), jnp.array([-0.3, 0.2, 0.0])
     mean, se = es.monte_carlo(getkey(), pot, u, v, 400_000)
@@ -133,7 +133,7 @@ def test_growing_profile_is_refused():
 
 
 def test_yukawa_in_d1_is_realised_by_k0():
-    # MATH.md 1b: e^{-|r|} = 2 G_1 is realised by g = sqrt(2)/pi K_0; so G_1 by K_0/pi.
+    # docs/math.md section 1b: e^{-|r|} = 2 G_1 is realised by g = sqrt(2)/pi K_0; so G_1 by K_0/pi.
     pot = es.realize(es.potential("yukawa", d=1, lam=1.0))
     val = _expect_1d(pot.activation, 0.3, -0.5, points=(0.3, -0.5))
     assert val == pytest.approx(math.exp(-0.8) / 2, rel=1e-7)
