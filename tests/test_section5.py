@@ -13,8 +13,8 @@ import scipy.stats
 from typer.testing import CliRunner
 
 from earnshaw.cli import app
-from earnshaw.experiments.section5.deep import (DivergenceError, deep_forward, effective_step, empirical_loss, init_deep,
-                           make_train_chunk, param_count)
+from earnshaw.experiments.section5.deep import (DivergenceError, deep_forward, effective_step, init_deep,
+                                                make_train_chunk, param_count, training_loss)
 from earnshaw.experiments import section5 as s5
 
 TINY = s5.Section5Config("tiny", depths=(2,), widths=(5, 10), seeds=2, n_train=200, n_test=200, lr=5e-4,
@@ -74,10 +74,10 @@ def test_effective_step_and_reductions():
     params = init_deep(jax.random.key(0), 3, 4, 2)
     x = jax.random.normal(jax.random.key(1), (50, 3), jnp.float32)
     y = jnp.zeros(50, jnp.float32)
-    np.testing.assert_allclose(empirical_loss(params, x, y, reduction="sum") / 50,
-                               empirical_loss(params, x, y, reduction="mean"), rtol=1e-6)
+    np.testing.assert_allclose(training_loss(params, x, y, reduction="sum") / 50,
+                               training_loss(params, x, y, reduction="mean"), rtol=1e-6)
     with pytest.raises(ValueError, match="reduction"):
-        empirical_loss(params, x, y, reduction="avg")
+        training_loss(params, x, y, reduction="avg")
 
 
 def test_sum_step_equals_mean_step_times_n():

@@ -49,11 +49,11 @@ from earnshaw.activations import Activation, activation as _activation
 # the library's one DivergenceError: a deep run that blows up raises what every solver raises
 from earnshaw.trajectory import DivergenceError
 
-__all__ = ["init_deep", "deep_forward", "empirical_loss", "mse", "effective_step", "make_train_chunk", "spread_seeds",
+__all__ = ["init_deep", "deep_forward", "training_loss", "mse", "effective_step", "make_train_chunk", "spread_seeds",
            "seed_devices", "cpu_devices_for", "ChunkResult", "DivergenceError", "check_divergence", "param_count",
            "REDUCTIONS"]
 
-#: Loss reductions accepted by :func:`empirical_loss`.
+#: Loss reductions accepted by :func:`training_loss`.
 REDUCTIONS = ("sum", "mean")
 
 
@@ -145,8 +145,9 @@ def deep_forward(params: Sequence[jax.Array], x: jax.Array, act="sigmoid_pm1") -
     return h[..., 0]
 
 
-def empirical_loss(params, x, y, act="sigmoid_pm1", reduction: str = "sum") -> jax.Array:
-    """Empirical squared loss ``sum_n (f(x_n) - y_n)^2`` (or its mean), no ``1/2``.
+def training_loss(params, x, y, act="sigmoid_pm1", reduction: str = "sum") -> jax.Array:
+    """The deep network's training loss ``sum_n (f(x_n) - y_n)^2`` (or its mean), no ``1/2`` (the depth-2 population
+    model's sample loss is :func:`earnshaw.empirical_loss`).
 
     Args:
       params: weights (no batch axis).
@@ -162,7 +163,7 @@ def empirical_loss(params, x, y, act="sigmoid_pm1", reduction: str = "sum") -> j
 
 def mse(params, x, y, act="sigmoid_pm1") -> jax.Array:
     """Mean squared error ``mean_n (f(x_n) - y_n)^2``: the train/test error reported in tables."""
-    return empirical_loss(params, x, y, act, "mean")
+    return training_loss(params, x, y, act, "mean")
 
 
 def effective_step(lr: float, reduction: str, n_train: int) -> float:
@@ -196,7 +197,7 @@ class ChunkResult(NamedTuple):
 def make_train_chunk(steps: int, lr: float, act="sigmoid_pm1", reduction: str = "sum") -> Callable:
     """A jit-compiled, seed-batched function running ``steps`` full-batch GD steps.
 
-    GD (the paper's Algorithm 4 without projection) on :func:`empirical_loss`:
+    GD (the paper's Algorithm 4 without projection) on :func:`training_loss`:
     ``W <- W - lr * grad L(W)``, as a :func:`jax.lax.scan` over steps, vmapped
     over the leading seed axis. Cached per ``(steps, lr, act, reduction)`` so a
     long run of many chunks compiles once.
