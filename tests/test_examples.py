@@ -112,16 +112,15 @@ def _check_heavy_tails(out):
     assert np.median(rows["2.5"][1]) < 0.1 * rows["2.5"][0]
 
 
-def _check_quickstart(out, n=200, min_global=0.9):
-    """The README prints 0.99 global minima for the 200 seeds."""
+def _check_quickstart(out):
+    """The README's example: its printed fractions are a distribution and most of the 200 seeds find the teacher."""
     fractions = ast.literal_eval(_line(out, "{'global minimum'"))
     verdicts = ("global minimum", "spurious local minimum", "saddle", "not converged")
     assert sum(fractions[v] for v in verdicts) == pytest.approx(1.0, abs=2e-3)
-    assert fractions["global minimum"] >= min_global and fractions["recovered all units"] >= min_global
+    assert fractions["global minimum"] >= 0.9 and fractions["recovered all units"] >= 0.9
     worst = _line(out, "worst seed")
     seed, loss = _numbers(worst)[:2]
-    assert 0 <= seed < n and 0 <= loss < 1.0 and re.search(r"'(global minimum|spurious local minimum|saddle|"
-                                                           r"not converged)', units recovered [0-3]/3", worst)
+    assert 0 <= seed < 200 and 0 <= loss < 1.0 and re.search(r"units recovered [0-3]/3", worst)
 
 
 SCRIPT_CHECKS = {"tour.py": _check_tour, "heavy_tails.py": _check_heavy_tails, "quickstart.py": _check_quickstart}

@@ -146,11 +146,6 @@ def test_riemannian_hessian_against_derivatives_along_geodesics(where):
             assert np.abs(wrong @ xi - fd).max() > 1e-3
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "hessian_descent / second_gd on the sphere pass the tangent gradient to riemannian_hessian "
-    "(loop.drive hands its update rules problem.tangent(grad), and rules.hd_direction passes that on), so "
-    "theta_i . grad_i = 0 and the curvature term "
-    "-(theta_i . grad_i) I is lost: HD sees negative curvature at a minimum on the sphere and climbs"))
 def test_hessian_descent_on_the_sphere_stops_at_a_constrained_minimum():
     """Two hermite3 units on the line of a teacher unit of norm 1.5, theta_1 = e_1, theta_2 = -e_1 with
     charges +-a*/2: a critical point on the sphere whose Euclidean gradient is radial (-19 and +19) and whose

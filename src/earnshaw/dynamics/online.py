@@ -42,7 +42,14 @@ __all__ = ["online_sgd", "online_ode", "OnlineRun"]
 @dataclasses.dataclass(frozen=True)
 class OnlineRun:
     """Online SGD's generalisation error over time: ``ts (S,)`` in units of ``t = steps / d``, ``eps_g (*B, S)``
-    (``L / 2``), and the order parameters at the saves (:class:`~earnshaw.OrderParams`, save axis after the batch)."""
+    (``L / 2``), and the order parameters at the saves (:class:`~earnshaw.OrderParams`, save axis after the batch).
+
+    >>> import jax, jax.numpy as jnp, earnshaw as es
+    >>> start = es.OrderParams(Q=0.5 * jnp.eye(2), R=0.1 * jnp.eye(2), a=jnp.ones(2))
+    >>> run = es.online_ode("linear", jnp.eye(2), jnp.ones(2), start, lr=0.2, t1=10.0, n_save=5)
+    >>> run.ts.shape, run.params.Q.shape, bool(run.eps_g[-1] < run.eps_g[0])
+    ((5,), (5, 2, 2), True)
+    """
 
     ts: jax.Array
     eps_g: jax.Array

@@ -34,7 +34,15 @@ __all__ = ["OrderParams", "order_parameters", "student_from_order", "order_loss"
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class OrderParams:
-    """The student's order parameters: ``Q (*B, k, k)``, ``R (*B, k, m)`` and the output weights ``a (*B, k)``."""
+    """The student's order parameters: ``Q (*B, k, k)``, ``R (*B, k, m)`` and the output weights ``a (*B, k)``.
+
+    ``Q = Theta Theta^T`` (the students' overlaps), ``R = Theta W^T`` (with the teacher's units).
+
+    >>> import jax.numpy as jnp, earnshaw as es
+    >>> p = es.OrderParams(Q=jnp.eye(2), R=jnp.zeros((2, 3)), a=jnp.ones(2))   # k = 2 students, m = 3 teachers
+    >>> p.R.shape
+    (2, 3)
+    """
 
     Q: jax.Array
     R: jax.Array

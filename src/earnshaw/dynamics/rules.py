@@ -79,8 +79,13 @@ def from_optax(optimizer: optax.GradientTransformation, x0):
 
 
 def hd_direction(flat, x, g):
-    """Smallest eigenpair of the (masked, Riemannian) Hessian and the corrected HD step direction."""
-    H = flat.riemannian_hessian(flat.hessian(x), g, x)
+    """Smallest eigenpair of the (masked, Riemannian) Hessian and the corrected HD step direction.
+
+    ``g`` is the loop's (tangent) gradient, which sets the step's sign; the Riemannian Hessian's curvature term
+    ``-(theta_i . grad_i) I`` needs the Euclidean gradient, whose radial part the tangent one has lost, so it is
+    evaluated here (on R^d the term is absent and XLA drops the evaluation).
+    """
+    H = flat.riemannian_hessian(flat.hessian(x), flat.grad(x) * flat.mask, x)
     mask = flat.mask
     frozen = 1.0 - mask
     big = jnp.max(jnp.abs(H)) * 10.0 + 1.0

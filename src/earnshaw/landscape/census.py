@@ -69,6 +69,15 @@ class Census:
     Attributes:
       families: tuple of :class:`Family`. family_of: ``(n,)`` the family index of each start.
       n: number of starts.
+
+    >>> import jax, jax.numpy as jnp, earnshaw as es
+    >>> jax.config.update("jax_enable_x64", True)
+    >>> t = es.Teacher(b=jnp.ones(2), w=jnp.eye(2))
+    >>> zero = es.Student(a=jnp.zeros((2, 2)), theta=jnp.zeros((2, 2, 2)))     # the saddle at 0, twice
+    >>> c = es.census("erf", t, zero)
+    >>> c.n, [f.kind for f in c.families], c.family_of.tolist(), c.rows()[0]["count"]
+    (2, ['saddle'], [0, 0], 2)
+    >>> jax.config.update("jax_enable_x64", False)
     """
 
     families: tuple
@@ -171,7 +180,7 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
     >>> import jax, jax.numpy as jnp, earnshaw as es
     >>> jax.config.update("jax_enable_x64", True)
     >>> t = es.Teacher(b=jnp.ones(2), w=jnp.eye(2))
-    >>> pts = es.Student(a=jnp.array([[1.0, 1.0], [1.0, 1.0], [-1.0, 1.0]]),
+    >>> pts = es.Student(a=jnp.array([[1.0, 1.0], [1.0, 1.0], [-1.0, -1.0]]),
     ...                  theta=jnp.array([jnp.eye(2), jnp.eye(2)[::-1], -jnp.eye(2)]))
     >>> c = es.census("erf", t, pts)           # permuted and sign-flipped copies of the teacher: one family
     >>> len(c.families), c.families[0].kind, c.families[0].seeds

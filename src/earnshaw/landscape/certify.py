@@ -227,6 +227,14 @@ class Certificate:
       loss_interval: ``(lo, hi)`` containing the loss at the true critical point.
       lambda_min_lower: a certified lower bound on the smallest Hessian eigenvalue (minima), else None.
       reason: why it could not certify, or ``""``.
+
+    >>> import jax, jax.numpy as jnp, earnshaw as es
+    >>> jax.config.update("jax_enable_x64", True)
+    >>> t = es.Teacher(b=jnp.array([1.0, -0.5]), w=jnp.array([[1.0, 0.0], [0.3, 0.8]]))
+    >>> off = es.certify("erf", t, es.Student(a=t.b + 0.01, theta=t.w))     # not a critical point
+    >>> off.certified, off.kind, "Krawczyk" in off.reason
+    (False, None, True)
+    >>> jax.config.update("jax_enable_x64", False)
     """
 
     certified: bool
