@@ -38,7 +38,8 @@ def random_teacher(key, d: int, k: int, *, convention: str = "standard", scale: 
 
     Args:
       key: PRNG key.
-      d: input dimension. k: number of units.
+      d: input dimension.
+      k: number of units.
       convention: one of :data:`TEACHER_CONVENTIONS`.
       scale: standard deviation of each ``w`` entry for ``"standard"``.
       c: the constant in Theorem 12's variance ``c d log d``.

@@ -193,10 +193,15 @@ def order_gd(pot, T, b, params: OrderParams, *, lr=1e-2, max_steps=10_000, save_
     """Population gradient descent on the order parameters: exactly GD on the weights, in ``O(k^3)`` per step.
 
     Args:
-      pot: an inner-product potential or its name. T: ``(m, m)`` teacher Gram matrix; b: ``(m,)`` its charges.
+      pot: an inner-product potential or its name.
+      T: ``(m, m)`` teacher Gram matrix.
+      b: ``(m,)`` the teacher's charges.
       params: start :class:`OrderParams` (one problem).
-      lr: step size. max_steps: number of steps. save_every: steps between saves (default ``max_steps // 100``).
-      objective: ``"L"`` or ``"G"``. train: ``"both"``, ``"theta"`` or ``"a"``.
+      lr: step size.
+      max_steps: number of steps.
+      save_every: steps between saves (default ``max_steps // 100``).
+      objective: ``"L"`` or ``"G"``.
+      train: ``"both"``, ``"theta"`` or ``"a"``.
 
     Returns:
       :class:`OrderTrajectory` (``ts`` in steps).

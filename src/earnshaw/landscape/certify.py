@@ -260,8 +260,8 @@ def certify(*args, radius=None, prec: int = 106, shifts: int = 3) -> Certificate
       shifts: how many shifts to try when bounding the smallest eigenvalue of a minimum.
 
     Returns:
-      :class:`Certificate` (``certified=False`` with the reason when the proof fails: not near a critical
-      point, Hessian singular or sign-indefinite over the box, or the potential not twice differentiable there).
+      :class:`Certificate`, with ``certified=False`` and the reason when the proof fails (not near a critical
+        point, Hessian singular or sign-indefinite over the box, or the potential not twice differentiable there).
 
     >>> import jax, jax.numpy as jnp, earnshaw as es
     >>> jax.config.update("jax_enable_x64", True)

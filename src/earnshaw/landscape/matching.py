@@ -14,7 +14,10 @@ def match_units(theta, a, w, b, *, odd: bool = False):
     distance is ``min(|theta - w|, |theta + w|)`` and the charge is compared after the flip.
 
     Args:
-      theta: ``(*B, k, d)``; a: ``(*B, k)``; w: ``(*B, m, d)`` or ``(m, d)``; b: ``(*B, m)`` or ``(m,)``.
+      theta: ``(*B, k, d)``.
+      a: ``(*B, k)``.
+      w: ``(*B, m, d)`` or ``(m, d)``.
+      b: ``(*B, m)`` or ``(m,)``.
       odd: use the sign symmetry.
 
     Returns:

@@ -108,7 +108,8 @@ class Potential:
         """Matrix ``Phi(U_i, V_j)``.
 
         Args:
-          U: ``(..., m, d)``. V: ``(..., n, d)``; leading axes broadcast.
+          U: ``(..., m, d)``.
+          V: ``(..., n, d)``; leading axes broadcast.
 
         Returns:
           ``(..., m, n)``.
