@@ -91,7 +91,7 @@ def test_rounding_near_arcsin_one_is_handled():
     assert all(v.is_finite() for v in hd.g) and all(v.is_finite() for v in hd.h.ravel())
     # float64 derivatives there are not finite: the proof must not rest on them
     g64 = np.asarray(es.Problem("erf", t, gradient="autodiff").flat_grad(jnp.array([1.0, 1e8, 0.0])))
-    assert not np.all(np.isfinite(g64)) or np.all(np.abs(g64) < 1e-6)
+    assert not np.all(np.isfinite(g64))
 
 
 def test_certify_rejects_what_it_cannot_evaluate():

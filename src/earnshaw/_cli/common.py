@@ -72,3 +72,24 @@ def validation_message(err) -> str:
             msg = f"{msg} (got {e['input']!r})"
         lines.append(f"{where}: {msg}")
     return "\n".join(lines)
+
+
+def start_or_resume(resume, command: str, model, build, *, rename=lambda msg: msg):
+    """``(run, cfg)`` of a command: the folder ``resume`` and its saved config, or no folder and ``build()``.
+
+    Checks nothing else; a config that does not validate, or a folder that is not this command's, exits with the
+    reason (``rename`` maps the pydantic field names in the message to the command's option names).
+    """
+    from pydantic import ValidationError
+
+    from earnshaw.store import RunFolder
+
+    try:
+        if resume is not None:
+            run = RunFolder.open(resume, command=command)
+            return run, model.model_validate(run.config_data())
+        return None, build()
+    except ValidationError as err:
+        fail(rename(validation_message(err)))
+    except (ValueError, FileNotFoundError) as err:  # RunFolderError is a ValueError
+        fail(str(err))

@@ -8,8 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from earnshaw._cli.common import (backend_options, cell_progress, console, enable_x64, fail,
-                                  validation_message)
+from earnshaw._cli.common import backend_options, cell_progress, console, enable_x64, start_or_resume
 
 
 def print_summary(summary: dict, config: dict):
@@ -66,26 +65,14 @@ def register(app: typer.Typer):
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
     ):
         """Random teacher, many student seeds: gradient flow, Newton polish, landscape verdicts."""
-        from pydantic import ValidationError
-
         from earnshaw.experiments.demo import COMMAND, DemoConfig, run_demo
         from earnshaw.runtime import Reporter
         from earnshaw.store import RunFolder
 
         backend_options(backend, address, workers)
         enable_x64()
-        run = None
-        try:
-            if resume is not None:
-                run = RunFolder.open(resume, command=COMMAND)
-                cfg = DemoConfig.model_validate(run.config_data())
-            else:
-                cfg = DemoConfig(activation=activation, d=d, k=k, seeds=seeds, seed=seed, t1=t1, solver=solver,
-                                 chunk=min(250, seeds))
-        except ValidationError as err:
-            fail(validation_message(err))
-        except (ValueError, FileNotFoundError) as err:  # RunFolderError is a ValueError
-            fail(str(err))
+        run, cfg = start_or_resume(resume, COMMAND, DemoConfig, lambda: DemoConfig(
+            activation=activation, d=d, k=k, seeds=seeds, seed=seed, t1=t1, solver=solver, chunk=min(250, seeds)))
         start = time.perf_counter()
         with Reporter("demo", unit="chunks", enabled=not quiet) as rep:
             summary = run_demo(cfg, out, run=run, backend=backend, address=address, workers=workers,

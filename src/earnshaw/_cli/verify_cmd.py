@@ -8,8 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from earnshaw._cli.common import (backend_options, cell_progress, console, enable_x64, fail,
-                                  validation_message)
+from earnshaw._cli.common import backend_options, cell_progress, console, enable_x64, start_or_resume
 
 
 def render(rows, title="earnshaw verify") -> Table:
@@ -58,26 +57,15 @@ def register(app: typer.Typer):
         quiet: bool = typer.Option(False, "--quiet", help="no progress"),
     ):
         """Check the paper's theorems (as corrected in docs/math.md) over many seeds; exit 1 if a claim fails."""
-        from pydantic import ValidationError
-
         from earnshaw.experiments.verify import COMMAND, VerifyConfig, run_verify
         from earnshaw.runtime import Reporter
-        from earnshaw.store import RunFolder
 
         backend_options(backend, address, workers)
         enable_x64()
-        run = None
-        try:
-            if resume is not None:
-                run = RunFolder.open(resume, command=COMMAND)
-                cfg = VerifyConfig.model_validate(run.config_data())
-            else:
-                names = None if not only else [n.strip() for n in only.split(",") if n.strip()]
-                cfg = VerifyConfig(quick=quick, seeds=seeds, only=names)
-        except ValidationError as err:
-            fail(validation_message(err).replace("only: ", "--only: ").replace("seeds: ", "--seeds: "))
-        except (ValueError, FileNotFoundError) as err:
-            fail(str(err))
+        names = None if not only else [n.strip() for n in only.split(",") if n.strip()]
+        run, cfg = start_or_resume(resume, COMMAND, VerifyConfig,
+                                   lambda: VerifyConfig(quick=quick, seeds=seeds, only=names),
+                                   rename=lambda m: m.replace("only: ", "--only: ").replace("seeds: ", "--seeds: "))
         with Reporter("verify", unit="checks", enabled=not quiet) as rep:
             out_ = run_verify(cfg, out, run=run, backend=backend, address=address, workers=workers,
                               progress=cell_progress(rep))

@@ -110,7 +110,6 @@ def _erf_second_moments(G, k):
     ``N(0, G')`` with ``G' = G - G P' (I/2 + P G P')^-1 P G`` (Woodbury) and mass ``det(I + 2 P G P')^(-1/2)``; erf's
     pair average under ``G'`` is its potential. Per pair a 2 x 2 solve instead of a 4 x 4 inverse per quadruple.
     """
-    n = G.shape[0]
     ii, kk = jnp.meshgrid(jnp.arange(k), jnp.arange(k), indexing="ij")
     cols = jnp.stack([G[:, ii], G[:, kk]], axis=-1)  # (n, k, k, 2): G P'
     cols = jnp.moveaxis(cols, 0, 2)  # (k, k, n, 2)
