@@ -70,6 +70,43 @@ def jax_train(params, x, y, lr: float, steps: int, act: str = "sigmoid_pm1"):
     return np.asarray(res.final_train_mse), steady, first
 
 
+def packed_vs_unpacked(base, depths, steps: int, repeat: int) -> dict:
+    """Per depth: ms per GD step of all its widths trained as one zero-padded program, against the sum of
+    the one-program-per-cell times, and the largest difference of their final training MSEs."""
+    import jax
+    import jax.numpy as jnp
+
+    from earnshaw.experiments.section5.cells import _cell_data, pad_width
+
+    widths = sorted(base.widths)
+    out = {}
+    print(f"{'depth':>5} {'widths':>14} {'unpacked ms/step':>17} {'packed ms/step':>15} {'ratio':>7} "
+          f"{'max |dMSE|':>10}")
+    for depth in depths:
+        parts = [_cell_data(base, depth, w) for w in widths]
+        sep, per = 0.0, []
+        for p in parts:
+            m, t, _ = jax_train(p[0], p[1], p[2], base.lr, steps, base.activation)
+            for _ in range(repeat - 1):
+                t = min(t, jax_train(p[0], p[1], p[2], base.lr, steps, base.activation)[1])
+            sep += t
+            per.append(m)
+        params = [jnp.concatenate(ws) for ws in zip(*(pad_width(p[0], widths[-1]) for p in parts))]
+        x, y = jnp.concatenate([p[1] for p in parts]), jnp.concatenate([p[2] for p in parts])
+        m, t, _ = jax_train(params, x, y, base.lr, steps, base.activation)
+        for _ in range(repeat - 1):
+            t = min(t, jax_train(params, x, y, base.lr, steps, base.activation)[1])
+        diff = float(np.max(np.abs(m - np.concatenate(per))))
+        out[depth] = (1e3 * sep / steps, 1e3 * t / steps)
+        print(f"{depth:>5} {','.join(map(str, widths)):>14} {1e3 * sep / steps:>17.3f} {1e3 * t / steps:>15.3f} "
+              f"{sep / t:>6.2f}x {diff:>10.2e}", flush=True)
+    full = base.steps if base.steps > 1 else 1_000_000
+    print(f"depths {depths} x widths {widths}, {full:,} steps, {base.seeds} seeds, from these rates, one task after another: "
+          f"unpacked {sum(u for u, _ in out.values()) * full / 3.6e6:.2f} h, "
+          f"packed {sum(p for _, p in out.values()) * full / 3.6e6:.2f} h ({jax.default_backend()})")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cells", default="all", help="'all' (Table 2) or comma list like 2x20,5x40 (depth x width)")
@@ -83,10 +120,14 @@ def main(argv=None):
     ap.add_argument("--devices", type=int, default=0,
                     help="XLA CPU devices earnshaw splits the seeds over (0: as `earnshaw reproduce` does, "
                          "earnshaw.experiments.section5.deep.cpu_devices_for: one per seed if every cell has depth 2, else one per core)")
+    ap.add_argument("--packed", action="store_true",
+                    help="also time every depth's widths packed into one zero-padded program against one program "
+                         "per cell (what `earnshaw reproduce --packed` does)")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop (e.g. on a GPU machine whose "
+                                                             "torch is a CPU wheel)")
     args = ap.parse_args(argv)
 
     import jax
-    import torch
 
     from earnshaw.experiments.section5.deep import cpu_devices_for
     from earnshaw.experiments.section5 import PRESETS
@@ -97,10 +138,20 @@ def main(argv=None):
              else [tuple(int(v) for v in c.split("x")) for c in args.cells.split(",")])
     jax.config.update("jax_num_cpu_devices", args.devices or cpu_devices_for(args.seeds, [dp for dp, _ in cells]))
 
+    base = PRESETS["table2"]["full"].replace(seeds=args.seeds, n_train=args.n_train, n_test=16, lr=args.lr)
+    if args.packed:
+        depths = sorted({dp for dp, _ in cells})
+        print(f"jax {jax.__version__} ({jax.default_backend()}, {jax.local_device_count()} devices: "
+              f"{jax.devices()[0].device_kind}); packed widths, seeds={args.seeds}, n_train={args.n_train}")
+        packed_vs_unpacked(base.replace(widths=tuple(sorted({w for _, w in cells}))), depths,
+                           args.steps or 100, args.repeat)
+    if args.no_torch:
+        return {}
+    import torch
+
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
 
-    base = PRESETS["table2"]["full"].replace(seeds=args.seeds, n_train=args.n_train, n_test=16, lr=args.lr)
     print(f"jax {jax.__version__} ({jax.default_backend()}, {jax.local_device_count()} devices), "
           f"torch {torch.__version__} "
           f"({torch.get_num_threads()} threads); seeds={args.seeds}, n_train={args.n_train}, lr={args.lr:g} (sum), "

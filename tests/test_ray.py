@@ -195,3 +195,64 @@ def test_ray_cluster_sweep_equals_local_and_survives_a_dead_node(cluster, tmp_pa
             assert x.files == y.files
             for key in x.files:
                 np.testing.assert_array_equal(x[key], y[key])
+
+
+def _wait(cond, what: str, timeout: float = 180.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow  # about a minute on an idle 2-core machine (three Ray workers compile, plus the local run)
+def test_ray_reproduce_survives_a_dead_driver_and_a_dead_node_resuming_cells_from_their_checkpoints(cluster, tmp_path):
+    """Section 5 cells as Ray tasks, checkpointed every chunk into the run folder: the driver is killed mid-run and
+    the run resumed; then the node computing a cell is killed and the cell continues on the head from its last
+    chunk. Every cell equals the local backend's bit for bit."""
+    from earnshaw.experiments import section5 as s5
+
+    log = open(tmp_path / "node.log", "w")
+    node = _ray_start([f"--address={cluster['address']}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                       "--disable-usage-stats"], cluster["env"], log)
+    try:
+        opts = ["--preset", "ci", "--widths", "4,6", "--seeds", "2", "--n-train", "500", "--n-test", "100",
+                "--steps", "60000", "--chunk", "500", "--checkpoint-every", "0", "--backend", "ray", "--address",
+                cluster["address"], "--quiet", "--json"]
+        out = tmp_path / "ray"
+        first = subprocess.Popen([*EARNSHAW, "reproduce", "figure1", *opts, "--out", str(out)], cwd=tmp_path,
+                                 env=cluster["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ckpts = lambda: list(out.glob("figure1-*/checkpoints/*.npz"))  # noqa: E731
+        _wait(lambda: ckpts() or first.poll() is not None, "a cell to checkpoint")
+        assert first.poll() is None, "the run ended before its driver could be killed"
+        first.kill()  # the driver dies mid-run; its tasks die with it
+        first.wait(timeout=60)
+        run = next(out.glob("figure1-*"))
+        assert not list(run.glob("cells/*.parquet"))
+
+        started = time.time()
+        second = subprocess.Popen([*EARNSHAW, "reproduce", "figure1", "--resume", str(run), *opts[-8:]],
+                                  cwd=tmp_path, env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        fresh = lambda: [p for p in ckpts() if p.stat().st_mtime > started]  # noqa: E731
+        busy = lambda: [n for n in (cluster["worker"], node)  # noqa: E731
+                        if any(cmd.startswith("ray::_ray_call") for _, cmd in _session(n))]
+        _wait(lambda: second.poll() is not None or (fresh() and busy()), "a worker node to compute a cell")
+        assert second.poll() is None, "the resumed run ended before a node could be killed mid-cell"
+        for n in busy():
+            _kill_node(n)
+        stdout, stderr = second.communicate(timeout=300)
+        assert second.returncode == 0, stderr[-3000:]
+        rows = json.loads(stdout)["rows"]
+        assert [line.split()[2] for line in (run / "run.log").read_text().splitlines()].count("done") == 2
+        # a cell continued from a checkpoint rather than restarting
+        assert min(store.read_json(run / "cells" / f"d2_w{w}.json")["steps_this_session"] for w in (4, 6)) < 60000
+        local = s5.reproduce("figure1", s5.load_run_config(run)[1], out=tmp_path / "local", figures=False)
+        assert rows == local["rows"]
+        for width in (4, 6):
+            ray_rec = store.read_json(run / "cells" / f"d2_w{width}.json")
+            assert ray_rec["curve_test_mse"] == local["cells"][f"d2_w{width}"]["curve_test_mse"]
+    finally:
+        _kill_node(node)
+        log.close()

@@ -66,6 +66,12 @@ class Task:
     args: tuple = ()
     label: str = ""
     index: int = 0
+    #: the run folder cells this task commits, when not just ``id`` (a task that computes several)
+    cells: tuple = ()
+
+    def done(self, run: RunFolder) -> bool:
+        """Whether every cell of this task is committed in ``run``."""
+        return all(run.done(c) for c in (self.cells or (self.id,)))
 
 
 def _import_ray():
@@ -212,8 +218,8 @@ def run_cells(run: RunFolder, tasks: Sequence[Task], commit: Callable[[Task, Any
     """
     check_backend(backend, address, workers)
     emit = progress or (lambda event: None)
-    todo = [t for t in tasks if not run.done(t.id)]
-    skipped = [t.id for t in tasks if run.done(t.id)]
+    todo = [t for t in tasks if not t.done(run)]
+    skipped = [t.id for t in tasks if t.done(run)]
     run.begin_session(backend=backend, address=address, workers=workers, cells_skipped=len(skipped))
     emit({"event": "start", "total": len(tasks), "done": len(skipped), "run_dir": str(run.path),
           "todo": [t.label for t in todo]})

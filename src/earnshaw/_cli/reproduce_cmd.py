@@ -1,6 +1,7 @@
 """``earnshaw reproduce table2|figure1``: the paper's Section 5 experiments, resumable, with a progress bar."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -55,6 +56,37 @@ def show_results(run, as_json: bool):
         console.print(results_table(target, rows, cfg))
 
 
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 \
+        else f"{seconds:.1f} s"
+
+
+def run_estimate(target: str, cfg, probe: int, as_json: bool, quiet: bool):
+    """``--estimate``: time every task of ``cfg`` briefly here and print the protocol's cost."""
+    from earnshaw.experiments.section5.estimate import estimate, makespan
+
+    say = None if quiet else (lambda name: err_console.print(f"timing {name} ({probe} steps)"))
+    costs = estimate(cfg, probe=probe, progress=say)
+    total = sum(c.seconds for c in costs)
+    workers = sorted({1, 2, 4, 8, len(costs)})
+    spans = {n: makespan([c.seconds for c in costs], n) for n in workers}
+    if as_json:
+        print(json.dumps({"target": target, "steps": cfg.steps, "packed": cfg.packed, "seconds_total": total,
+                          "seconds_on_workers": {str(n): s for n, s in spans.items()},
+                          "tasks": [dict(dataclasses.asdict(c), seconds=c.seconds) for c in costs]}, indent=2))
+        return
+    t = Table(title=f"{target}: estimated cost of {cfg.steps:,} steps x {cfg.seeds} seeds per cell on this machine "
+                    f"({'packed' if cfg.packed else 'one program per cell'})")
+    for col in ("task", "ms / step (all seeds)", "setup", "predicted"):
+        t.add_column(col, justify="right")
+    for c in costs:
+        t.add_row(c.name, f"{1e3 * c.seconds_per_step:.3f}", _hours(c.setup_seconds), _hours(c.seconds))
+    console.print(t)
+    console.print(f"total here (one task after another): {_hours(total)}")
+    console.print("on N Ray workers like this machine (longest task first): " +
+                  ", ".join(f"N={n}: {_hours(s)}" for n, s in spans.items()))
+
+
 def register(app: typer.Typer):
     @app.command()
     def reproduce(
@@ -73,6 +105,12 @@ def register(app: typer.Typer):
         activation: Optional[str] = typer.Option(None, "--activation", help="sigmoid_pm1 (default) or tanh"),
         depths: Optional[str] = typer.Option(None, "--depths", help="comma-separated depths, e.g. 2,3"),
         widths: Optional[str] = typer.Option(None, "--widths", help="comma-separated widths, e.g. 5,10"),
+        packed: Optional[bool] = typer.Option(None, "--packed/--no-packed",
+                                              help="train all widths of a depth as one zero-padded program "
+                                                   "(for accelerators; needs s(0) = 0)"),
+        estimate: bool = typer.Option(False, "--estimate", help="time a short run of every cell here and print "
+                                                                "what the protocol costs; runs nothing else"),
+        probe: int = typer.Option(100, "--probe", help="GD steps timed per cell by --estimate"),
         workers: int = typer.Option(1, "--workers", help="cells trained at once, each in its own process"),
         backend: str = typer.Option("local", "--backend", help="local or ray (checkpoints need a file system "
                                                                "shared with the workers)"),
@@ -81,6 +119,8 @@ def register(app: typer.Typer):
                                               "(default: one per core; one per seed, up to four per core, "
                                               "when every cell has depth 2; with --workers > 1 each worker "
                                               "uses one)"),
+        checkpoint_every: float = typer.Option(30.0, "--checkpoint-every", min=0.0, help="seconds between a cell's parameter "
+                                               "checkpoints (0: after every chunk)"),
         out: str = typer.Option("runs", "--out", help="parent folder of the run folder"),
         resume: Optional[str] = typer.Option(None, "--resume", help="continue this run folder"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar or table"),
@@ -102,13 +142,14 @@ def register(app: typer.Typer):
 
             cfg = s5.PRESETS[target][name].replace(
                 seeds=seeds, seed=seed, d=d, n_train=n_train, n_test=n_test, lr=lr, steps=steps, chunk=chunk,
-                reduction=reduction, activation=activation, depths=ints(depths), widths=ints(widths))
+                reduction=reduction, activation=activation, depths=ints(depths), widths=ints(widths), packed=packed)
         except (ValueError, TypeError) as err:
             fail(str(err))
         overrides = [n for n, v in (("--preset", preset), ("--quick", quick or None), ("--seeds", seeds),
                                     ("--seed", seed), ("--d", d), ("--n-train", n_train), ("--n-test", n_test), ("--lr", lr),
                                     ("--steps", steps), ("--chunk", chunk), ("--reduction", reduction),
-                                    ("--activation", activation), ("--depths", depths), ("--widths", widths))
+                                    ("--activation", activation), ("--depths", depths), ("--widths", widths),
+                                    ("--packed", packed))
                      if v is not None]
         if resume is not None and overrides and not quiet:
             err_console.print(f"resuming {resume}: its config.toml is used; {', '.join(overrides)} ignored")
@@ -126,6 +167,14 @@ def register(app: typer.Typer):
                 except (ValueError, TypeError, KeyError) as err:
                     fail(f"{resume}/config.toml: {err}")
             use_cpu_cores(devices if devices else cpu_devices_for(now.seeds, now.depths))
+
+        if estimate:
+            if resume is not None:
+                fail("--estimate costs a protocol before it runs; give the preset and options, not --resume")
+            if probe < 1:
+                fail(f"--probe must be a positive number of steps, got {probe}")
+            run_estimate(target, cfg, probe, as_json, quiet)
+            return
 
         from earnshaw.runtime import Reporter
 
@@ -150,7 +199,7 @@ def register(app: typer.Typer):
         try:
             with progress:
                 result = s5.reproduce(target, cfg, out=out, resume=resume, progress=on_event, workers=workers,
-                                      backend=backend, address=address)
+                                      backend=backend, address=address, checkpoint_every=checkpoint_every)
         except DivergenceError as err:
             fail(str(err))
         except (ValueError, FileNotFoundError) as err:

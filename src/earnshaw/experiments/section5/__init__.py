@@ -43,7 +43,8 @@ import pathlib
 from typing import Callable, Optional
 
 from earnshaw import runtime
-from earnshaw.experiments.section5.cells import cell_keys, cell_name, run_cell, run_cell_task, summary_row
+from earnshaw.experiments.section5.cells import (cell_keys, cell_name, run_cell, run_cell_task, run_depth_packed,
+                                                 run_depth_task, summary_row)
 from earnshaw.experiments.section5.cells import _cell_data  # noqa: F401 (used by the benchmarks and tests)
 from earnshaw.experiments.section5.config import (PAPER_FIGURE1_FINAL, PAPER_TABLE2, PRESETS, TARGETS,
                                                   ReproduceConfig, Section5Config)
@@ -53,7 +54,7 @@ from earnshaw.store import RunFolder, RunFolderError, write_csv_atomic
 
 __all__ = ["Section5Config", "ReproduceConfig", "PRESETS", "TARGETS", "PAPER_TABLE2", "PAPER_FIGURE1_FINAL",
            "run_cell", "reproduce", "reproduce_table2", "reproduce_figure1", "table2_figure", "figure1_figure",
-           "cell_keys", "load_run_config", "load_rows", "COMMAND"]
+           "run_depth_packed", "cell_keys", "load_run_config", "load_rows", "COMMAND"]
 
 COMMAND = "reproduce"
 
@@ -126,16 +127,25 @@ def reproduce(target: str, cfg: Optional[Section5Config] = None, *, out: os.Path
     emit = progress or (lambda event: None)
     cfg_json = cfg.model_dump_json()
     index = {c: i for i, c in enumerate(sorted(cfg.cells))}
-    tasks = [runtime.Task(id=cell_name(dp, w), fn=run_cell_task, index=index[(dp, w)], label=f"depth {dp} width {w}",
-                          args=(cfg_json, dp, w, str(run.checkpoint(cell_name(dp, w))), checkpoint_every))
-             for dp, w in cfg.cells]
+    if cfg.packed:
+        # one task per depth; it commits every (depth, width) cell of that depth
+        tasks = [runtime.Task(id=f"packed_d{dp}", fn=run_depth_task, index=dp, label=f"depth {dp} (packed)",
+                              args=(cfg_json, dp, str(run.checkpoint(f"packed_d{dp}")), checkpoint_every),
+                              cells=tuple(cell_name(dp, w) for w in cfg.widths))
+                 for dp in cfg.depths]
+    else:
+        tasks = [runtime.Task(id=cell_name(dp, w), fn=run_cell_task, index=index[(dp, w)],
+                              label=f"depth {dp} width {w}",
+                              args=(cfg_json, dp, w, str(run.checkpoint(cell_name(dp, w))), checkpoint_every))
+                 for dp, w in cfg.cells]
     cell_of = {cell_name(*c): c for c in cfg.cells}
     records = {}
 
-    def commit(task, rec):
-        row = dict(summary_row(rec, target), cell=task.id, cell_index=task.index)
-        run.commit(task.id, [row], record=rec, seconds=rec["wall_seconds_this_session"])
-        records[cell_of[task.id]] = rec
+    def commit(task, result):
+        for name, rec in (result.items() if cfg.packed else [(task.id, result)]):
+            row = dict(summary_row(rec, target), cell=name, cell_index=index[cell_of[name]])
+            run.commit(name, [row], record=rec, seconds=rec["wall_seconds_this_session"])
+            records[cell_of[name]] = rec
 
     def on_event(ev):
         if ev["event"] == "start":
@@ -144,9 +154,10 @@ def reproduce(target: str, cfg: Optional[Section5Config] = None, *, out: os.Path
             for depth, width in done:
                 emit({"event": "skip", "depth": depth, "width": width})
         elif ev["event"] == "cell":
-            depth, width = cell_of[ev["cell"]]
-            emit({"event": "cell", "depth": depth, "width": width, "row": summary_row(ev["result"], target),
-                  "done": ev["done"], "total": ev["total"]})
+            for name, rec in (ev["result"].items() if cfg.packed else [(ev["cell"], ev["result"])]):
+                depth, width = cell_of[name]
+                emit({"event": "cell", "depth": depth, "width": width, "row": summary_row(rec, target),
+                      "done": ev["done"], "total": ev["total"]})
         else:
             emit(ev)
 

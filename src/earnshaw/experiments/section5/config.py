@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from earnshaw.activations import activation
-from earnshaw.experiments.section5.deep import REDUCTIONS, effective_step
+from earnshaw.experiments.section5.deep import REDUCTIONS, check_packable, effective_step
 
 __all__ = ["Section5Config", "ReproduceConfig", "PRESETS", "TARGETS", "PAPER_TABLE2", "PAPER_FIGURE1_FINAL"]
 
@@ -39,6 +39,9 @@ class Section5Config(BaseModel):
         progress, divergence checks, test errors and checkpoints happen between chunks.
       activation: ``"sigmoid_pm1"`` or ``"tanh"`` (any inner-product activation name works).
       seed: root seed of the whole grid.
+      packed: train all widths of a depth as one program, students zero-padded to the widest (for
+        accelerators; needs ``s(0) = 0``, as sigmoid_pm1 and tanh have). Results equal the unpacked run's
+        to float32 rounding.
 
     Example::
 
@@ -60,6 +63,7 @@ class Section5Config(BaseModel):
     chunk: int = Field(10_000, ge=1)
     activation: str = "sigmoid_pm1"
     seed: int = Field(0, ge=0)
+    packed: bool = False
 
     def __init__(self, name: Optional[str] = None, /, **data):
         if name is not None:
@@ -92,6 +96,12 @@ class Section5Config(BaseModel):
     def _activation(cls, v):
         activation(v)  # raises a ValueError listing the valid names
         return v
+
+    @model_validator(mode="after")
+    def _packable(self):
+        if self.packed:
+            check_packable(self.activation)
+        return self
 
     @property
     def effective_step(self) -> float:

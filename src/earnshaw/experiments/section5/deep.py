@@ -51,7 +51,7 @@ from earnshaw.trajectory import DivergenceError
 
 __all__ = ["init_deep", "deep_forward", "training_loss", "mse", "effective_step", "make_train_chunk", "spread_seeds",
            "seed_devices", "cpu_devices_for", "ChunkResult", "DivergenceError", "check_divergence", "param_count",
-           "REDUCTIONS"]
+           "check_packable", "REDUCTIONS"]
 
 #: Loss reductions accepted by :func:`training_loss`.
 REDUCTIONS = ("sum", "mean")
@@ -73,6 +73,14 @@ def _fast_fn(act) -> Callable:
     if a.kind != "inner":
         raise ValueError(f"deep networks need an inner-product activation, got {a!r}")
     return a.fn
+
+
+def check_packable(act: str):
+    """Raise ValueError unless zero padding is exact for ``act`` (``s(0) = 0``, as for sigmoid_pm1 and tanh)."""
+    value = float(_fast_fn(act)(jnp.float32(0.0)))
+    if value != 0.0:
+        raise ValueError(f"packed widths need an activation with s(0) = 0 (a zero-padded unit must stay silent); "
+                         f"{act!r} has s(0) = {value:g}: run with packed = false")
 
 
 def _forward_t(params, xt, fn) -> jax.Array:
