@@ -101,11 +101,11 @@ def _preset(**kw) -> PlateauConfig:
 PRESETS = {
     # Saad and Solla's setting: erf(x / sqrt 2) units (tau = 1/2), K = M, second layer fixed at 1; at lr = 0.5
     # the lr^2 terms lift the plateaus of K >= 4 far above the fixed point, at lr = 0.1 they stay close
-    "saad-solla": _preset(name="saad-solla", sizes=[(2, 2), (3, 3), (4, 4), (5, 5)], d=[1000], lr=[0.1],
-                          t1=1e4, sim_seeds=8, sim_t1=1500.0),
+    "saad-solla": _preset(name="saad-solla", sizes=[(2, 2), (3, 3), (4, 4), (5, 5)], d=[500], lr=[0.1],
+                          t1=1e4, sim_seeds=4, sim_t1=1000.0),
     # Goldt et al. (2019): over-parameterised students, second layer trained, M = 2 teacher units
-    "overparam": _preset(name="overparam", sizes=[(2, 2), (3, 2), (4, 2), (6, 2)], d=[1000], lr=[0.2], lr_a=0.2,
-                         t1=1e4, sim_seeds=8, sim_t1=1000.0),
+    "overparam": _preset(name="overparam", sizes=[(2, 2), (3, 2), (4, 2), (6, 2)], d=[500], lr=[0.2], lr_a=0.2,
+                         t1=1e4, sim_seeds=4, sim_t1=600.0),
     # the plateau's length against d (through the initial overlaps) and the learning rate, K = M = 2
     "length": _preset(name="length", sizes=[(2, 2)], d=[1e2, 1e3, 1e4, 1e5, 1e6], lr=[0.1, 0.2, 0.5, 1.0],
                       t1=1e4),
