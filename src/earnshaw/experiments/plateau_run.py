@@ -24,6 +24,9 @@ __all__ = ["PlateauConfig", "PRESETS", "COMMAND", "run_plateau", "plateau_cell",
            "length_fits"]
 
 COMMAND = "plateau"
+#: Figures clip eps_g here: the ODE's absolute tolerance (1e-9 on Q, R, a) moves L / 2 by about this much, so
+#: smaller values are the solver's error, not the dynamics.
+FLOOR = 1e-8
 
 
 class PlateauConfig(BaseModel):
@@ -300,8 +303,9 @@ def _figures(run: RunFolder, cfg: PlateauConfig, cells):
                 bands[label] = (a["sim_ts"], a["sim_mean"], a["sim_sem"])
         fixed = [f"{n} = {v:g}" for n, v in (("lr", group[0][2][3]), ("d", group[0][2][2])) if n not in varying]
         title = (f"{cfg.name}: {units}, lr_a = {cfg.lr_a:g}" + (", " if fixed else "")
-                 + ", ".join(fixed) + "\nODE (lines), simulation mean ± 2 sem (dots), fixed point (dotted)")
-        fig = plateau_figure(curves, title=title, bands=bands, levels=levels)
+                 + ", ".join(fixed) + f"\nODE (lines), simulation ± 2 sem (dots), fixed point (dotted), clipped at "
+                 f"{FLOOR:g}")
+        fig = plateau_figure(curves, title=title, bands=bands, levels=levels, floor=FLOOR)
         fig.savefig(out / ("eps_g.png" if lr is None else f"eps_g-lr{lr:g}.png"), dpi=150)
         plt.close(fig)
     if len(cfg.d) > 1:
