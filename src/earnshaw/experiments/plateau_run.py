@@ -253,7 +253,7 @@ def _fmt(x, spec=".4g"):
 def markdown_table(rows: list, fits: list = ()) -> str:
     """The per-curve table (and the length fits) as markdown.
 
-    >>> print(markdown_table([]).splitlines()[0][:12])
+    >>> print(markdown_table([]).splitlines()[0][:13])
     | K | M | d |
     """
     head = ("| K | M | d | lr | fixed point eps_g | 1-D symmetric eps_g | ODE plateau eps_g | Hessian index | "
