@@ -46,7 +46,7 @@ class PlateauConfig(BaseModel):
     activation: str = "erf"
     sizes: List[Tuple[StrictInt, StrictInt]] = [(2, 2), (3, 3), (4, 4), (5, 5)]
     d: List[float] = [1e4]
-    lr: List[float] = [0.5]
+    lr: List[float] = [0.1]
     lr_a: float = Field(0.0, ge=0)
     noise: float = Field(0.0, ge=0)
     decay: float = Field(0.0, ge=0)
@@ -88,7 +88,8 @@ class PlateauConfig(BaseModel):
     @model_validator(mode="after")
     def _simulable(self):
         if self.sim_seeds and any(d != int(d) or d > 1e5 for d in self.d):
-            raise ValueError(f"sim_seeds > 0 simulates at each d, which must then be an integer <= 1e5; got d = {self.d}")
+            raise ValueError("sim_seeds > 0 simulates at each d, which must then be an integer <= 1e5; "
+                             f"got d = {self.d}")
         return self
 
     @property
