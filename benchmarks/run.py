@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import bench_compile, bench_dynamics, bench_order, bench_section5
+from benchmarks import bench_compile, bench_dynamics, bench_online, bench_order, bench_section5
 
 
 def main():
@@ -12,6 +12,8 @@ def main():
     bench_dynamics.main(["--quick"] if quick else [])
     print("\n== order-parameter GD against direct population GD (k = 10) ==", flush=True)
     bench_order.main(["--dims", "100,1000"] if quick else [])
+    print("\n== online SGD simulation against a batched PyTorch loop; the ODE of K = M = 10 ==", flush=True)
+    bench_online.main(["--steps", "2000", "--seeds", "4"] if quick else [])
     print("\n== compile time of every solver program (fresh process each) ==", flush=True)
     bench_compile.main(["--sizes", "5"] if quick else [])
     print("\n== Section 5 training (deep networks) ==", flush=True)

@@ -39,20 +39,54 @@ def test_small_learning_rate_limit_is_the_population_gradient_flow():
     assert abs(float(big.eps_g[-1]) - 0.5 * float(flow.losses[-1])) > 1e-3
 
 
-def test_simulation_agrees_with_the_ode_within_its_fluctuations():
-    d, seeds = 1000, 8
-    b = jnp.array([1.0, 1.0])
-    t = es.Teacher(b=b, w=jnp.eye(2, d))
-    theta0 = jax.random.normal(jax.random.key(5), (2, d)) * (0.5 / d) ** 0.5
-    s = es.Student(a=jnp.ones((seeds, 2)), theta=jnp.broadcast_to(theta0, (seeds, 2, d)))
-    sim = es.online_sgd(jax.random.key(1), "erf", t, s, lr=0.5, lr_a=0.5, t1=10.0, n_save=6)
-    p, T = es.order_parameters(t, es.Student(a=jnp.ones(2), theta=theta0))
-    ode = es.online_ode("erf", T, b, p, lr=0.5, lr_a=0.5, ts=np.asarray(sim.ts))
-    mean, sem = np.asarray(sim.eps_g).mean(0), np.asarray(sim.eps_g).std(0) / np.sqrt(seeds)
-    ode_eps = np.asarray(ode.eps_g)
-    assert mean[0] == pytest.approx(ode_eps[0], rel=1e-12)
+def _sim_against_ode(d, seeds, *, K=2, M=2, t1=10.0, **opts):
+    """Simulation mean and standard error over seeds, and the ODE at the same times from the same start."""
+    from earnshaw.experiments.plateau import plateau_start
+
+    p, T, b = plateau_start(K, M, d=d, q0=0.5, seed=3)
+    t, s = es.student_from_order(p, T, b, d=d)
+    batch = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (seeds, *x.shape)), s)
+    sim = es.online_sgd(jax.random.key(1), "erf", t, batch, t1=t1, n_save=6, **opts)
+    ode = es.online_ode("erf", T, b, p, ts=np.asarray(sim.ts), **opts)
+    e = np.asarray(sim.eps_g)
+    return e.mean(0), e.std(0, ddof=1) / np.sqrt(seeds), np.asarray(ode.eps_g)
+
+
+def _assert_within_fluctuations(mean, sem, ode_eps):
+    assert mean[0] == pytest.approx(ode_eps[0], rel=1e-10)  # the same start
+    # the ODE is the d -> infinity mean: what is left at finite d is O(1/d) next to the O(1/sqrt(d)) spread
     assert np.all(np.abs(mean - ode_eps) <= 0.05 * ode_eps + 4 * sem), (mean, ode_eps, sem)
-    assert ode_eps[-1] < 0.2 * ode_eps[0]  # learning happened: the comparison is not of two constants
+    assert ode_eps[-1] < 0.3 * ode_eps[0]  # learning happened: the comparison is not of two constants
+
+
+def test_simulation_agrees_with_the_ode_within_its_fluctuations():
+    """Both layers trained at different rates, K = 3 students for M = 2 teachers, label noise, weight decay."""
+    mean, sem, ode_eps = _sim_against_ode(1000, 8, K=3, M=2, lr=0.5, lr_a=0.3, noise=0.2, decay=0.05)
+    _assert_within_fluctuations(mean, sem, ode_eps)
+    # the noise and the decay matter at this precision: the ODE without them is outside the band
+    from earnshaw.experiments.plateau import plateau_start
+
+    p, T, b = plateau_start(3, 2, d=1000, q0=0.5, seed=3)
+    clean = np.asarray(es.online_ode("erf", T, b, p, lr=0.5, lr_a=0.3, ts=np.linspace(0.0, 10.0, 6)).eps_g)
+    assert np.max(np.abs(mean - clean) - 4 * sem) > 0
+
+
+@pytest.mark.slow
+def test_simulation_agrees_with_the_ode_at_d_10000():
+    mean, sem, ode_eps = _sim_against_ode(10_000, 8, lr=0.5, lr_a=0.5, t1=10.0)
+    _assert_within_fluctuations(mean, sem, ode_eps)
+
+
+def test_weight_decay_alone_shrinks_the_overlaps_at_the_ode_rate():
+    """With the teacher's charges 0 there is no signal: theta and a only decay, Q ~ exp(-2 lr decay t) exactly,
+    up to the lr^2 noise term which vanishes with the error."""
+    T, b = jnp.eye(2), jnp.zeros(2)
+    start = es.OrderParams(Q=jnp.eye(2), R=0.1 * jnp.eye(2), a=jnp.zeros(2))
+    run = es.online_ode("erf", T, b, start, lr=0.4, lr_a=0.2, decay=0.5, ts=[0.0, 1.0, 3.0])
+    np.testing.assert_allclose(np.asarray(run.params.Q)[:, 0, 0], np.exp(-2 * 0.4 * 0.5 * np.array([0, 1, 3.0])),
+                               rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(run.params.R)[:, 0, 0], 0.1 * np.exp(-0.4 * 0.5 * np.array([0, 1, 3.0])),
+                               rtol=1e-6)
 
 
 def test_online_inputs_are_checked():
@@ -62,6 +96,12 @@ def test_online_inputs_are_checked():
         es.online_ode(es.potential("gaussian"), T, b, start)
     with pytest.raises(ValueError, match="increasing times starting at 0"):
         es.online_ode("erf", T, b, start, ts=[1.0, 2.0])
+    with pytest.raises(ValueError, match="decay must be a finite number >= 0"):
+        es.online_ode("erf", T, b, start, decay=-1.0)
+    with pytest.raises(ValueError, match="must be Q \\(k, k\\)"):
+        es.online_ode("erf", T, b[:1], start)
+    with pytest.raises(es.DivergenceError, match="max_steps = 3 ran out"):  # not a silent truncated curve
+        es.online_ode("erf", T, b, start, t1=50.0, max_steps=3)
 
 
 def test_erf_second_moments_for_all_pairs_equal_the_per_quadruple_formula():

@@ -62,3 +62,25 @@ def test_order_dynamics_refuse_what_they_cannot_do():
         es.order_gd(es.potential("gaussian"), T, t.b, p)
     with pytest.raises(ValueError, match="must be Q \\(k, k\\)"):
         es.order_gd("erf", T, t.b[:1], p)
+
+
+def test_order_gd_equals_direct_gd_through_the_plateau_from_overlaps_of_d_to_infinity():
+    """Overlaps of a start in d = 10^6 (R ~ 1e-3), realised in d = k + m = 4: both dynamics cross the same
+    plateau (a stretch where the loss barely moves) and agree to 1e-10 all along."""
+    from earnshaw.experiments.plateau import plateau_start, symmetric_height
+
+    p, T, b = plateau_start(2, 2, d=1e6)
+    t, s = es.student_from_order(p, T, b, d=4)
+    op = es.order_gd("erf", T, b, p, lr=0.05, max_steps=4000, save_every=20, train="theta")
+    direct = es.gradient_descent("erf", t, s, lr=0.05, max_steps=4000, save_every=20, train="theta")
+    L = np.asarray(op.losses)
+    # 1e-10 relative; 1e-13 absolute where L (a difference of O(1) terms) is down at its rounding level
+    np.testing.assert_allclose(L, direct.losses, rtol=1e-10, atol=1e-13)
+    q = es.order_parameters(t, direct.params)[0]
+    for mine, theirs in ((op.params.Q, q.Q), (op.params.R, q.R)):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-9, atol=1e-11)
+    # the plateau: 10 saves (200 steps) in a row over which the loss changes by under 5% (it fell 96% in the
+    # first 10), at the symmetric fixed point's loss (found independently, section 10), before it falls to 0
+    flat = [i for i in range(len(L) - 10) if L[i] > 1e-3 and np.ptp(L[i:i + 10]) < 0.05 * L[i]]
+    assert flat and L[flat[0]] == pytest.approx(2 * symmetric_height(2, tau=1.0), rel=0.05), (L[::10], flat[:3])
+    assert L[-1] < 1e-10

@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "earnshaw._cli.reproduce_cmd",
     "earnshaw._cli.verify_cmd",
     "earnshaw._cli.sweep_cmd",
+    "earnshaw._cli.plateau_cmd",
     "earnshaw._cli.results_cmd",
 ]
 

@@ -16,6 +16,7 @@ SHOW = {
     "demo": "earnshaw._cli.demo_cmd",
     "verify": "earnshaw._cli.verify_cmd",
     "reproduce": "earnshaw._cli.reproduce_cmd",
+    "plateau": "earnshaw._cli.plateau_cmd",
 }
 
 
@@ -23,7 +24,7 @@ def register(app: typer.Typer):
     @app.command()
     def results(
         run_dir_: str = typer.Argument(..., metavar="RUN_DIR",
-                                       help="a run folder of earnshaw run, sweep, demo, verify or reproduce"),
+                                       help="a run folder of earnshaw run, sweep, demo, verify, reproduce or plateau"),
         as_json: bool = typer.Option(False, "--json", help="print the results as JSON"),
     ):
         """Summarise a run folder: for run and sweep, per cell the success rate with a Wilson 95% interval and

@@ -31,9 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from earnshaw._typing import Student, Teacher
-from earnshaw.dynamics.order import OrderParams, _loss, _save_times, _step_fn, order_parameters
+from earnshaw.dynamics.order import OrderParams, _check, _loss, _save_times, _step_fn, order_parameters
 from earnshaw.potentials import potential as _potential
 from earnshaw.potentials.inner import gauss_hermite_nodes
+from earnshaw.trajectory import DivergenceError
 
 __all__ = ["online_sgd", "online_ode", "OnlineRun"]
 
@@ -111,19 +112,36 @@ def _erf_second_moments(G, k):
     pair average under ``G'`` is its potential. Per pair a 2 x 2 solve instead of a 4 x 4 inverse per quadruple.
     """
     ii, kk = jnp.meshgrid(jnp.arange(k), jnp.arange(k), indexing="ij")
-    cols = jnp.stack([G[:, ii], G[:, kk]], axis=-1)  # (n, k, k, 2): G P'
-    cols = jnp.moveaxis(cols, 0, 2)  # (k, k, n, 2)
-    PGP = jnp.stack([jnp.stack([G[ii, ii], G[ii, kk]], -1), jnp.stack([G[kk, ii], G[kk, kk]], -1)], -2)  # (k, k, 2, 2)
-    M = 0.5 * jnp.eye(2, dtype=G.dtype) + PGP
-    Gp = G - jnp.einsum("abpi,abij,abqj->abpq", cols, jnp.linalg.inv(M), cols)
-    mass = jax.lax.rsqrt(jnp.linalg.det(jnp.eye(2, dtype=G.dtype) + 2.0 * PGP))
-    dg = jnp.diagonal(Gp, axis1=-2, axis2=-1)
-    r = jax.lax.rsqrt(1.0 + 2.0 * dg)
+    return _erf_pair_moments(G, ii.ravel(), kk.ravel()).reshape(k, k, G.shape[0], G.shape[0])
+
+
+def _erf_pair_moments(G, ii, kk):
+    """``I4(i, k', p, q)`` for erf at the student pairs ``(ii[P], kk[P])``: ``(P, n, n)`` (see above).
+
+    The 2 x 2 solve is written out (a batched ``inv`` and a four-index einsum cost more than the arcsines here)."""
+    g11, g12, g22 = G[ii, ii], G[ii, kk], G[kk, kk]  # (P,): P G P'
+    c1, c2 = G[ii], G[kk]  # (P, n): the two columns of G P'
+    m11, m22 = 0.5 + g11, 0.5 + g22
+    det = m11 * m22 - g12 * g12
+    outer = lambda u, v: u[:, :, None] * v[:, None, :]  # noqa: E731
+    update = (outer(c1, c1 * m22[:, None]) + outer(c2, c2 * m11[:, None])
+              - outer(c1, c2 * g12[:, None]) - outer(c2, c1 * g12[:, None]))
+    Gp = G - update / det[:, None, None]
+    mass = 0.5 * jax.lax.rsqrt(det)  # det(I + 2 P G P') = 4 det(I / 2 + P G P')
+    r = jax.lax.rsqrt(1.0 + 2.0 * jnp.diagonal(Gp, axis1=-2, axis2=-1))
     pair = (2.0 / math.pi) * jnp.arcsin(2.0 * Gp * r[..., :, None] * r[..., None, :])
-    return (4.0 / math.pi) * mass[..., None, None] * pair
+    return (4.0 / math.pi) * mass[:, None, None] * pair
 
 
-def _rates(pot, T, b, lr, lr_a, noise, order):
+def _erf_second_sums(G, k, coef):
+    """``sum_pq c_p c_q I4(i, k', p, q)`` for erf, ``(k, k)``: the pairs ``i <= k'`` only (the sum is symmetric)."""
+    iu, ku = np.triu_indices(k)
+    sums = jnp.einsum("Ppq,p,q->P", _erf_pair_moments(G, jnp.asarray(iu), jnp.asarray(ku)), coef, coef)
+    out = jnp.zeros((k, k), G.dtype).at[iu, ku].set(sums)
+    return out.at[ku, iu].set(sums)
+
+
+def _rates(pot, T, b, lr, lr_a, noise, decay, order):
     """The ODE's right-hand side on ``(Q, R, a)``."""
     linear = _step_fn(pot.fn, T, b, "L", "both", None, flow=True)
     i4, j2 = _averages(pot, order)
@@ -136,37 +154,51 @@ def _rates(pot, T, b, lr, lr_a, noise, order):
         coef = jnp.concatenate([a, -b])
         # sum_pq c_p c_q I4(i, k, p, q) for every student pair (i, k)
         if pot.name == "erf":
-            vals = _erf_second_moments(G, k)
+            second = _erf_second_sums(G, k, coef)
         else:  # one 4 x 4 covariance per index quadruple
             idx = jnp.asarray(list(itertools.product(range(k), range(k), range(k + m), range(k + m))))
             C = G[idx[:, :, None], idx[:, None, :]]
             vals = jax.vmap(i4)(C).reshape(k, k, k + m, k + m)
-        second = jnp.einsum("ikpq,p,q->ik", vals, coef, coef)
-        if noise:
+            second = jnp.einsum("ikpq,p,q->ik", vals, coef, coef)
+        if noise is not None:
             pairs = jnp.asarray(list(itertools.product(range(k), range(k))))
             second = second + noise**2 * jax.vmap(j2)(Q[pairs[:, :, None], pairs[:, None, :]]).reshape(k, k)
         dQ = 0.5 * lr * dQ + lr**2 * (a[:, None] * a[None, :]) * second
-        return dQ, 0.5 * lr * dR, 0.5 * lr_a * da
+        # weight decay shrinks theta by (1 - lr decay / d) per step: -2 lr decay Q, -lr decay R, -lr_a decay a
+        # (its products with the gradient step are O(1 / d) over d steps)
+        return dQ - 2.0 * lr * decay * Q, 0.5 * lr * dR - lr * decay * R, 0.5 * lr_a * da - lr_a * decay * a
 
     return rhs
 
 
-def online_ode(pot, T, b, params: OrderParams, *, lr=0.5, lr_a=None, noise=0.0, t1=100.0, n_save=101, ts=None,
-               rtol=1e-8, atol=1e-10, order=12, max_steps=1_000_000) -> OnlineRun:
+def online_ode(pot, T, b, params: OrderParams, *, lr=0.5, lr_a=None, noise=0.0, decay=0.0, t1=100.0, n_save=101,
+               ts=None, rtol=1e-6, atol=1e-9, order=12, max_steps=1_000_000) -> OnlineRun:
     """The ``d -> infinity`` ODEs of online SGD (Saad and Solla 1995; Goldt et al. 2019), second layer trained.
 
     Args:
       pot: an inner-product potential or its name (erf and linear in closed form; others by 4-D Gauss-Hermite
         of ``order`` nodes per axis: ``order^4`` points per average, and slow convergence: for erf at unit
         variances the quadrature is 2e-3 off at 16 nodes, 1e-5 at 24, 2e-8 at 40).
-      T: ``(m, m)`` teacher Gram matrix; b: ``(m,)`` teacher charges. params: start :class:`OrderParams`.
-      lr: learning rate of the first layer; lr_a: of the second (default ``lr``; 0 keeps ``a`` fixed).
+      T: ``(m, m)`` teacher Gram matrix.
+      b: ``(m,)`` teacher charges.
+      params: start :class:`OrderParams` (``Q (k, k)``, ``R (k, m)``, ``a (k,)``).
+      lr: learning rate of the first layer.
+      lr_a: learning rate of the second (default ``lr``; 0 keeps ``a`` fixed).
       noise: label noise standard deviation ``sigma``.
-      t1: final time ``t = steps / d``. n_save: saves, log-spaced after 0.
+      decay: weight decay: each step shrinks ``theta`` by ``1 - lr decay / d`` and ``a`` by ``1 - lr_a decay / d``.
+      t1: final time ``t = steps / d``.
+      n_save: saves, log-spaced after 0.
       ts: explicit save times instead (increasing, from 0; ``t1`` is then their last), e.g. a simulation's.
+      rtol: relative tolerance of the adaptive Tsit5 step (the save times are hit exactly, not stepped to).
+      atol: absolute tolerance.
+      order: Gauss-Hermite nodes per axis for activations without a closed form.
+      max_steps: solver steps allowed.
 
     Returns:
       :class:`OnlineRun`.
+
+    Raises:
+      DivergenceError: the solution left the finite numbers or ``max_steps`` ran out.
 
     >>> import jax, jax.numpy as jnp, earnshaw as es
     >>> jax.config.update("jax_enable_x64", True)
@@ -180,39 +212,50 @@ def online_ode(pot, T, b, params: OrderParams, *, lr=0.5, lr_a=None, noise=0.0, 
     pot = _potential(pot)
     if pot.kind != "inner" or pot.activation is None:
         raise ValueError(f"online SGD needs an inner-product activation; got {pot!r}")
+    _, T, b, params = _check(pot, T, b, params)
     lr_a = lr if lr_a is None else lr_a
-    Q, R, a = (jnp.asarray(x) for x in (params.Q, params.R, params.a))
-    T, b = jnp.asarray(T, Q.dtype), jnp.asarray(b, Q.dtype)
+    for name, v in (("lr", lr), ("lr_a", lr_a), ("noise", noise), ("decay", decay)):
+        if not (np.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {name}={v!r}")
     save = _save_times(float(t1), int(n_save)) if ts is None else np.asarray(ts, np.float64)
-    if save.ndim != 1 or save[0] != 0.0 or np.any(np.diff(save) <= 0):
-        raise ValueError(f"ts must be increasing times starting at 0, got {save}")
-    return _online_ode(pot, T, b, OrderParams(Q, R, a), jnp.asarray(lr, Q.dtype), jnp.asarray(lr_a, Q.dtype),
-                       float(noise), save=tuple(float(x) for x in save), rtol=float(rtol), atol=float(atol),
-                       order=int(order), max_steps=int(max_steps))
+    if save.ndim != 1 or save.size < 2 or save[0] != 0.0 or np.any(np.diff(save) <= 0):
+        raise ValueError(f"ts must be at least two increasing times starting at 0, got {save}")
+    dt = params.Q.dtype
+    sol, n_steps = _online_ode(pot, T, b, params, *(jnp.asarray(v, dt) for v in (lr, lr_a, noise, decay)),
+                               jnp.asarray(save, dt), noisy=bool(noise), rtol=float(rtol), atol=float(atol),
+                               order=int(order), max_steps=int(max_steps))
+    if not bool(jnp.all(jnp.isfinite(sol.eps_g))):
+        reached = float(sol.ts[jnp.argmax(~jnp.isfinite(sol.eps_g))])
+        raise DivergenceError(f"online_ode: the order parameters diverged or max_steps = {max_steps} ran out "
+                              f"before t = {reached:g} (lr = {lr}: too large a learning rate diverges; "
+                              f"{int(n_steps)} steps taken)")
+    return sol
 
 
-@functools.partial(jax.jit, static_argnames=("pot", "noise", "save", "rtol", "atol", "order", "max_steps"))
-def _online_ode(pot, T, b, params, lr, lr_a, noise, *, save, rtol, atol, order, max_steps):
-    rhs = _rates(pot, T, b, lr, lr_a, noise, order)
-    save_ts = jnp.asarray(save, T.dtype)
-    sol = diffrax.diffeqsolve(diffrax.ODETerm(rhs), diffrax.Tsit5(), 0.0, save[-1], None,
+@functools.partial(jax.jit, static_argnames=("pot", "noisy", "rtol", "atol", "order", "max_steps"))
+def _online_ode(pot, T, b, params, lr, lr_a, noise, decay, save_ts, *, noisy, rtol, atol, order, max_steps):
+    rhs = _rates(pot, T, b, lr, lr_a, noise if noisy else None, decay, order)
+    sol = diffrax.diffeqsolve(diffrax.ODETerm(rhs), diffrax.Tsit5(), save_ts[0], save_ts[-1], None,
                               (params.Q, params.R, params.a),
                               saveat=diffrax.SaveAt(ts=save_ts), stepsize_controller=diffrax.PIDController(
-                                  rtol=rtol, atol=atol), max_steps=max_steps, throw=False,
+                                  rtol=rtol, atol=atol, pcoeff=0.3, icoeff=0.4), max_steps=max_steps, throw=False,
                               adjoint=diffrax.ForwardMode())
     Qs, Rs, As = sol.ys
     eps = jax.vmap(lambda Q, R, a: 0.5 * _loss(pot.fn, T, b, Q, R, a, "L"))(Qs, Rs, As)
-    return OnlineRun(ts=sol.ts, eps_g=eps, params=OrderParams(Qs, Rs, As))
+    return OnlineRun(ts=save_ts, eps_g=eps, params=OrderParams(Qs, Rs, As)), sol.stats["num_steps"]
 
 
-def online_sgd(key, pot, teacher: Teacher, student: Student, *, lr=0.5, lr_a=None, noise=0.0, t1=10.0,
+def online_sgd(key, pot, teacher: Teacher, student: Student, *, lr=0.5, lr_a=None, noise=0.0, decay=0.0, t1=10.0,
                n_save=101) -> OnlineRun:
     """Simulate online SGD: one fresh Gaussian sample per step, ``t1 * d`` steps, a batch of seeds in one call.
 
     Args:
       key: PRNG key (split per seed). pot: an inner-product potential (its activation is used) or its name.
       teacher: :class:`Teacher` ``w (m, d)`` (the same for every seed). student: start, ``(*B, k)`` / ``(*B, k, d)``.
-      lr, lr_a, noise: as for :func:`online_ode` (steps of ``lr / d`` and ``lr_a / d``).
+      lr: first-layer learning rate (steps of ``lr / d``).
+      lr_a: second-layer learning rate (steps of ``lr_a / d``; default ``lr``, 0 keeps ``a`` fixed).
+      noise: label noise standard deviation.
+      decay: weight decay, as for :func:`online_ode`.
       t1: final time in units of ``d`` steps. n_save: evenly spaced saves.
 
     Returns:
@@ -238,13 +281,15 @@ def online_sgd(key, pot, teacher: Teacher, student: Student, *, lr=0.5, lr_a=Non
     keys = jax.random.split(key, int(np.prod(batch))).reshape(batch) if batch else key
     dtype = jnp.result_type(student.theta, float)
     run = _online_program(pot, teacher, student, keys, jnp.asarray(lr / d, dtype), jnp.asarray(lr_a / d, dtype),
-                          jnp.asarray(noise, dtype), per=per, n=n_save - 1)
+                          jnp.asarray(noise, dtype), jnp.asarray(decay, dtype), per=per, n=n_save - 1)
+    if not bool(jnp.all(jnp.isfinite(run[0]))):
+        raise DivergenceError(f"online_sgd diverged (lr = {lr}, lr_a = {lr_a}): a smaller learning rate is needed")
     ts = jnp.arange(n_save) * per / d
     return OnlineRun(ts=ts.astype(dtype), eps_g=run[0], params=run[1])
 
 
 @functools.partial(jax.jit, static_argnames=("pot", "per", "n"))
-def _online_program(pot, teacher, student, keys, lr, lr_a, noise, *, per, n):
+def _online_program(pot, teacher, student, keys, lr, lr_a, noise, decay, *, per, n):
     s = pot.activation.fn
     ds = jax.vmap(jax.grad(lambda z: s(z)))
     T = teacher.w @ teacher.w.T
@@ -257,8 +302,8 @@ def _online_program(pot, teacher, student, keys, lr, lr_a, noise, *, per, n):
             lam = th @ x
             y = teacher.b @ s(teacher.w @ x) + noise * jax.random.normal(kn, (), th.dtype)
             delta = a @ s(lam) - y
-            th = th - lr * (a * ds(lam) * delta)[:, None] * x[None, :]
-            a = a - lr_a * s(lam) * delta
+            th = (1.0 - lr * decay) * th - lr * (a * ds(lam) * delta)[:, None] * x[None, :]
+            a = (1.0 - lr_a * decay) * a - lr_a * s(lam) * delta
             return (a, th), None
 
         def save(carry, key):
