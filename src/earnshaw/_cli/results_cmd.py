@@ -16,6 +16,7 @@ SHOW = {
     "demo": "earnshaw._cli.demo_cmd",
     "verify": "earnshaw._cli.verify_cmd",
     "reproduce": "earnshaw._cli.reproduce_cmd",
+    "census": "earnshaw._cli.census_cmd",
 }
 
 
