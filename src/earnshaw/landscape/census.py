@@ -130,8 +130,8 @@ def symmetric_distance(x: Student, y: Student, *, odd: bool = False) -> float:
     >>> import numpy as np
     >>> x = Student(a=np.array([1.0, 2.0]), theta=np.array([[0.0, 1.0], [1.0, 0.0]]))
     >>> y = Student(a=np.array([-2.0, 1.0]), theta=np.array([[-1.0, 0.0], [0.0, 1.0]]))
-    >>> symmetric_distance(x, y), symmetric_distance(x, y, odd=True)
-    (4.0, 0.0)
+    >>> round(symmetric_distance(x, y) ** 2, 9), symmetric_distance(x, y, odd=True)   # 9 + 1 + 1 and 1 + 1 + 1
+    (14.0, 0.0)
     """
     X, Y = _unit_matrix(x.a, x.theta), _unit_matrix(y.a, y.theta)
     cost = np.sum((X[:, None, :] - Y[None, :, :]) ** 2, axis=-1)

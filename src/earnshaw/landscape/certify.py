@@ -324,8 +324,9 @@ def certify(*args, radius=None, prec: int = 106, shifts: int = 3) -> Certificate
     flint.ctx.prec = prec
     try:
         reason = "no radius tried"
+        mid = _objective(problem, [arb(float(v)) for v in x], k, d)  # the centre's balls: the same for every radius
         for r in radii:
-            ok, reason, cert = _try(problem, x, free, C, r, k, d, shifts, H)
+            ok, reason, cert = _try(problem, x, free, C, r, k, d, shifts, H, mid)
             if ok:
                 return cert
         return _fail(x[free], radii[-1] if radii else 0.0, reason)
@@ -344,9 +345,8 @@ def _box(x, free, r):
     return xs
 
 
-def _try(problem, x, free, C, r, k, d, shifts, H_float):
+def _try(problem, x, free, C, r, k, d, shifts, H_float, mid):
     nf = len(free)
-    mid = _objective(problem, [arb(float(v)) for v in x], k, d)
     box = _objective(problem, _box(x, free, r), k, d)
     F = mid.g[free]
     J = box.h[np.ix_(free, free)]
