@@ -96,7 +96,11 @@ def bench_cell(k, seeds, torch_too=True):
                families=cell["families"], median_steps=cell["median_steps"], max_steps=cell["max_steps_taken"])
     out["families_table"] = [dict(kind=r["kind"], F=r["F"], index=r["index"], count=r["count"],
                                   certificate=r["certificate"]) for r in res["rows"][1:]]
+    out["seed_steps"] = cell["seed_steps"]
+    print(f"   pipeline done: {out['pipeline_s']:.1f} s (GD {out['gd_s']:.1f}, group {out['group_s']:.1f}, certify "
+          f"{out['certify_s']:.1f}), {cell['seed_steps']} seed-steps", flush=True)
     if torch_too and torch is not None:
+        torch.set_num_threads(2)
         t0 = time.perf_counter()
         th, steps = torch_gd(np.asarray(starts.theta), np.eye(k), cfg.lr, cfg.gtol, cfg.max_steps)
         out["torch_gd_s"] = time.perf_counter() - t0
