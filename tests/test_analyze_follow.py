@@ -67,7 +67,7 @@ def test_the_researchers_erf_case_is_escaping_not_unexplained():
     assert ((loss > 1e-5) & (loss < 1e-3)).all()  # stuck well above zero, well below the start
     for i in range(2):
         p, q = rep.escape_pair[i]
-        th = np.asarray(pol.theta[i])
+        th = np.asarray(rep.point.theta[i])  # the point analysed (follow may have polished it further)
         merged = min(np.linalg.norm(th[p] - th[q]), np.linalg.norm(th[p] + th[q]))
         assert merged == pytest.approx(rep.escape_distance[i]) and merged < 0.1 * np.linalg.norm(th[p])
         assert rep.escape_weights[i][0] * rep.escape_weights[i][1] < 0
