@@ -8,12 +8,12 @@
   what one writes by hand;
 * ``--k20``: the k = 20 cell (1000 seeds), target < 15 minutes.
 
-Run: ``python -m benchmarks.bench_census [--seeds 1000] [--k20]``; results in ``benchmarks/results/census.json``.
+Run: ``python -m benchmarks.bench_census [--seeds 1000] [--k20]``; the printed lines go to
+``benchmarks/results/census.txt`` (rendered on the benchmarks page).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import pathlib
 import time
@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover
 from earnshaw.experiments.census import Cell, cell_problem, census_cell, preset  # noqa: E402
 from earnshaw.experiments.census.descend import descend  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).parent / "results" / "census.json"
+RESULTS = pathlib.Path(__file__).parent / "results" / "census.txt"
 
 
 def torch_relu_grad(th, w):
@@ -134,25 +134,26 @@ def main(argv=None):
     ap.add_argument("--k20", action="store_true", help="also the k = 20 cell (minutes)")
     ap.add_argument("--no-torch", action="store_true")
     args = ap.parse_args(argv)
-    results = {}
-    cells = [args.k] + ([20] if args.k20 else [])
-    for k in cells:
+    lines = []
+
+    def say(text):
+        print(text, flush=True)
+        lines.append(text)
+
+    for k in [args.k] + ([20] if args.k20 else []):
         r = bench_cell(k, args.seeds, torch_too=not args.no_torch and k == args.k)
-        results[f"k={k}"] = r
-        print(f"k = {k}, {args.seeds} seeds: pipeline {r['pipeline_s']:.1f} s (GD {r['gd_s']:.1f}, polish+group "
-              f"{r['group_s']:.1f}, certify {r['certify_s']:.1f}; compile warm-up {r['compile_warmup_s']:.1f} s); "
-              f"spurious rate {r['spurious_rate']:.3f} [{r['spurious_ci'][0]:.3f}, {r['spurious_ci'][1]:.3f}], "
-              f"{r['families']} families", flush=True)
+        say(f"k = {k}, {args.seeds} seeds: pipeline {r['pipeline_s']:.1f} s (GD {r['gd_s']:.1f}, polish+group "
+            f"{r['group_s']:.1f}, certify {r['certify_s']:.1f}; compile warm-up {r['compile_warmup_s']:.1f} s); "
+            f"spurious rate {r['spurious_rate']:.3f} [{r['spurious_ci'][0]:.3f}, {r['spurious_ci'][1]:.3f}], "
+            f"{r['families']} families, {r['seed_steps']} seed-steps")
         if "torch_gd_s" in r:
-            print(f"   GD alone: earnshaw {r['earnshaw_gd_s']:.1f} s, PyTorch batched loop {r['torch_gd_s']:.1f} s "
-                  f"(ratio {r['gd_ratio_torch_over_earnshaw']:.2f}x); same spurious verdicts on "
-                  f"{100 * r['same_spurious_seeds']:.1f}% of seeds", flush=True)
+            say(f"   GD alone: earnshaw {r['earnshaw_gd_s']:.1f} s, PyTorch batched loop {r['torch_gd_s']:.1f} s "
+                f"(ratio {r['gd_ratio_torch_over_earnshaw']:.2f}x); same spurious verdicts on "
+                f"{100 * r['same_spurious_seeds']:.1f}% of seeds")
         for f in r["families_table"]:
-            print(f"   {f['kind']:<24} F = {f['F']:.6e} index {f['index']} count {f['count']}: {f['certificate']}")
+            say(f"   {f['kind']:<24} F = {f['F']:.6e} index {f['index']} count {f['count']}: {f['certificate']}")
     RESULTS.parent.mkdir(exist_ok=True)
-    old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    old.update(results)
-    RESULTS.write_text(json.dumps(old, indent=2, default=float))
+    RESULTS.write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULTS}")
 
 
