@@ -195,7 +195,8 @@ def analyze(*args, objective=None, train=None, manifold=None, refine: bool = Fal
       follow: explain every point: one whose gradient is above ``gtol`` is followed by Newton (up to 50 steps,
         distance 2, flat directions left alone) to the critical point it sits near (a plateau's saddle,
         reported with its index); one that reaches none and has two units merging while their output weights
-        grow apart (opposite, mostly cancelling output weights; see :data:`VERDICTS`) is ``"escaping"``, with the pair as
+        grow apart (opposite, mostly cancelling output weights; see :data:`VERDICTS`) is ``"escaping"``, with the
+        pair as
         evidence; only the rest are ``"not converged"``. Euclidean problems.
 
     Returns:

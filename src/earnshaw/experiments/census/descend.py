@@ -79,7 +79,7 @@ def descend(problem, student: Student, *, lr: float, gtol: float, max_steps: int
     (True, [1, 1, 1])
     >>> jax.config.update("jax_enable_x64", False)
     """
-    n, k, d = student.a.shape[0], student.k, student.d
+    n = student.a.shape[0]
     a, theta = np.asarray(student.a).copy(), np.asarray(student.theta).copy()
     steps = np.zeros(n, np.int64)
     status = np.full(n, MAX_STEPS, np.int64)
@@ -95,8 +95,8 @@ def descend(problem, student: Student, *, lr: float, gtol: float, max_steps: int
             idx = running[lo:lo + chunk]
             pad = np.concatenate([idx, np.repeat(idx[:1], chunk - idx.size)]) if idx.size < chunk else idx
             part = Student(a=jnp.asarray(a[pad]), theta=jnp.asarray(theta[pad]))
-            traj = gradient_descent(problem, part, lr=lr, max_steps=budget, save_every=min(save_every, budget), gtol=gtol,
-                                    gtol_norm="unit", on_divergence="ignore")
+            traj = gradient_descent(problem, part, lr=lr, max_steps=budget, save_every=min(save_every, budget),
+                                    gtol=gtol, gtol_norm="unit", on_divergence="ignore")
             seed_steps += chunk * int(np.max(np.asarray(traj.n_steps)))
             fa, ft = np.asarray(traj.final.a), np.asarray(traj.final.theta)
             st, ns = np.asarray(traj.status), np.asarray(traj.n_steps)
