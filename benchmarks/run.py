@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import bench_compile, bench_dynamics, bench_online, bench_order, bench_section5
+from benchmarks import bench_census, bench_compile, bench_dynamics, bench_online, bench_order, bench_section5
 
 
 def main():
@@ -18,6 +18,8 @@ def main():
     bench_compile.main(["--sizes", "5"] if quick else [])
     print("\n== Section 5 training (deep networks) ==", flush=True)
     bench_section5.main(["--cells", "2x5,2x20,3x20,5x20,9x20"] + (["--steps", "100"] if quick else []))
+    print("\n== Safran-Shamir census (k = 8, 1000 seeds), GD against a batched PyTorch loop ==", flush=True)
+    bench_census.main(["--seeds", "200"] if quick else [])
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 EARNSHAW = [sys.executable, "-c", "from earnshaw.cli import main; main()"]
-VERDICTS = ("global minimum", "spurious local minimum", "saddle", "not converged")
+VERDICTS = ("global minimum", "spurious local minimum", "saddle", "not converged", "escaping")
 
 
 def _run(*args, cwd):

@@ -90,7 +90,7 @@ def test_problem_validates_its_fields():
     with pytest.raises(ValueError, match="valid: L, G, reduced"):
         es.Problem("erf", t, objective="H")
     with pytest.raises(ValueError, match="use grad='autodiff'"):
-        es.Problem("relu", t, gradient="closed_form")
+        es.Problem("sign", t, gradient="closed_form")
     with pytest.raises(TypeError, match="teacher must be an earnshaw.Teacher"):
         es.Problem("erf", (t.b, t.w))
     with pytest.raises(ValueError, match="unknown potential"):

@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "earnshaw._cli.sweep_cmd",
     "earnshaw._cli.plateau_cmd",
     "earnshaw._cli.results_cmd",
+    "earnshaw._cli.census_cmd",
 ]
 
 for _name in COMMAND_MODULES:

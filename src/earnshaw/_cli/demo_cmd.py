@@ -20,9 +20,19 @@ def print_summary(summary: dict, config: dict):
                         f"student seeds (gradient flow to t={config['t1']:g}, then Newton)")
     table.add_column("outcome")
     table.add_column("fraction", justify="right")
-    for name in ("recovered all units", "global minimum", "spurious local minimum", "saddle", "not converged"):
-        table.add_row(name, f"{fr[name]:.3f}")
+    table.add_column("seeds", justify="right")
+    counts = summary.get("counts", {})
+    for name in ("recovered all units", "global minimum", "spurious local minimum", "saddle", "escaping",
+                 "not converged"):
+        if name in fr:
+            table.add_row(name, f"{fr[name]:.3f}", str(counts.get(name, "")))
     console.print(table)
+    if counts:
+        idx = summary.get("saddle_index_counts", {})
+        console.print("saddles by Hessian index: " + (", ".join(f"index {i}: {c}" for i, c in idx.items()) or "none")
+                      + f"; not converged because the flow's budget ran out: "
+                        f"{counts.get('not converged (budget ran out)', 0)} of {counts.get('not converged', 0)}; "
+                        "escaping: two units merging with opposite, growing output weights (rows: escape_*)")
     q = Table(title="quantiles over seeds")
     q.add_column("")
     for p in ("min", "median", "90%", "max"):

@@ -17,6 +17,7 @@ SHOW = {
     "verify": "earnshaw._cli.verify_cmd",
     "reproduce": "earnshaw._cli.reproduce_cmd",
     "plateau": "earnshaw._cli.plateau_cmd",
+    "census": "earnshaw._cli.census_cmd",
 }
 
 

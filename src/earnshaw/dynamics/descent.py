@@ -22,7 +22,7 @@ import optax
 
 from earnshaw import trajectory as _tr
 from earnshaw.dynamics import rules
-from earnshaw.dynamics.loop import drive, flat_of, trajectory
+from earnshaw.dynamics.loop import drive, flat_of, trajectory, unit_norm
 from earnshaw.problem import (check_finite_start, check_lr, compile_options, promote, resolve, split_keys,
                               vmap_batch)
 from earnshaw.trajectory import report_failures
@@ -32,7 +32,7 @@ __all__ = ["gradient_descent", "optimize", "perturbed_gd", "hessian_descent", "s
 _FIRST_ORDER = ("gradient_descent", "perturbed_gd", "optimize")
 
 
-def _single(problem, student, lr, key, *, method, max_steps, save_every, gtol, options, optimizer):
+def _single(problem, student, lr, key, *, method, max_steps, save_every, gtol, gtol_norm, options, optimizer):
     """One problem's run, traced inside the jitted program."""
     opts = dict(options)
     x0 = problem.flatten(student)
@@ -51,27 +51,32 @@ def _single(problem, student, lr, key, *, method, max_steps, save_every, gtol, o
     else:
         update, state0, stall = rules.second_step(flat, lr, opts["eta"], opts["gamma"])
     out = drive(flat, x0, update, state0, max_steps=max_steps, save_every=save_every, gtol=gtol,
-                needs_value=method not in _FIRST_ORDER, stall=stall)
+                needs_value=method not in _FIRST_ORDER, stall=stall,
+                gnorm=unit_norm(problem.d) if gtol_norm == "unit" else None)
     return trajectory(problem.unflatten, *out)
 
 
-def _program(problem, student, lr, keys, *, method, max_steps, save_every, gtol, options, optimizer):
+def _program(problem, student, lr, keys, *, method, max_steps, save_every, gtol, gtol_norm, options, optimizer):
     def single(p, s, lr_, key):
         return _single(p, s, lr_, key, method=method, max_steps=max_steps, save_every=save_every, gtol=gtol,
-                       options=options, optimizer=optimizer)
+                       gtol_norm=gtol_norm, options=options, optimizer=optimizer)
     in_axes = (0 if problem.teacher.b.ndim > 1 else None, 0, 0 if lr.ndim else None, 0)
     return vmap_batch(single, student.a.ndim - 1, in_axes)(problem, student, lr, keys)
 
 
-_STATIC = ("method", "max_steps", "save_every", "gtol", "options", "optimizer")
+_STATIC = ("method", "max_steps", "save_every", "gtol", "gtol_norm", "options", "optimizer")
+#: What ``gtol`` bounds: the gradient's Euclidean norm, or its largest per-unit norm (Safran and Shamir's rule).
+GTOL_NORMS = ("full", "unit")
 # one unbatched problem is a chain of tiny products: Eigen's thread pool off (compile_options)
 _PROGRAMS = {batched: jax.jit(_program, static_argnames=_STATIC, compiler_options=compile_options(batched))
              for batched in (0, 1)}
 
 
-def _solve(method, args, *, lr=None, max_steps, save_every, gtol, options=(), key=None, optimizer=None,
-           on_divergence="raise", train=None, objective=None, manifold=None, grad=None):
+def _solve(method, args, *, lr=None, max_steps, save_every, gtol, gtol_norm="full", options=(), key=None,
+           optimizer=None, on_divergence="raise", train=None, objective=None, manifold=None, grad=None):
     """Validate, batch and run one discrete method."""
+    if gtol_norm not in GTOL_NORMS:
+        raise ValueError(f"unknown gtol_norm={gtol_norm!r}; valid: {', '.join(GTOL_NORMS)}")
     problem, student = resolve(method, args, train=train, objective=objective, manifold=manifold, gradient=grad)
     _tr.check_on_divergence(on_divergence)
     if not (isinstance(max_steps, int) and not isinstance(max_steps, bool) and max_steps >= 1):
@@ -83,7 +88,7 @@ def _solve(method, args, *, lr=None, max_steps, save_every, gtol, options=(), ke
     keys = split_keys(jax.random.key(0) if key is None else key, student.batch_shape)
     program = _PROGRAMS[min(student.a.ndim - 1, 1)]
     traj = program(problem, student, lr, keys, method=method, max_steps=max_steps, save_every=save_every,
-                   gtol=float(gtol), options=options, optimizer=optimizer)
+                   gtol=float(gtol), gtol_norm=gtol_norm, options=options, optimizer=optimizer)
     step = None if method == "optimize" else float(jax.numpy.max(lr))
     return report_failures(traj, method=method, lr=step, pot=problem.pot, on_divergence=on_divergence,
                            optimizer=method == "optimize")
@@ -111,6 +116,8 @@ _ARG_DOCS = {
     "manifold": '``"euclidean"`` or ``"sphere"`` (each ``theta_i`` projected to the unit sphere).',
     "save_every": "steps between saved points (default ``max_steps // 100``).",
     "gtol": "stop (status ``converged``) when the gradient norm falls below ``gtol``.",
+    "gtol_norm": ('``"full"`` (the gradient\'s Euclidean norm) or ``"unit"`` (its largest per-unit norm\n'
+                  "        ``max_i |(dF/da_i, dF/dtheta_i)|``, Safran and Shamir's stopping rule): what ``gtol`` bounds."),
     "grad": ('``"auto"`` uses a hand-derived gradient where one is known (the built-in erf potential,\n'
              '        see :mod:`earnshaw.closed_form`) and autodiff otherwise; ``"autodiff"`` or\n'
              '        ``"closed_form"`` force one.'),
@@ -130,7 +137,7 @@ def _doc_args(fn) -> str:
 
 
 def gradient_descent(*args, lr=1e-2, max_steps=10_000, train=None, objective=None, manifold=None, save_every=None,
-                     gtol=0.0, grad=None, on_divergence="raise"):
+                     gtol=0.0, gtol_norm="full", grad=None, on_divergence="raise"):
     """Gradient descent with projection (Algorithm 4): ``x <- Pi_M(x - lr grad f(x))``, i.e. ``optax.sgd``.
     {args}
     >>> import jax, earnshaw as es
@@ -141,11 +148,12 @@ def gradient_descent(*args, lr=1e-2, max_steps=10_000, train=None, objective=Non
     ((4, 2, 3), True)
     """
     return _solve("gradient_descent", args, lr=lr, max_steps=max_steps, train=train, objective=objective,
-                  manifold=manifold, save_every=save_every, gtol=gtol, grad=grad, on_divergence=on_divergence)
+                  manifold=manifold, save_every=save_every, gtol=gtol, gtol_norm=gtol_norm, grad=grad,
+                  on_divergence=on_divergence)
 
 
 def optimize(*args, optimizer, max_steps=10_000, train=None, objective=None, manifold=None, save_every=None,
-             gtol=0.0, grad=None, on_divergence="raise"):
+             gtol=0.0, gtol_norm="full", grad=None, on_divergence="raise"):
     """Any optax optimiser on the population objective, in the same batched, divergence-checked loop as GD.
 
     Steps are ``x <- Pi_M(x + optimizer.update(grad f(x)))`` on the flat vector ``[a, theta]``
@@ -162,11 +170,13 @@ def optimize(*args, optimizer, max_steps=10_000, train=None, objective=None, man
         raise TypeError(f"optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-3)), "
                         f"got {type(optimizer).__name__}")
     return _solve("optimize", args, optimizer=optimizer, max_steps=max_steps, train=train, objective=objective,
-                  manifold=manifold, save_every=save_every, gtol=gtol, grad=grad, on_divergence=on_divergence)
+                  manifold=manifold, save_every=save_every, gtol=gtol, gtol_norm=gtol_norm, grad=grad,
+                  on_divergence=on_divergence)
 
 
 def perturbed_gd(key, *args, lr=1e-2, max_steps=10_000, g_thres=1e-3, radius=1e-2, t_thres=100, train=None,
-                 objective=None, manifold=None, save_every=None, gtol=0.0, grad=None, on_divergence="raise"):
+                 objective=None, manifold=None, save_every=None, gtol=0.0, gtol_norm="full", grad=None,
+                 on_divergence="raise"):
     """Perturbed gradient descent: GD, plus a uniform kick of radius ``radius`` whenever the
     gradient norm is below ``g_thres`` and no kick happened in the last ``t_thres`` steps
     (Jin et al., 2017), which escapes strict saddles (:func:`earnshaw.dynamics.rules.perturbed_sgd`).
@@ -182,7 +192,7 @@ def perturbed_gd(key, *args, lr=1e-2, max_steps=10_000, g_thres=1e-3, radius=1e-
         raise TypeError(f"perturbed_gd takes its PRNG key first (perturbed_gd(key, problem, student, ...)), "
                         f"got {type(key).__name__}")
     return _solve("perturbed_gd", args, lr=lr, max_steps=max_steps, train=train, objective=objective,
-                  manifold=manifold, save_every=save_every, gtol=gtol, key=key, grad=grad,
+                  manifold=manifold, save_every=save_every, gtol=gtol, gtol_norm=gtol_norm, key=key, grad=grad,
                   on_divergence=on_divergence,
                   options=(("g_thres", float(g_thres)), ("radius", float(radius)), ("t_thres", int(t_thres))))
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from earnshaw import trajectory as _tr
 from earnshaw.trajectory import Trajectory
 
-__all__ = ["Flat", "flat_of", "euclidean", "drive", "trajectory"]
+__all__ = ["Flat", "flat_of", "euclidean", "drive", "trajectory", "unit_norm"]
 
 _BLOWUP = 1e12
 
@@ -48,16 +48,33 @@ def euclidean(f, x0, value_and_grad=None) -> Flat:
                 lambda x: x, lambda g, x: g, lambda H, g, x: H)
 
 
+def unit_norm(d: int) -> Callable:
+    """``g -> max_i |(g_{a_i}, g_{theta_i})|``: the largest per-unit gradient norm of a flat vector
+    ``[a (k,), theta (k d,)]`` (Safran and Shamir's stopping rule), for ``drive``'s ``gnorm``.
+
+    >>> import jax.numpy as jnp
+    >>> float(unit_norm(2)(jnp.array([0.0, 3.0, 0.0, 0.0, 4.0, 0.0])))   # units (0; 0, 0) and (3; 4, 0)
+    5.0
+    """
+    def norm(g):
+        k = g.shape[-1] // (d + 1)
+        per = g[..., :k] ** 2 + jnp.sum(g[..., k:].reshape(*g.shape[:-1], k, d) ** 2, -1)
+        return jnp.sqrt(jnp.max(per, -1))
+    return norm
+
+
 def drive(flat: Flat, x0, update, state0, *, max_steps: int, save_every: int, gtol: float, needs_value=True,
-          stall=None):
+          stall=None, gnorm=None):
     """Drive ``update`` from ``x0``; returns the per-save records and the end state.
 
     Methods that do not look at the objective's value (GD, any optax rule) evaluate only the
     gradient per step (the value's arcsin is the costly half of erf's loss in float64); their
     value is computed at the save points, and divergence is caught from the gradient.
     ``stall``: SecondGD's rule, status ``stalled`` (and the step rejected) when the new value is not
-    below the old one by at least ``stall``.
+    below the old one by at least ``stall``. ``gnorm``: the norm of the gradient the stopping rule
+    ``gnorm(g) < gtol`` uses (default Euclidean; e.g. the largest per-unit norm, :func:`unit_norm`).
     """
+    stop_norm = jnp.linalg.norm if gnorm is None else gnorm
     n_chunks = -(-max_steps // save_every)
     mask = flat.mask
 
@@ -96,7 +113,8 @@ def drive(flat: Flat, x0, update, state0, *, max_steps: int, save_every: int, gt
         flag = jnp.where(fresh, _tr.RUNNING, flag)
         accept = (ok & (flag == _tr.RUNNING)) | fresh
         status = jnp.where(~ok, _tr.DIVERGED, jnp.where(flag != _tr.RUNNING, flag,
-                                                         jnp.where(gn < gtol, _tr.CONVERGED, _tr.RUNNING)))
+                                                         jnp.where(stop_norm(g) < gtol, _tr.CONVERGED,
+                                                                   _tr.RUNNING)))
         pick = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
         keep = lambda new, old: jnp.where(fresh, old, pick(new, old))  # noqa: E731
         return dict(i=c["i"] + ~fresh, x=pick(x_new, c["x"]), val=pick(val, c["val"]), g=pick(g, c["g"]),

@@ -113,7 +113,9 @@ def demo_chunk(cfg_json: str, c: int, progress=None) -> dict:
     t0 = time.perf_counter()
     final = Student(a=jnp.asarray(traj.final.a), theta=jnp.asarray(traj.final.theta))
     polished, gn = refine(pot, teacher, final)
-    report = analyze(pot, teacher, polished, gtol=1e-9)
+    # follow: a plateau seed is taken on to the saddle it sits near, a run with no critical point near is told
+    # apart as "escaping" (a merging pair of units with opposite, growing output weights)
+    report = analyze(pot, teacher, polished, gtol=1e-9, follow=True)
     refine_s = time.perf_counter() - t0
     n = hi - lo
     status = np.vectorize(STATUS.get)(traj.status)
@@ -216,9 +218,17 @@ def summarise(rows: list, k: int) -> dict:
     """
     verdict = np.array([r["verdict"] for r in rows])
     fractions = {name: float(np.mean(verdict == name)) for name in VERDICTS}
+    counts = {name: int(np.sum(verdict == name)) for name in VERDICTS}
+    # "not converged" split by why: the flow's budget ran out, or it stopped and Newton found no critical point
+    stuck = verdict == VERDICTS[3]
+    flow = np.array([r.get("flow_status", "") for r in rows])
+    counts["not converged (budget ran out)"] = int(np.sum(stuck & (flow == "limit_reached")))
+    saddles = [r.get("index", 0) for r in rows if r["verdict"] == VERDICTS[2]]
+    index_counts = {str(i): int(np.sum(np.array(saddles) == i)) for i in sorted(set(saddles))}
     fractions["recovered all units"] = float(np.mean(np.array([r["recovered"] for r in rows]) == k))
     q = [0.0, 0.5, 0.9, 1.0]
     loss = np.array([r["loss"] for r in rows])
     maxd = np.array([r["max_distance"] for r in rows])
-    return dict(fractions=fractions, loss_quantiles=dict(zip(q, np.quantile(loss, q).tolist())),
+    return dict(fractions=fractions, counts=counts, saddle_index_counts=index_counts,
+                loss_quantiles=dict(zip(q, np.quantile(loss, q).tolist())),
                 distance_quantiles=dict(zip(q, np.quantile(maxd, q).tolist())), verdicts=list(VERDICTS))

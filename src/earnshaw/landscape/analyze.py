@@ -14,7 +14,9 @@ from earnshaw.problem import resolve, vmap_batch
 
 __all__ = ["Report", "analyze", "VERDICTS"]
 
-VERDICTS = ("global minimum", "spurious local minimum", "saddle", "not converged")
+VERDICTS = ("global minimum", "spurious local minimum", "saddle", "not converged", "escaping")
+#: ``"escaping"``: no critical point near; two units merging while their output weights grow in opposite
+#: directions (their sum stays finite, each goes to infinity), the loss creeping down along the way.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +33,10 @@ class Report:
         (a student unit within ``match_tol`` in position and charge, sign symmetry for odd activations).
       verdict: ``(*B,)`` one of :data:`VERDICTS`.
       refined: whether Newton polishing ran first; point: the analysed :class:`Student`.
+      followed: ``(*B,)`` how far ``follow`` moved a point that was not at a critical point (0 if not moved).
+      escape_pair: ``(*B, 2)`` the merging units of an ``"escaping"`` point (``-1`` otherwise);
+        escape_distance: ``(*B,)`` their distance ``|theta_i - theta_j|``; escape_weights: ``(*B, 2)`` their
+        output weights.
 
     >>> import jax, earnshaw as es
     >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
@@ -53,6 +59,11 @@ class Report:
     k_teacher: int
     refined: bool
     point: Student
+    htol: float = 1e-6
+    followed: np.ndarray = None
+    escape_pair: np.ndarray = None
+    escape_distance: np.ndarray = None
+    escape_weights: np.ndarray = None
 
     def fractions(self) -> dict:
         """Fraction of problems per verdict, and of problems that recovered every teacher unit."""
@@ -67,10 +78,17 @@ class Report:
         flat = lambda x: np.asarray(x).reshape(n, *np.shape(x)[len(self.loss.shape):])  # noqa: E731
         out = []
         for i in range(n):
-            out.append(dict(loss=float(flat(self.loss)[i]), grad_norm=float(flat(self.grad_norm)[i]),
-                            lambda_min=float(flat(self.lambda_min)[i]), in_M=bool(flat(self.in_M)[i]),
-                            recovered=int(flat(self.recovered)[i]), verdict=str(flat(self.verdict)[i]),
-                            max_distance=float(np.max(flat(self.distance)[i]))))
+            row = dict(loss=float(flat(self.loss)[i]), grad_norm=float(flat(self.grad_norm)[i]),
+                       lambda_min=float(flat(self.lambda_min)[i]), in_M=bool(flat(self.in_M)[i]),
+                       recovered=int(flat(self.recovered)[i]), verdict=str(flat(self.verdict)[i]),
+                       max_distance=float(np.max(flat(self.distance)[i])),
+                       index=int(np.sum(flat(self.eigenvalues)[i] < -self.htol)))
+            if self.followed is not None:
+                pair, w = flat(self.escape_pair)[i], flat(self.escape_weights)[i]
+                row.update(followed=float(flat(self.followed)[i]), escape_i=int(pair[0]), escape_j=int(pair[1]),
+                           escape_distance=float(flat(self.escape_distance)[i]), escape_a_i=float(w[0]),
+                           escape_a_j=float(w[1]))
+            out.append(row)
         return out
 
 
@@ -91,8 +109,72 @@ def _numbers(problem, x):
     return vmap_batch(single, x.ndim - 1, (0 if problem.teacher.b.ndim > 1 else None, 0))(problem, x)
 
 
+def _escaping(a, theta, *, odd=False, merge=0.1, cancel=0.5):
+    """Per point, the pair of units that merges while its output weights grow apart, or ``-1``.
+
+    A pair qualifies when ``|theta_i - s theta_j| <= merge * max(|theta_i|, |theta_j|)`` and its output weights
+    point in opposite directions and mostly cancel, ``a_i (s a_j) < 0`` and
+    ``|a_i + s a_j| <= cancel (|a_i| + |a_j|)`` (``s = 1``, or ``s = -1`` too for odd activations, where
+    ``(a, theta)`` and ``(-a, -theta)`` are one unit): the pair then computes a finite difference of the
+    activation, which only reaches its limit (a derivative) as the units meet and the weights go to infinity.
+    Among several, the closest. Returns ``(pair (N, 2), distance (N,), weights (N, 2))`` for flat
+    ``a (N, k)``, ``theta (N, k, d)``; ``weights`` are ``(a_i, s a_j)``."""
+    N, k = a.shape
+    pair = np.full((N, 2), -1, np.int64)
+    dist = np.full(N, np.nan)
+    weights = np.full((N, 2), np.nan)
+    upper = np.triu(np.ones((k, k), bool), 1)
+    for n in range(N):
+        norm = np.linalg.norm(theta[n], axis=-1)
+        size = np.maximum(norm[:, None], norm[None])
+        best = (np.inf, None)
+        for s in ((1.0, -1.0) if odd else (1.0,)):
+            D = np.linalg.norm(theta[n][:, None] - s * theta[n][None], axis=-1)
+            ai, aj = a[n][:, None], s * a[n][None]
+            ok = upper & (D <= merge * size) & (ai * aj < 0) & (np.abs(ai + aj) <= cancel * (np.abs(ai) + np.abs(aj)))
+            if ok.any():
+                i, j = np.unravel_index(np.argmin(np.where(ok, D, np.inf)), D.shape)
+                if D[i, j] < best[0]:
+                    best = (D[i, j], (i, j, s))
+        if best[1] is not None:
+            i, j, s = best[1]
+            pair[n], dist[n], weights[n] = (i, j), best[0], (a[n][i], s * a[n][j])
+    return pair, dist, weights
+
+
+def _follow(problem, student, gn, gtol, *, radius=2.0):
+    """Newton from the points with gradient above ``gtol``, further than :func:`refine`'s default reach:
+    a plateau point sits near a saddle whose flat directions (Hessian eigenvalues ~1e-6 next to ones ~10) a
+    pseudo-inverse with a larger cut-off leaves alone. Returns the points and how far each moved."""
+    flat = Student(a=np.asarray(student.a).reshape(-1, student.k),
+                   theta=np.asarray(student.theta).reshape(-1, student.k, student.d))
+    todo = np.flatnonzero(np.asarray(gn).reshape(-1) > gtol)
+    moved = np.zeros(flat.a.shape[0])
+    if todo.size:
+        sub = Student(a=jax.numpy.asarray(flat.a[todo]), theta=jax.numpy.asarray(flat.theta[todo]))
+        best, best_gn = sub, None
+        for rcond in (1e-12, 1e-6):  # exact Newton first; then leave near-flat directions alone
+            cand, cgn = _refine(problem, sub, max_steps=50, trust=0.1, radius=radius, rcond=rcond)
+            if best_gn is None:
+                best, best_gn = cand, np.asarray(cgn)
+            else:
+                better = np.asarray(cgn) < best_gn
+                best = Student(a=np.where(better[:, None], cand.a, best.a),
+                               theta=np.where(better[:, None, None], cand.theta, best.theta))
+                best_gn = np.where(better, np.asarray(cgn), best_gn)
+        new_a, new_t = np.array(flat.a), np.array(flat.theta)
+        new_a[todo], new_t[todo] = np.asarray(best.a), np.asarray(best.theta)
+        moved[todo] = np.sqrt(np.sum((new_a[todo] - flat.a[todo]) ** 2, -1) +
+                              np.sum((new_t[todo] - flat.theta[todo]) ** 2, (-2, -1)))
+        flat = Student(a=new_a, theta=new_t)
+    shape = student.a.shape
+    out = Student(a=jax.numpy.asarray(flat.a.reshape(shape)),
+                  theta=jax.numpy.asarray(flat.theta.reshape(shape + (student.d,))))
+    return out, moved.reshape(shape[:-1])
+
+
 def analyze(*args, objective=None, train=None, manifold=None, refine: bool = False, gtol=1e-6, htol=1e-6, eps=1e-3,
-            loss_tol=1e-8, match_tol=1e-2) -> Report:
+            loss_tol=1e-8, match_tol=1e-2, follow: bool = False) -> Report:
     """Classify the point ``student``: loss, gradient, Hessian spectrum, matching, verdict.
 
     Call as ``analyze(problem, student)`` or ``analyze(pot, teacher, student, ...)``. The gradient and
@@ -110,6 +192,12 @@ def analyze(*args, objective=None, train=None, manifold=None, refine: bool = Fal
       loss_tol: loss at most ``loss_tol * E[f^2]`` counts as a global minimum (bounded potentials);
         for unbounded potentials recovering every teacher unit does.
       match_tol: relative tolerance on positions and charges for a recovered unit.
+      follow: explain every point: one whose gradient is above ``gtol`` is followed by Newton (up to 50 steps,
+        distance 2, flat directions left alone) to the critical point it sits near (a plateau's saddle,
+        reported with its index); one that reaches none and has two units merging while their output weights
+        grow apart (opposite, mostly cancelling output weights; see :data:`VERDICTS`) is ``"escaping"``, with the
+        pair as
+        evidence; only the rest are ``"not converged"``. Euclidean problems.
 
     Returns:
       :class:`Report`.
@@ -132,6 +220,11 @@ def analyze(*args, objective=None, train=None, manifold=None, refine: bool = Fal
     x = problem.flatten(student)
     warn_if_float32(x, "analyze")
     loss, gn, eig, lap, scale = map(np.asarray, _numbers(problem, x))
+    moved = np.zeros(np.shape(loss))
+    if follow and np.any(gn > gtol):
+        student, moved = _follow(problem, student, gn, gtol)
+        x = problem.flatten(student)
+        loss, gn, eig, lap, scale = map(np.asarray, _numbers(problem, x))
     lam_min = eig[..., 0]
     odd = bool(pot.activation is not None and pot.activation.odd and pot.kind == "inner")
     idx, dist, cerr = match_units(student.theta, student.a, teacher.w, teacher.b, odd=odd)
@@ -149,7 +242,17 @@ def analyze(*args, objective=None, train=None, manifold=None, refine: bool = Fal
     converged = gn <= gtol
     verdict = np.where(~converged, VERDICTS[3],
                        np.where(global_min, VERDICTS[0], np.where(lam_min < -htol, VERDICTS[2], VERDICTS[1])))
+    shape = np.shape(loss)
+    pair, edist, ew = (np.full(shape + (2,), -1), np.full(shape, np.nan), np.full(shape + (2,), np.nan))
+    if follow and np.any(~converged):
+        p_, d_, w_ = _escaping(np.asarray(student.a).reshape(-1, student.k),
+                               np.asarray(student.theta).reshape(-1, student.k, student.d), odd=odd)
+        esc = (p_[:, 0] >= 0).reshape(shape) & ~converged
+        pair = np.where(esc[..., None], p_.reshape(shape + (2,)), -1)
+        edist = np.where(esc, d_.reshape(shape), np.nan)
+        ew = np.where(esc[..., None], w_.reshape(shape + (2,)), np.nan)
+        verdict = np.where(esc, VERDICTS[4], verdict)
     return Report(loss=loss, grad_norm=gn, eigenvalues=eig, lambda_min=lam_min,
                   in_M=(gn <= eps) & (lam_min >= -eps), laplacians=lap, match=idx, distance=dist,
                   charge_error=cerr, recovered=recovered, verdict=verdict, k_teacher=teacher.k, refined=refine,
-                  point=student)
+                  point=student, htol=htol, followed=moved, escape_pair=pair, escape_distance=edist, escape_weights=ew)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import binomtest
@@ -128,8 +130,8 @@ def symmetric_distance(x: Student, y: Student, *, odd: bool = False) -> float:
     >>> import numpy as np
     >>> x = Student(a=np.array([1.0, 2.0]), theta=np.array([[0.0, 1.0], [1.0, 0.0]]))
     >>> y = Student(a=np.array([-2.0, 1.0]), theta=np.array([[-1.0, 0.0], [0.0, 1.0]]))
-    >>> symmetric_distance(x, y), symmetric_distance(x, y, odd=True)
-    (4.0, 0.0)
+    >>> round(symmetric_distance(x, y) ** 2, 9), symmetric_distance(x, y, odd=True)   # 9 + 1 + 1 and 1 + 1 + 1
+    (14.0, 0.0)
     """
     X, Y = _unit_matrix(x.a, x.theta), _unit_matrix(y.a, y.theta)
     cost = np.sum((X[:, None, :] - Y[None, :, :]) ** 2, axis=-1)
@@ -139,16 +141,26 @@ def symmetric_distance(x: Student, y: Student, *, odd: bool = False) -> float:
     return float(np.sqrt(max(cost[rows, cols].sum(), 0.0)))
 
 
-def _closure(maps: Sequence[Callable], x: Student, limit: int = 5040) -> list:
-    """The orbit of ``x`` under the group the ``maps`` generate (breadth first, at most ``limit`` points)."""
+def _key(x: Student, odd: bool) -> bytes:
+    """A key equal for points that differ by a permutation of units (and sign flips, ``odd``) only."""
+    X = np.round(_unit_matrix(x.a, x.theta), 9) + 0.0  # + 0.0: -0.0 and 0.0 one key
+    if odd:  # each unit's sign chosen so its first nonzero entry is positive
+        first = np.take_along_axis(X, np.argmax(X != 0, axis=1)[:, None], 1)
+        X = X * np.where(first < 0, -1.0, 1.0)
+    return X[np.lexsort(X.T[::-1])].tobytes()
+
+
+def _closure(maps: Sequence[Callable], x: Student, limit: int = 5040, odd: bool = False) -> list:
+    """The orbit of ``x`` under the group the ``maps`` generate, modulo permutations of units (and sign flips,
+    ``odd``), which the distance already quotients out (breadth first, at most ``limit`` points)."""
     orbit, frontier = [x], [x]
-    seen = {np.round(_unit_matrix(x.a, x.theta), 12).tobytes()}
+    seen = {_key(x, odd)}
     while frontier and len(orbit) < limit:
         nxt = []
         for p in frontier:
             for g in maps:
                 q = g(p)
-                key = np.round(_unit_matrix(q.a, q.theta), 12).tobytes()
+                key = _key(q, odd)
                 if key not in seen:
                     seen.add(key)
                     orbit.append(q)
@@ -157,8 +169,35 @@ def _closure(maps: Sequence[Callable], x: Student, limit: int = 5040) -> list:
     return orbit
 
 
+def _near_orbit(x: Student, orbit: list, bound: float, odd: bool) -> bool:
+    """Whether some point of ``orbit`` is within ``bound`` of ``x`` up to unit permutations (and sign flips).
+
+    The assignment's cost is at least the sum over ``x``'s units of the cost of its nearest unit, so one
+    vectorised lower bound rules out almost all of the orbit; the Hungarian algorithm runs on the rest."""
+    X = _unit_matrix(x.a, x.theta)
+    Ys = np.stack([_unit_matrix(y.a, y.theta) for y in orbit])  # (m, k, 1 + d)
+    cost = np.sum((X[None, :, None, :] - Ys[:, None, :, :]) ** 2, -1)  # (m, k, k)
+    if odd:
+        cost = np.minimum(cost, np.sum((X[None, :, None, :] + Ys[:, None, :, :]) ** 2, -1))
+    lower = np.minimum(cost.min(axis=2).sum(1), cost.min(axis=1).sum(1))
+    for j in np.flatnonzero(lower <= bound * bound):
+        rows, cols = linear_sum_assignment(cost[j])
+        if cost[j][rows, cols].sum() <= bound * bound:
+            return True
+    return False
+
+
+@jax.jit
+def _loss_grad(problem, x):
+    """``(loss, gradient norm over the trainable coordinates)`` of flat points ``x (n, p)``, one program."""
+    def single(x_):
+        value, g = problem.flat_value_and_grad(x_)
+        return value, jnp.linalg.norm(problem.tangent(g * problem.mask(x_), x_))
+    return jax.vmap(single)(x)
+
+
 def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (), refine: bool = True,
-           gtol=1e-9, htol=1e-6, tol=1e-6, loss_tol=1e-8, match_tol=1e-2) -> Census:
+           gtol=1e-9, htol=1e-6, tol=1e-6, loss_tol=1e-8, match_tol=1e-2, analyze_all: bool = True) -> Census:
     """Group end points into distinct critical points modulo the problem's symmetries.
 
     Call as ``census(problem, points)`` or ``census(pot, teacher, points, ...)``; ``points`` is a batch of
@@ -173,6 +212,9 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
       gtol, htol, loss_tol, match_tol: as for :func:`earnshaw.analyze` (a point with gradient above ``gtol``
         after polishing is ``"not converged"``; an eigenvalue below ``-htol`` counts in the index).
       tol: two points are one family when their symmetric distance is below ``tol * (1 + |x|)``.
+      analyze_all: polish and analyse every point, then group (the default); ``False`` groups the points as
+        they are and polishes and analyses one representative per family: for end points already at a
+        gradient threshold (e.g. GD to 1e-10), where a Hessian eigendecomposition per point would dominate.
 
     Returns:
       :class:`Census`.
@@ -194,34 +236,62 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
         raise ValueError(f"census takes a batch of points (leading axes); got points.a of shape {points.a.shape}")
     k, d = points.k, points.d
     flat = Student(a=points.a.reshape(-1, k), theta=points.theta.reshape(-1, k, d))
-    report = analyze(problem, flat, refine=refine, gtol=gtol, htol=htol, loss_tol=loss_tol, match_tol=match_tol)
+    options = dict(refine=refine, gtol=gtol, htol=htol, loss_tol=loss_tol, match_tol=match_tol)
     pot = problem.pot
     odd = bool(pot.activation is not None and pot.activation.odd and pot.kind == "inner")
-    a, theta = np.asarray(report.point.a), np.asarray(report.point.theta)
+    if analyze_all:
+        report = analyze(problem, flat, **options)
+        a, theta = np.asarray(report.point.a), np.asarray(report.point.theta)
+        gn, loss = np.asarray(report.grad_norm), np.asarray(report.loss)
+    else:
+        report = None
+        a, theta = np.asarray(flat.a), np.asarray(flat.theta)
+        loss, gn = (np.asarray(v) for v in _loss_grad(problem, problem.flatten(flat)))
     n = a.shape[0]
-    gn, loss = np.asarray(report.grad_norm), np.asarray(report.loss)
     reps, orbits, members = [], [], []
     family_of = np.full(n, -1, dtype=np.int64)
+    # Zero loss (to loss_tol, bounded potentials) is one family: with more student than teacher units the
+    # global minima are not isolated (a unit split in two along a teacher unit), so no distance could group them.
+    t = problem.teacher
+    energy = float(np.asarray(t.b @ pot.self_gram(t.w) @ t.b)) if pot.bounded else 0.0
+    at_zero = (loss <= loss_tol * energy) if pot.bounded else np.zeros(n, bool)
+    zero_family = -1
     # lowest gradient first: each family's representative is its best-polished member
     for i in np.argsort(gn, kind="stable"):
+        if at_zero[i]:
+            if zero_family < 0:
+                reps.append(i)
+                orbits.append(None)
+                members.append([])
+                zero_family = len(reps) - 1
+            members[zero_family].append(int(i))
+            family_of[i] = zero_family
+            continue
         x = Student(a=a[i], theta=theta[i])
         scale = 1.0 + float(np.linalg.norm(_unit_matrix(x.a, x.theta)))
         found = -1
         for f, orbit in enumerate(orbits):
-            if abs(loss[i] - loss[reps[f]]) > tol * (1.0 + abs(loss[i])) + 1e-12:
+            if orbit is None or abs(loss[i] - loss[reps[f]]) > tol * (1.0 + abs(loss[i])) + 1e-12:
                 continue  # different losses: different critical points, no matching needed
-            if min(symmetric_distance(x, y, odd=odd) for y in orbit) <= tol * scale:
+            if _near_orbit(x, orbit, tol * scale, odd):
                 found = f
                 break
         if found < 0:
             reps.append(i)
-            orbits.append(_closure(symmetries, x) if symmetries else [x])
+            orbits.append(_closure(symmetries, x, odd=odd) if symmetries else [x])
             members.append([])
             found = len(reps) - 1
         members[found].append(int(i))
         family_of[i] = found
     order = sorted(range(len(reps)), key=lambda f: (-len(members[f]), loss[reps[f]]))
     renumber = {f: j for j, f in enumerate(order)}
+    if report is None:  # one representative per family, polished and analysed in one batch
+        idx = np.array([reps[f] for f in order])
+        report = analyze(problem, Student(a=a[idx], theta=theta[idx]), **options)
+        at = {f: j for j, f in enumerate(order)}
+        a, theta = np.asarray(report.point.a), np.asarray(report.point.theta)
+        loss, gn = np.asarray(report.loss), np.asarray(report.grad_norm)
+        reps = {f: at[f] for f in order}
     families = []
     for f in order:
         r = reps[f]

@@ -163,36 +163,55 @@ def _power(x, p):
 
 
 def _objective(problem, xs, k, d):
-    """Value, gradient and Hessian of the objective at the arb vector ``xs`` (balls: enclosures over the box)."""
+    """Value, gradient and Hessian of the objective at the arb vector ``xs`` (balls: enclosures over the box).
+
+    Each term of the loss involves one unit or a pair, so each is differentiated over its own ``1 + d`` or
+    ``2 (1 + d)`` coordinates and scattered into the whole gradient and Hessian: ``(2 + 2d)^2`` ball
+    operations per arithmetic step instead of ``(k (1 + d))^2`` (15x fewer at k = d = 8)."""
     n = k * (d + 1)
     pot, obj = problem.pot, problem.objective
     name = pot.name if not pot.name.startswith("hermite") else "hermite"
     params = pot.params
     b = [arb(float(v)) for v in np.asarray(problem.teacher.b)]
     w = [[arb(float(v)) for v in row] for row in np.asarray(problem.teacher.w)]
-    xv = [_HD.var(xs[i], i, n) for i in range(n)]
-    a = xv[:k]
-    th = [xv[k + i * d:k + (i + 1) * d] for i in range(k)]
-    total = _HD.const(0, n)
-    sq = [_dot(t, t) for t in th]
+    w2 = [_dot(row, row) for row in w]
+    value = arb(0)
+    grad = np.full(n, arb(0), dtype=object)
+    hess = np.full((n, n), arb(0), dtype=object)
+
+    def local(units):
+        idx = [g for i in units for g in [i] + [k + i * d + c for c in range(d)]]
+        return idx, [_HD.var(xs[g], p, len(idx)) for p, g in enumerate(idx)]
+
+    def add(term, idx):
+        nonlocal value
+        value = value + term.v
+        grad[idx] = grad[idx] + term.g
+        block = np.ix_(idx, idx)
+        hess[block] = hess[block] + term.h
+
     for i in range(k):
+        idx, v = local([i])
+        a_i, th_i = v[0], v[1:]
+        sq_i = _dot(th_i, th_i)
+        term = _HD.const(0, len(idx))
         if obj != "reduced":
-            total = total + a[i] * a[i] * _phi_self(name, params, sq[i])
-        for j in range(i + 1, k):
-            total = total + 2 * (a[i] * a[j]) * _phi(name, params, sq[i], _dot(th[i], th[j]), sq[j])
+            term = term + a_i * a_i * _phi_self(name, params, sq_i)
         for j in range(len(b)):
-            wj2 = _dot(w[j], w[j])
-            total = total - 2 * b[j] * (a[i] * _phi(name, params, sq[i], _dot(th[i], w[j]), _HD.const(wj2, n)))
+            term = term - 2 * b[j] * (a_i * _phi(name, params, sq_i, _dot(th_i, w[j]), _HD.const(w2[j], len(idx))))
+        if obj == "G":
+            term = term + a_i * a_i
+        add(term, idx)
+        for j in range(i + 1, k):
+            idx, v = local([i, j])
+            a_i, th_i, a_j, th_j = v[0], v[1:d + 1], v[d + 1], v[d + 2:]
+            add(2 * (a_i * a_j) * _phi(name, params, _dot(th_i, th_i), _dot(th_i, th_j), _dot(th_j, th_j)), idx)
     if obj != "reduced":
         for i in range(len(b)):
-            total = total + b[i] * b[i] * _phi_self(name, params, _dot(w[i], w[i]))
+            value = value + b[i] * b[i] * _phi_self(name, params, w2[i])
             for j in range(i + 1, len(b)):
-                total = total + 2 * b[i] * b[j] * _phi(name, params, _dot(w[i], w[i]), _dot(w[i], w[j]),
-                                                       _dot(w[j], w[j]))
-    if obj == "G":
-        for i in range(k):
-            total = total + a[i] * a[i]
-    return total
+                value = value + 2 * b[i] * b[j] * _phi(name, params, w2[i], _dot(w[i], w[j]), w2[j])
+    return _HD(value, grad, hess)
 
 
 def _ldl_inertia(H):
@@ -305,8 +324,9 @@ def certify(*args, radius=None, prec: int = 106, shifts: int = 3) -> Certificate
     flint.ctx.prec = prec
     try:
         reason = "no radius tried"
+        mid = _objective(problem, [arb(float(v)) for v in x], k, d)  # the centre's balls: the same for every radius
         for r in radii:
-            ok, reason, cert = _try(problem, x, free, C, r, k, d, shifts, H)
+            ok, reason, cert = _try(problem, x, free, C, r, k, d, shifts, H, mid)
             if ok:
                 return cert
         return _fail(x[free], radii[-1] if radii else 0.0, reason)
@@ -325,9 +345,8 @@ def _box(x, free, r):
     return xs
 
 
-def _try(problem, x, free, C, r, k, d, shifts, H_float):
+def _try(problem, x, free, C, r, k, d, shifts, H_float, mid):
     nf = len(free)
-    mid = _objective(problem, [arb(float(v)) for v in x], k, d)
     box = _objective(problem, _box(x, free, r), k, d)
     F = mid.g[free]
     J = box.h[np.ix_(free, free)]
