@@ -11,7 +11,9 @@ sigma(x, theta_i)``; the paper's eq. (1) uses ``-a``):
 * regularised: ``G = L + |a|^2``;
 * empirical: the sample mean of ``(f(x) - f_hat(x))^2`` (no 1/2 anywhere).
 
-Every function accepts leading batch axes on the student, the teacher or both.
+Every function accepts leading batch axes on the student, the teacher or both. Biased units
+(``Student.bias``, ``Teacher.bias``) enter through the potential of biased units
+(:meth:`earnshaw.Potential.gram` with biases); without biases nothing changes.
 """
 from __future__ import annotations
 
@@ -33,8 +35,8 @@ def _quad(x, M, y):
 def _parts(pot, teacher, student):
     pot = _potential(pot)
     check_pair(student, teacher)
-    K = pot.self_gram(student.theta)
-    B = pot.gram(student.theta, teacher.w)
+    K = pot.self_gram(student.theta, student.bias)
+    B = pot.gram(student.theta, teacher.w, student.bias, teacher.bias)
     return pot, K, B
 
 
@@ -53,7 +55,7 @@ def population_loss(pot, teacher: Teacher, student: Student):
     0.0
     """
     pot, K, B = _parts(pot, teacher, student)
-    W = pot.self_gram(teacher.w)
+    W = pot.self_gram(teacher.w, teacher.bias)
     return _quad(student.a, K, student.a) - 2.0 * _quad(student.a, B, teacher.b) + _quad(teacher.b, W, teacher.b)
 
 
@@ -112,18 +114,22 @@ def empirical_loss(act, teacher: Teacher, student: Student, x):
             raise ValueError(f"{act!r} has no known activation; pass one, or use realize()")
         act = act.activation
     check_pair(student, teacher)
-    err = predict(act, teacher.b, teacher.w, x) - predict(act, student.a, student.theta, x)
+    err = predict(act, teacher.b, teacher.w, x, teacher.bias) - predict(act, student.a, student.theta, x, student.bias)
     return jnp.mean(err * err, axis=-1)
 
 
-def optimal_a(pot, teacher: Teacher, theta, *, reg: float = 0.0):
+def optimal_a(pot, teacher: Teacher, theta, *, reg: float = 0.0, bias=None):
     """Best output weights for fixed ``theta``: ``argmin_a L + reg |a|^2``.
 
     ``a* = (K + reg I)^+ B b`` (natural sign; pseudo-inverse when units coincide).
     ``reg=1`` gives the optimum of ``G``.
 
     Args:
-      theta: ``(..., k, d)``. teacher: with optional batch axes.
+      pot: a :class:`Potential` or a name.
+      teacher: with optional batch axes.
+      theta: ``(..., k, d)``.
+      reg: the weight of ``|a|^2``.
+      bias: the student's biases ``(..., k)``, or ``None``.
 
     Returns:
       ``(..., k)``.
@@ -135,15 +141,15 @@ def optimal_a(pot, teacher: Teacher, theta, *, reg: float = 0.0):
     """
     pot = _potential(pot)
     theta = jnp.asarray(theta)
-    K = pot.self_gram(theta)
-    rhs = jnp.einsum("...kj,...j->...k", pot.gram(theta, teacher.w), teacher.b)
+    K = pot.self_gram(theta, bias)
+    rhs = jnp.einsum("...kj,...j->...k", pot.gram(theta, teacher.w, bias, teacher.bias), teacher.b)
     A = K + reg * jnp.eye(K.shape[-1], dtype=K.dtype)
     if reg > 0:
         return jnp.linalg.solve(A, rhs[..., None])[..., 0]
     return jnp.einsum("...ij,...j->...i", jnp.linalg.pinv(A, hermitian=True), rhs)
 
 
-def optimal_loss(pot, teacher: Teacher, theta, *, reg: float = 0.0):
+def optimal_loss(pot, teacher: Teacher, theta, *, reg: float = 0.0, bias=None):
     """``min_a L + reg |a|^2`` for fixed ``theta`` (shape: the batch shape).
 
     >>> import jax, earnshaw as es
@@ -152,8 +158,9 @@ def optimal_loss(pot, teacher: Teacher, theta, *, reg: float = 0.0):
     >>> bool(abs(es.optimal_loss("erf", t, t.w)) < 1e-5), bool(es.optimal_loss("erf", t, s.theta) > 0)
     (True, True)
     """
-    a = optimal_a(pot, teacher, theta, reg=reg)
-    student = Student(a=a, theta=jnp.broadcast_to(theta, a.shape + theta.shape[-1:]))
+    a = optimal_a(pot, teacher, theta, reg=reg, bias=bias)
+    student = Student(a=a, theta=jnp.broadcast_to(theta, a.shape + theta.shape[-1:]),
+                      bias=None if bias is None else jnp.broadcast_to(bias, a.shape))
     return population_loss(pot, teacher, student) + reg * jnp.sum(a**2, axis=-1)
 
 

@@ -4,7 +4,7 @@ Every end point is polished with Newton (:func:`earnshaw.refine`) and classified
 then points that are the same critical point up to a symmetry of the problem are grouped into one family:
 
 * permutations of the student's units (``(a_i, theta_i)`` pairs), always;
-* the sign flip ``(a_i, theta_i) -> (-a_i, -theta_i)`` of one unit, for odd inner-product activations
+* the sign flip ``(a_i, theta_i) -> (-a_i, -theta_i)`` of one unit (its bias ``c_i -> -c_i`` too), for odd inner-product activations
   (``sigma(-z) = -sigma(z)`` makes the two units the same function);
 * the teacher's own symmetry group, when the caller passes it: maps ``Student -> Student`` that leave the
   loss unchanged, e.g. permuting units and input coordinates together when ``w_j = e_j``.
@@ -111,19 +111,26 @@ def coordinate_permutations(d: int) -> list:
     for j in range(1, d):
         perm = np.arange(d)
         perm[[0, j]] = perm[[j, 0]]
-        maps.append(lambda s, p=perm: Student(a=s.a, theta=s.theta[..., p]))
+        maps.append(lambda s, p=perm: Student(a=s.a, theta=s.theta[..., p], bias=s.bias))
     return maps
 
 
-def _unit_matrix(a, theta):
-    return np.concatenate([np.asarray(a)[:, None], np.asarray(theta)], axis=1)  # (k, 1 + d)
+def _unit_matrix(a, theta, bias=None):
+    """Units as rows ``(a_i, theta_i[, c_i])``: an odd activation's flip negates the whole row, bias included."""
+    cols = [np.asarray(a)[:, None], np.asarray(theta)] + ([] if bias is None else [np.asarray(bias)[:, None]])
+    return np.concatenate(cols, axis=1)  # (k, 1 + d [+ 1])
+
+
+def _units(x: Student):
+    return _unit_matrix(x.a, x.theta, x.bias)
 
 
 def symmetric_distance(x: Student, y: Student, *, odd: bool = False) -> float:
     """Distance between two points up to a permutation of units (and, ``odd``, a sign flip of each unit).
 
     The units of ``y`` are matched to those of ``x`` by the Hungarian algorithm on their ``(a_i, theta_i)``
-    vectors; the result is the Euclidean norm of the matched difference.
+    vectors (``(a_i, theta_i, c_i)`` with biases, which flip with the unit); the result is the Euclidean
+    norm of the matched difference.
 
     >>> import numpy as np
     >>> x = Student(a=np.array([1.0, 2.0]), theta=np.array([[0.0, 1.0], [1.0, 0.0]]))
@@ -131,7 +138,7 @@ def symmetric_distance(x: Student, y: Student, *, odd: bool = False) -> float:
     >>> symmetric_distance(x, y), symmetric_distance(x, y, odd=True)
     (4.0, 0.0)
     """
-    X, Y = _unit_matrix(x.a, x.theta), _unit_matrix(y.a, y.theta)
+    X, Y = _units(x), _units(y)
     cost = np.sum((X[:, None, :] - Y[None, :, :]) ** 2, axis=-1)
     if odd:
         cost = np.minimum(cost, np.sum((X[:, None, :] + Y[None, :, :]) ** 2, axis=-1))
@@ -142,13 +149,13 @@ def symmetric_distance(x: Student, y: Student, *, odd: bool = False) -> float:
 def _closure(maps: Sequence[Callable], x: Student, limit: int = 5040) -> list:
     """The orbit of ``x`` under the group the ``maps`` generate (breadth first, at most ``limit`` points)."""
     orbit, frontier = [x], [x]
-    seen = {np.round(_unit_matrix(x.a, x.theta), 12).tobytes()}
+    seen = {np.round(_units(x), 12).tobytes()}
     while frontier and len(orbit) < limit:
         nxt = []
         for p in frontier:
             for g in maps:
                 q = g(p)
-                key = np.round(_unit_matrix(q.a, q.theta), 12).tobytes()
+                key = np.round(_units(q), 12).tobytes()
                 if key not in seen:
                     seen.add(key)
                     orbit.append(q)
@@ -193,19 +200,22 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
     if points.a.ndim < 2:
         raise ValueError(f"census takes a batch of points (leading axes); got points.a of shape {points.a.shape}")
     k, d = points.k, points.d
-    flat = Student(a=points.a.reshape(-1, k), theta=points.theta.reshape(-1, k, d))
+    flat = Student(a=points.a.reshape(-1, k), theta=points.theta.reshape(-1, k, d),
+                   bias=None if points.bias is None else points.bias.reshape(-1, k))
     report = analyze(problem, flat, refine=refine, gtol=gtol, htol=htol, loss_tol=loss_tol, match_tol=match_tol)
     pot = problem.pot
     odd = bool(pot.activation is not None and pot.activation.odd and pot.kind == "inner")
     a, theta = np.asarray(report.point.a), np.asarray(report.point.theta)
+    bias = None if report.point.bias is None else np.asarray(report.point.bias)
+    at = lambda i: Student(a=a[i], theta=theta[i], bias=None if bias is None else bias[i])  # noqa: E731
     n = a.shape[0]
     gn, loss = np.asarray(report.grad_norm), np.asarray(report.loss)
     reps, orbits, members = [], [], []
     family_of = np.full(n, -1, dtype=np.int64)
     # lowest gradient first: each family's representative is its best-polished member
     for i in np.argsort(gn, kind="stable"):
-        x = Student(a=a[i], theta=theta[i])
-        scale = 1.0 + float(np.linalg.norm(_unit_matrix(x.a, x.theta)))
+        x = at(i)
+        scale = 1.0 + float(np.linalg.norm(_units(x)))
         found = -1
         for f, orbit in enumerate(orbits):
             if abs(loss[i] - loss[reps[f]]) > tol * (1.0 + abs(loss[i])) + 1e-12:
@@ -228,7 +238,7 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
         count = len(members[f])
         ci = binomtest(count, n).proportion_ci(confidence_level=0.95, method="wilson")
         eig = np.asarray(report.eigenvalues[r])
-        families.append(Family(point=Student(a=a[r], theta=theta[r]), loss=float(loss[r]), grad_norm=float(gn[r]),
+        families.append(Family(point=at(r), loss=float(loss[r]), grad_norm=float(gn[r]),
                                lambda_min=float(eig[0]), index=int(np.sum(eig < -htol)),
                                recovered=int(report.recovered[r]), kind=str(report.verdict[r]),
                                seeds=tuple(sorted(members[f])), fraction=count / n,

@@ -89,5 +89,5 @@ def laplacians(H, k: int, d: int):
     charge (Earnshaw); a lambda-harmonic one makes the sum over a cluster equal
     ``2 lambda`` times the cluster's interaction (docs/math.md section 4).
     """
-    diag = jnp.diagonal(H, axis1=-2, axis2=-1)[..., k:]
+    diag = jnp.diagonal(H, axis1=-2, axis2=-1)[..., k:k + k * d]  # biases, if any, follow theta
     return diag.reshape(*diag.shape[:-1], k, d).sum(-1)

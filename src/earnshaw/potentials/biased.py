@@ -2,7 +2,7 @@ r"""Potentials of biased units ``sigma(x, w, c) = s(w . x + c)``, ``x ~ N(0, I_d
 
 ``U = u . X + b_u`` and ``V = v . X + b_v`` are jointly normal with means ``(b_u, b_v)`` and
 covariance ``[[|u|^2, u.v], [u.v, |v|^2]]``, so the potential of two biased units is a function
-of the five numbers ``(nu, c, nv, bu, bv)`` (docs/math.md section 1b). Every function here takes
+of the five numbers ``(nu, c, nv, bu, bv)`` (docs/math.md section 12). Every function here takes
 those five broadcastable arrays.
 
 Closed forms, with ``h = b_u / |u|``, ``k = b_v / |v|``, ``rho = u.v / (|u||v|)`` and the

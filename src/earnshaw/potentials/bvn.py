@@ -1,7 +1,7 @@
 r"""The bivariate normal CDF ``Phi_2(h, k; rho) = P(X <= h, Y <= k)``, jit-able and exactly differentiable.
 
 The potentials of biased step, sign, relu, erf and normal_cdf units are orthant probabilities
-and truncated moments of a bivariate normal (docs/math.md section 1b), so they all reduce to
+and truncated moments of a bivariate normal (docs/math.md section 12), so they all reduce to
 this one function. The value follows Genz's algorithm (Drezner and Wesolowsky's integral over
 ``arcsin rho`` for ``|rho| < 0.925``, an expansion around ``|rho| = 1`` above), both halves
 evaluated with one fixed 20-point Gauss-Legendre rule so the function is a pure array program;

@@ -1,0 +1,300 @@
+"""Biased units and N(mu, Sigma) inputs: the bivariate normal CDF, biased potentials three ways (closed form,
+quadrature, Monte Carlo) with exact derivatives, the bias -> 0 limit, the input map against correlated samples,
+training, and the errors."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate
+from scipy.special import ndtr
+
+import earnshaw as es
+from earnshaw.potentials.biased import gauss_hermite_biased
+from earnshaw.potentials.bvn import bvn_cdf
+
+CLOSED = ("relu", "step", "sign", "erf", "normal_cdf")
+SMOOTH = ("erf", "normal_cdf")
+
+
+def _bvn_reference(h, k, rho):
+    """``P(X <= h, Y <= k)`` as the integral of ``phi(x) Phi((k - rho x) / r)`` over ``x <= h`` (scipy)."""
+    r = math.sqrt(1.0 - rho * rho)
+    f = lambda x: math.exp(-x * x / 2) / math.sqrt(2 * math.pi) * ndtr((k - rho * x) / r)  # noqa: E731
+    return integrate.quad(f, -40.0, h, epsabs=1e-15, epsrel=1e-14, limit=400, points=[min(h, k / rho if rho else 0)]
+                          if -40 < min(h, k / rho if rho else 0) < h else None)[0]
+
+
+def test_bvn_cdf_against_quadrature_and_at_unit_correlation():
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for rho in (-0.999, -0.95, -0.926, -0.924, -0.6, -0.1, 0.0, 0.3, 0.74, 0.76, 0.924, 0.926, 0.99, 0.99999):
+        for h, k in 2.0 * rng.normal(size=(4, 2)):
+            worst = max(worst, abs(float(bvn_cdf(h, k, rho)) - _bvn_reference(h, k, rho)))
+    assert worst < 1e-12
+    for h, k in ((0.3, -0.4), (-1.2, 0.5), (0.7, 0.7)):
+        assert abs(float(bvn_cdf(h, k, 1.0)) - ndtr(min(h, k))) < 1e-15
+        assert abs(float(bvn_cdf(h, k, -1.0)) - max(0.0, ndtr(h) - ndtr(-k))) < 1e-15
+
+
+def test_bvn_cdf_derivatives_are_exact():
+    args = (0.3, -0.4, 0.7)
+    eps = 1e-5
+    g = np.array(jax.grad(bvn_cdf, argnums=(0, 1, 2))(*args))
+    H = np.array(jax.hessian(bvn_cdf, argnums=(0, 1, 2))(*args))
+    for i in range(3):
+        up = list(args)
+        dn = list(args)
+        up[i] += eps
+        dn[i] -= eps
+        assert abs((float(bvn_cdf(*up)) - float(bvn_cdf(*dn))) / (2 * eps) - g[i]) < 1e-9
+        gu = np.array(jax.grad(bvn_cdf, argnums=(0, 1, 2))(*up))
+        gd = np.array(jax.grad(bvn_cdf, argnums=(0, 1, 2))(*dn))
+        assert np.abs((gu - gd) / (2 * eps) - H[i]).max() < 1e-8
+    # d/drho is the bivariate density
+    h, k, rho = args
+    dens = math.exp(-(h * h - 2 * rho * h * k + k * k) / (2 * (1 - rho * rho))) / (2 * math.pi * math.sqrt(1 - rho**2))
+    assert abs(g[2] - dens) < 1e-14
+
+
+def _points():
+    rng = np.random.default_rng(3)
+    u, v = rng.normal(size=(2, 3))
+    return [(u, v, 0.7, -0.4), (0.6 * u, v, -1.1, 0.3), (u, 0.4 * v, 0.0, 1.5)]
+
+
+def _nested_quadrature(f, u, v, bu, bv):
+    """``E[f(U) f(V)]`` by nested adaptive quadrature in the coordinates ``U = bu + su z1``,
+    ``V = bv + beta z1 + gamma z2``, with the kinks as break points: independent of the closed forms."""
+    su = float(np.linalg.norm(u))
+    beta = float(u @ v) / su
+    gamma = math.sqrt(float(v @ v) - beta * beta)
+    phi = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+
+    def inner(z1):
+        kink = -(bv + beta * z1) / gamma
+        pts = [kink] if -12 < kink < 12 else None
+        return integrate.quad(lambda z2: phi(z2) * f(bv + beta * z1 + gamma * z2), -12, 12, points=pts,
+                              epsabs=1e-13, epsrel=1e-12, limit=200)[0]
+
+    kink = -bu / su
+    pts = [kink] if -12 < kink < 12 else None
+    return integrate.quad(lambda z1: phi(z1) * f(bu + su * z1) * inner(z1), -12, 12, points=pts, epsabs=1e-12,
+                          epsrel=1e-11, limit=200)[0]
+
+
+_NUMPY = {"relu": lambda z: max(z, 0.0), "step": lambda z: float(z > 0), "sign": lambda z: float(np.sign(z)),
+          "erf": math.erf, "normal_cdf": lambda z: ndtr(z), "tanh": math.tanh}
+
+
+@pytest.mark.parametrize("name", CLOSED + ("tanh",))
+def test_biased_potential_three_ways(name):
+    """Closed form (Gauss-Hermite with means for tanh) against nested adaptive quadrature and Monte Carlo."""
+    pot = es.potential(name)
+    x = np.random.default_rng(11).normal(size=(400_000, 3))
+    for u, v, bu, bv in _points():
+        value = float(pot(u, v, bu, bv))
+        quad = _nested_quadrature(_NUMPY[name], u, v, bu, bv)
+        assert abs(value - quad) < (1e-9 if name != "tanh" else 1e-8), (u, v, bu, bv)
+        f = pot.activation.fn
+        samples = np.asarray(f(x @ u + bu) * f(x @ v + bv))
+        assert abs(value - samples.mean()) < 5 * samples.std() / math.sqrt(len(samples)) + 1e-12
+
+
+@pytest.mark.parametrize("name", SMOOTH)
+def test_smooth_closed_forms_match_gauss_hermite_with_means(name):
+    f = es.activation(name).fn
+    for u, v, bu, bv in _points():
+        gh = gauss_hermite_biased(f, f, 120, u @ u, u @ v, v @ v, bu, bv)
+        assert abs(float(es.potential(name)(u, v, bu, bv)) - float(gh)) < 1e-11
+
+
+def test_gauss_hermite_with_means_against_the_sine_closed_form():
+    # E[sin U sin V] = (cos(bu - bv) e^{-(nu + nv - 2c)/2} - cos(bu + bv) e^{-(nu + nv + 2c)/2}) / 2
+    def exact(nu, c, nv, bu, bv):
+        return 0.5 * (jnp.cos(bu - bv) * jnp.exp(-(nu + nv - 2 * c) / 2) - jnp.cos(bu + bv) * jnp.exp(-(nu + nv + 2 * c) / 2))
+    args = (0.8, 0.3, 1.3, 0.4, -0.9)
+    gh = lambda *a: gauss_hermite_biased(jnp.sin, jnp.sin, 60, *a)  # noqa: E731
+    assert abs(float(gh(*args)) - float(exact(*args))) < 1e-13
+    g1, g2 = jax.grad(gh, argnums=range(5))(*args), jax.grad(exact, argnums=range(5))(*args)
+    assert max(abs(float(a) - float(b)) for a, b in zip(g1, g2)) < 1e-12
+    H1, H2 = jax.hessian(gh, argnums=(3, 4))(*args), jax.hessian(exact, argnums=(3, 4))(*args)
+    assert np.abs(np.array(H1) - np.array(H2)).max() < 1e-12
+
+
+@pytest.mark.parametrize("name", CLOSED + ("tanh", "quadratic", "sin", "gauss"))
+def test_zero_bias_is_the_unbiased_potential(name):
+    pot = es.potential(name)
+    u, v, _, _ = _points()[0]
+    U = jnp.stack([u, v, 0.5 * u])
+    zero = jnp.zeros(3)
+    assert np.abs(np.array(pot.gram(U, U, zero, zero) - pot.gram(U, U))).max() < 1e-10
+    assert np.abs(np.array(pot.self_gram(U, zero) - pot.self_gram(U))).max() < 1e-10
+    g0 = jax.grad(lambda a: pot(a, v, 0.0, 0.0))(u)
+    g1 = jax.grad(lambda a: pot(a, v))(u)
+    assert np.abs(np.array(g0 - g1)).max() < 1e-9
+    # a small bias moves the potential by about d Phi / d bu * bu: continuous at 0
+    assert abs(float(pot(u, v, 1e-7, 0.0)) - float(pot(u, v))) < 1e-6
+
+
+@pytest.mark.parametrize("name", CLOSED + ("tanh",))
+def test_biased_gradients_and_hessians_against_finite_differences(name):
+    pot = es.potential(name)
+    u, v, bu, bv = _points()[1]
+    z = jnp.concatenate([jnp.asarray(u), jnp.asarray(v), jnp.array([bu, bv])])
+    F = lambda z: pot(z[:3], z[3:6], z[6], z[7])  # noqa: E731
+    g, H = np.array(jax.grad(F)(z)), np.array(jax.hessian(F)(z))
+    eps = 1e-5
+    for i in range(8):
+        e = jnp.zeros(8).at[i].set(eps)
+        assert abs((float(F(z + e)) - float(F(z - e))) / (2 * eps) - g[i]) < 1e-8
+        fd = (np.array(jax.grad(F)(z + e)) - np.array(jax.grad(F)(z - e))) / (2 * eps)
+        assert np.abs(fd - H[i]).max() < (1e-7 if name != "tanh" else 1e-6)
+
+
+@pytest.mark.parametrize("name", ("relu", "step", "sign", "tanh"))
+def test_self_gram_diagonal_is_the_second_moment(name):
+    pot = es.potential(name)
+    U = jnp.array([[0.6, -0.3, 0.2], [0.1, 0.9, -0.4]])
+    c = jnp.array([0.5, -0.8])
+    K = pot.self_gram(U, c)
+    f = _NUMPY[name]
+    for i in range(2):
+        s = float(jnp.linalg.norm(U[i]))
+        ref = integrate.quad(lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi) * f(float(c[i]) + s * z) ** 2,
+                             -12, 12, points=[-float(c[i]) / s], epsabs=1e-13, limit=200)[0]
+        assert abs(float(K[i, i]) - ref) < 1e-9
+    assert abs(float(K[0, 1]) - float(pot(U[0], U[1], c[0], c[1]))) < 1e-14
+    # the diagonal's gradient in the bias: d E[f(U)^2] / dc = E[2 f f'(U)], by finite differences
+    d = jax.grad(lambda b: pot.self_gram(U, b)[0, 0])(c)
+    fd = (float(pot.self_gram(U, c.at[0].add(1e-6))[0, 0]) - float(pot.self_gram(U, c.at[0].add(-1e-6))[0, 0])) / 2e-6
+    assert abs(float(d[0]) - fd) < 1e-7
+
+
+# --- networks, losses, problems -------------------------------------------------------------------------------
+
+def test_unbiased_networks_keep_their_layout_and_draws():
+    t0 = es.random_teacher(jax.random.key(0), d=3, k=2)
+    t1 = es.random_teacher(jax.random.key(0), d=3, k=2, bias_scale=0.5)
+    assert t0.bias is None and t1.bias.shape == (2,)
+    assert (t0.w == t1.w).all() and (t0.b == t1.b).all() and not np.allclose(t1.bias / 0.5, t1.b)
+    s = es.random_student(jax.random.key(1), d=3, k=2)
+    problem = es.Problem("erf", t0)
+    assert problem.plain and problem.closed_form and problem.flatten(s).shape == (8,)
+    sb = es.random_student(jax.random.key(1), d=3, k=2, bias_scale=0.0)
+    assert problem.flatten(sb).shape == (10,) and not problem.for_student(sb).closed_form
+    back = problem.for_student(sb).unflatten(problem.flatten(sb))
+    assert all((x == y).all() for x, y in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(sb)))
+
+
+def test_population_loss_with_biases_matches_samples():
+    t = es.random_teacher(jax.random.key(2), d=3, k=2, bias_scale=1.0)
+    s = es.random_student(jax.random.key(3), d=3, k=3, bias_scale=1.0)
+    x = jax.random.normal(jax.random.key(4), (400_000, 3))
+    for name in ("relu", "erf", "tanh"):
+        exact = float(es.population_loss(name, t, s))
+        err = es.predict(name, t.b, t.w, x, t.bias) - es.predict(name, s.a, s.theta, x, s.bias)
+        sq = np.asarray(err * err)
+        assert abs(exact - sq.mean()) < 5 * sq.std() / math.sqrt(len(sq))
+        assert float(es.population_loss(name, t, es.Student(a=t.b, theta=t.w, bias=t.bias))) == pytest.approx(
+            0.0, abs=1e-10)
+
+
+def test_train_groups_freeze_biases():
+    t = es.random_teacher(jax.random.key(2), d=3, k=2, bias_scale=1.0)
+    s = es.random_student(jax.random.key(3), d=3, k=2, bias_scale=0.5)
+    g = es.Problem("relu", t).grad(s)
+    assert np.abs(np.asarray(g.bias)).max() > 0
+    assert (es.Problem("relu", t, train="a+theta").grad(s).bias == 0).all()
+    only = es.Problem("relu", t, train="bias").grad(s)
+    assert (only.a == 0).all() and (only.theta == 0).all() and np.abs(np.asarray(only.bias)).max() > 0
+    assert es.Problem("relu", t, train="theta").hessian(s).shape == (8, 8)  # theta (6) and bias (2)
+    assert es.hessian("relu", t, s).shape == (10, 10)
+    with pytest.raises(ValueError, match="a\\+theta"):
+        es.Problem("relu", t, train="a+bais")
+
+
+def test_input_map_against_correlated_samples():
+    """X ~ N(mu, Sigma) drawn by NumPy (not through the reduction) against the problem's exact loss."""
+    d = 3
+    mu = np.array([0.5, -0.2, 1.0])
+    A = np.array([[1.0, 0.5, 0.0], [0.0, 0.8, -0.4], [0.3, 0.0, 0.6]])
+    Sigma = A @ A.T
+    t = es.random_teacher(jax.random.key(5), d=d, k=2, bias_scale=0.5)
+    s = es.random_student(jax.random.key(6), d=d, k=2)
+    x = np.random.default_rng(7).multivariate_normal(mu, Sigma, size=400_000)
+    for name in ("relu", "erf", "tanh"):
+        problem = es.Problem(name, t, input_mean=mu, input_cov=Sigma)
+        exact = float(problem.value(s))
+        err = es.predict(name, t.b, t.w, x, t.bias) - es.predict(name, s.a, s.theta, x)
+        sq = np.asarray(err * err)
+        assert abs(exact - sq.mean()) < 5 * sq.std() / math.sqrt(len(sq)), name
+    # gradients through the map are exact: against finite differences of the value
+    problem = es.Problem("erf", t, input_mean=mu, input_cov=Sigma)
+    g = problem.grad(s)
+    e = jnp.zeros_like(s.theta).at[1, 2].set(1e-6)
+    fd = (problem.value(es.Student(a=s.a, theta=s.theta + e)) - problem.value(es.Student(a=s.a, theta=s.theta - e)))
+    assert abs(float(fd) / 2e-6 - float(g.theta[1, 2])) < 1e-8
+    # whiten: isotropic inputs give back the same loss
+    tw, sw = es.whiten(t, mean=mu, cov=Sigma), es.whiten(s, mean=mu, cov=Sigma)
+    assert float(es.population_loss("erf", tw, sw)) == pytest.approx(float(problem.value(s)), rel=1e-12)
+
+
+def test_gradient_descent_learns_a_biased_relu_teacher():
+    """From a random start with zero biases, GD reaches the teacher's function; units agree up to ReLU's
+    positive rescaling (a, w, c) -> (a / s, s w, s c)."""
+    t = es.Teacher(b=jnp.array([1.0, -0.8]), w=jnp.array([[1.0, 0.2], [-0.3, 0.9]]), bias=jnp.array([0.5, -0.4]))
+    s = es.random_student(jax.random.key(8), d=2, k=2, scale=0.5, bias_scale=0.0)
+    traj = es.gradient_descent("relu", t, s, lr=0.2, max_steps=4000)
+    assert float(traj.final_loss) < 1e-9
+    f = traj.final
+    norm = lambda w: np.linalg.norm(np.asarray(w), axis=-1)  # noqa: E731
+    unit = lambda a, w, c: np.concatenate([(np.asarray(a) * norm(w))[:, None], np.asarray(w) / norm(w)[:, None],  # noqa: E731
+                                           (np.asarray(c) / norm(w))[:, None]], 1)
+    S, T = unit(f.a, f.theta, f.bias), unit(t.b, t.w, t.bias)
+    cost = min(np.abs(S - T).max(), np.abs(S[::-1] - T).max())
+    assert cost < 1e-3
+
+
+def test_analyze_and_census_with_biases():
+    t = es.Teacher(b=jnp.array([1.0, -0.8]), w=jnp.array([[1.0, 0.2], [-0.3, 0.9]]), bias=jnp.array([0.5, -0.4]))
+    rep = es.analyze("erf", t, es.Student(a=t.b, theta=t.w, bias=t.bias))
+    assert str(rep.verdict) == "global minimum" and int(rep.recovered) == 2 and rep.eigenvalues.shape == (8,)
+    # odd activation: flipping one unit flips its bias too, and the census sees one family
+    pts = es.Student(a=jnp.stack([t.b, jnp.array([-1.0, -0.8])]), theta=jnp.stack([t.w, t.w.at[0].multiply(-1)]),
+                     bias=jnp.stack([t.bias, t.bias.at[0].multiply(-1)]))
+    c = es.census("erf", t, pts)
+    assert len(c.families) == 1 and c.families[0].kind == "global minimum"
+    wrong = es.Student(a=pts.a, theta=pts.theta, bias=jnp.stack([t.bias, t.bias]))  # flip without the bias
+    assert str(es.analyze("erf", t, es.Student(a=wrong.a[1], theta=wrong.theta[1], bias=wrong.bias[1])).verdict) \
+        != "global minimum"
+
+
+# --- errors -----------------------------------------------------------------------------------------------------
+
+def test_bad_input_is_a_clear_error():
+    t = es.random_teacher(jax.random.key(0), d=3, k=2)
+    with pytest.raises(ValueError, match="bias must have the shape of b"):
+        es.Teacher(b=t.b, w=t.w, bias=jnp.zeros(3))
+    with pytest.raises(ValueError, match="bias must have the shape of a"):
+        es.Student(a=t.b, theta=t.w, bias=jnp.zeros((2, 1)))
+    with pytest.raises(ValueError, match="bias of U must have shape \\(2,\\)"):
+        es.potential("relu").gram(t.w, t.w, jnp.zeros(3), None)
+    with pytest.raises(ValueError, match="no biased form"):
+        es.potential("gaussian").gram(t.w, t.w, jnp.zeros(2), None)
+    with pytest.raises(ValueError, match="positive definite; its smallest eigenvalue"):
+        es.Problem("erf", t, input_cov=np.diag([1.0, 0.0, -1.0]))
+    with pytest.raises(ValueError, match="input_cov must have shape \\(d, d\\) = \\(3, 3\\)"):
+        es.Problem("erf", t, input_cov=np.eye(2))
+    with pytest.raises(ValueError, match="input_mean must have shape"):
+        es.whiten(t, mean=np.zeros(2))
+    with pytest.raises(ValueError, match="symmetric"):
+        es.Problem("erf", t, input_cov=np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+    with pytest.raises(ValueError, match="gradient='closed_form'"):
+        es.Problem("erf", es.Teacher(b=t.b, w=t.w, bias=jnp.zeros(2)), gradient="closed_form")
+    sb = es.random_student(jax.random.key(1), d=3, k=2, bias_scale=1.0)
+    with pytest.raises(ValueError, match="nodewise_descent works on bias-free units"):
+        es.nodewise_descent(jax.random.key(0), "erf", t, sb)
+    with pytest.raises(ValueError, match="bias-free"):
+        es.order_parameters(t, sb)
