@@ -33,11 +33,21 @@ def _quad(x, M, y):
 
 
 def _parts(pot, teacher, student):
+    """``(pot, K, B, W)``; ``W`` is ``None`` (computed on demand) for bias-free units."""
     pot = _potential(pot)
     check_pair(student, teacher)
-    K = pot.self_gram(student.theta, student.bias)
-    B = pot.gram(student.theta, teacher.w, student.bias, teacher.bias)
-    return pot, K, B
+    if student.bias is None and teacher.bias is None:
+        return pot, pot.self_gram(student.theta), pot.gram(student.theta, teacher.w), None
+    # one Gram matrix of all units: the biased forms are long programs, and one copy compiles 3x faster than three
+    k = student.k
+    batch = jnp.broadcast_shapes(student.a.shape[:-1], teacher.b.shape[:-1])
+    cs = student.bias if student.bias is not None else jnp.zeros_like(student.theta[..., 0])
+    ct = teacher.bias if teacher.bias is not None else jnp.zeros_like(teacher.w[..., 0])
+    units = jnp.concatenate([jnp.broadcast_to(student.theta, batch + student.theta.shape[-2:]),
+                             jnp.broadcast_to(teacher.w, batch + teacher.w.shape[-2:])], axis=-2)
+    c = jnp.concatenate([jnp.broadcast_to(cs, batch + cs.shape[-1:]), jnp.broadcast_to(ct, batch + ct.shape[-1:])], -1)
+    G = pot.self_gram(units, c)
+    return pot, G[..., :k, :k], G[..., :k, k:], G[..., k:, k:]
 
 
 def population_loss(pot, teacher: Teacher, student: Student):
@@ -54,8 +64,9 @@ def population_loss(pot, teacher: Teacher, student: Student):
     >>> float(es.population_loss("erf", t, es.Student(a=t.b, theta=t.w)))
     0.0
     """
-    pot, K, B = _parts(pot, teacher, student)
-    W = pot.self_gram(teacher.w, teacher.bias)
+    pot, K, B, W = _parts(pot, teacher, student)
+    if W is None:
+        W = pot.self_gram(teacher.w)
     return _quad(student.a, K, student.a) - 2.0 * _quad(student.a, B, teacher.b) + _quad(teacher.b, W, teacher.b)
 
 
@@ -73,7 +84,7 @@ def reduced_loss(pot, teacher: Teacher, student: Student):
     >>> bool(abs(es.population_loss(phi, t, s) - es.reduced_loss(phi, t, s) - own) < 1e-5)
     True
     """
-    pot, K, B = _parts(pot, teacher, student)
+    pot, K, B, _ = _parts(pot, teacher, student)
     k = K.shape[-1]
     off = jnp.where(jnp.eye(k, dtype=bool), 0.0, K)
     return _quad(student.a, off, student.a) - 2.0 * _quad(student.a, B, teacher.b)
