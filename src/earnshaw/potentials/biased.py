@@ -29,9 +29,7 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import ndtr
-
-from earnshaw.potentials.bvn import bvn_cdf, conditional_cdf, normal_pdf
+from earnshaw.potentials.bvn import bvn_cdf, conditional_cdf, ndtr, normal_pdf
 from earnshaw.potentials.inner import _derivative, gauss_hermite_nodes
 from earnshaw.potentials._safe import safe_sqrt, safe_where
 
