@@ -138,7 +138,7 @@ def test_zero_bias_is_the_unbiased_potential(name):
         # on a Gram diagonal (u = v) the unbiased arc-cosine forms take sqrt of a rounding error (1e-9);
         # the biased ones snap rho to 1 there, so only the off-diagonal entries agree to 1e-12
         assert (err.max() if err.ndim < 2 else (err - np.diag(np.diag(err))).max()) < 1e-10
-        assert err.max() < 1e-8
+        assert err.max() < 3e-8
     # a small bias moves the potential by about d Phi / d bu * bu: continuous at 0
     assert abs(float(biased(U, zero.at[0].set(1e-7))[0][0, 1]) - float(plain(U)[0][0, 1])) < 1e-6
 

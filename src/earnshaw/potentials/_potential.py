@@ -123,7 +123,7 @@ class Potential:
         >>> round(float(es.potential("linear")(jnp.ones(3), jnp.ones(3))), 6)
         3.0
         >>> round(float(es.potential("relu")(jnp.ones(3), jnp.ones(3), 1.0, -1.0)), 6)  # E[relu(U + 1) relu(U - 1)]
-        1.949947
+        1.148612
         """
         u, v = _as_array(u, "u"), _as_array(v, "v")
         self._check_dim((u, "u"), (v, "v"))
