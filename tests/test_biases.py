@@ -143,12 +143,17 @@ def test_zero_bias_is_the_unbiased_potential(name):
     assert abs(float(biased(U, zero.at[0].set(1e-7))[0][0, 1]) - float(plain(U)[0][0, 1])) < 1e-6
 
 
-@pytest.mark.parametrize("name", CLOSED + ("tanh",))
-def test_biased_gradients_against_finite_differences(name):
+def _pair_at_a_point(name):
+    """``(F, z)``: the biased potential as a function of ``z = [u (3), v (3), bu, bv]``, and a generic ``z``."""
     pot = es.potential(name)
     u, v, bu, bv = _points()[1]
-    z = jnp.concatenate([jnp.asarray(u), jnp.asarray(v), jnp.array([bu, bv])])
-    F = lambda z: pot(z[:3], z[3:6], z[6], z[7])  # noqa: E731
+    return (lambda z: pot(z[:3], z[3:6], z[6], z[7])), jnp.concatenate([jnp.asarray(u), jnp.asarray(v),
+                                                                         jnp.array([bu, bv])])
+
+
+@pytest.mark.parametrize("name", CLOSED + ("tanh",))
+def test_biased_gradients_against_finite_differences(name):
+    F, z = _pair_at_a_point(name)
     f, g = jax.jit(jax.vmap(jax.value_and_grad(F)))(jnp.concatenate([z + 1e-5 * jnp.eye(8), z - 1e-5 * jnp.eye(8),
                                                                     z[None]]))
     assert np.abs((np.asarray(f[:8]) - np.asarray(f[8:16])) / 2e-5 - np.asarray(g[16])).max() < 1e-8
@@ -157,15 +162,10 @@ def test_biased_gradients_against_finite_differences(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CLOSED + ("tanh",))
 def test_biased_hessians_against_finite_differences(name):
-    pot = es.potential(name)
-    u, v, bu, bv = _points()[1]
-    z = jnp.concatenate([jnp.asarray(u), jnp.asarray(v), jnp.array([bu, bv])])
-    F = lambda z: pot(z[:3], z[3:6], z[6], z[7])  # noqa: E731
-    G = jax.jit(jax.vmap(jax.grad(F)))
+    F, z = _pair_at_a_point(name)
     H = np.array(jax.jit(jax.hessian(F))(z))
-    eps = 1e-5
-    g = np.array(G(jnp.concatenate([z + eps * jnp.eye(8), z - eps * jnp.eye(8)])))
-    assert np.abs((g[:8] - g[8:16]) / (2 * eps) - H).max() < (1e-7 if name != "tanh" else 1e-6)
+    g = np.array(jax.jit(jax.vmap(jax.grad(F)))(jnp.concatenate([z + 1e-5 * jnp.eye(8), z - 1e-5 * jnp.eye(8)])))
+    assert np.abs((g[:8] - g[8:16]) / 2e-5 - H).max() < (1e-7 if name != "tanh" else 1e-6)
 
 
 @pytest.mark.parametrize("name", ("relu", pytest.param("step", marks=pytest.mark.slow),
