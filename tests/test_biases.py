@@ -335,3 +335,24 @@ def test_bad_input_is_a_clear_error():
         es.nodewise_descent(jax.random.key(0), "erf", t, sb)
     with pytest.raises(ValueError, match="bias-free"):
         es.order_parameters(t, sb)
+
+
+def test_config_bias_and_input_options():
+    from earnshaw.experiments.config import ConfigError, parse_config
+
+    base = dict(activation="relu", seeds=2, teacher=dict(d=2, k=2))
+    cfg = parse_config(dict(base, teacher=dict(d=2, k=2, bias_scale=1.0), student=dict(bias_scale=0.0),
+                            input_mean=[0.0, 1.0], input_cov=[[1.0, 0.2], [0.2, 1.0]],
+                            algorithm=dict(name="gradient_descent", options=dict(train="a+theta"))))
+    assert cfg.teacher.bias_scale == 1.0 and cfg.student.bias_scale == 0.0
+    # unset, the new keys leave a cell's id as it was
+    assert "input_mean" not in parse_config(base).cell_dict() and "bias_scale" not in parse_config(base).cell_dict()["student"]
+    bad = [(dict(teacher=dict(d=2, k=2, bias=0.5)), "bias: only for an explicit teacher"),
+           (dict(teacher=dict(d=2, k=2, w="identity", bias_scale=1.0)), "bias_scale: only for a random teacher"),
+           (dict(teacher=dict(d=2, k=2, w="identity", bias=[1.0, 2.0, 3.0])), "bias: one value per teacher unit"),
+           (dict(input_cov=[[1.0, 2.0], [2.0, 1.0]]), "positive definite"),
+           (dict(student=dict(biass=1.0)), "student.biass: unknown key"),
+           (dict(algorithm=dict(name="gradient_descent", options=dict(train="a+foo"))), "a+theta keeps biases fixed")]
+    for change, message in bad:
+        with pytest.raises(ConfigError, match=message.replace("+", "\\+")):
+            parse_config(dict(base, **change))

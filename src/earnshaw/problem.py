@@ -132,7 +132,8 @@ class Problem:
       objective: ``"L"`` (eq. 1), ``"G"`` (``L + |a|^2``), ``"reduced"`` (eq. 2), or a callable
         ``f(pot, teacher, student) -> scalar``; default ``"L"`` for bounded potentials, ``"reduced"``
         for unbounded ones.
-      train: ``"both"``, ``"theta"`` (output weights fixed at the student's values) or ``"a"``.
+      train: ``"both"``, ``"theta"`` (output weights fixed at the student's values) or ``"a"``; biases train with
+        ``theta``; a ``"+"``-join of ``a``, ``theta``, ``bias`` names exactly what moves (:func:`train_groups`).
       manifold: ``"euclidean"`` or ``"sphere"`` (each ``theta_i`` on the unit sphere).
       gradient: ``"auto"`` (erf's hand-derived gradient where it applies, else autodiff),
         ``"autodiff"`` or ``"closed_form"``.

@@ -38,7 +38,8 @@ def _spectrum_program(problem, student):
 
 
 def hessian(*args, objective=None, train=None, manifold=None):
-    """Hessian of the objective over the trainable variables, in the flat layout ``x = [a (k), theta (k*d)]``.
+    """Hessian of the objective over the trainable variables, in the flat layout ``x = [a (k), theta (k*d)]``
+    (``[a, theta, bias (k)]`` for a biased student).
 
     Call as ``hessian(problem, student)`` or ``hessian(pot, teacher, student, ...)``.
 
