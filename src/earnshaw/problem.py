@@ -144,7 +144,8 @@ class Problem:
       input_mean: the input mean ``mu`` ``(d,)``, or ``None``: inputs ``X ~ N(mu, Sigma)``.
       input_cov: the input covariance ``Sigma`` ``(d, d)`` (positive definite), or ``None`` (identity).
         Both are applied inside the objective (:func:`earnshaw.whiten`), so students stay in the
-        coordinates of ``X`` and gradients are exact.
+        coordinates of ``X`` and gradients are exact. They are stored as tuples: static data, compiled into
+        the problem's programs (a new ``Sigma`` compiles anew, a new teacher does not).
 
     >>> import jax, jax.numpy as jnp, earnshaw as es
     >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
