@@ -14,6 +14,7 @@ charge ``b_j``) under the potential ``Phi(u, v) = E[sigma(X, u) sigma(X, v)]``.
 from earnshaw._typing import Student as Student, Teacher as Teacher
 from earnshaw.activations import (ACTIVATIONS as ACTIVATIONS, Activation as Activation,
                                   activation as activation, custom as custom)
+from earnshaw.inputs import whiten as whiten
 from earnshaw.dynamics.forces import electron_velocity as electron_velocity, theorem5_residual as theorem5_residual
 from earnshaw.loss import (empirical_loss as empirical_loss, objective as objective, optimal_a as optimal_a,
                            optimal_loss as optimal_loss, population_loss as population_loss,

@@ -11,7 +11,9 @@ sigma(x, theta_i)``; the paper's eq. (1) uses ``-a``):
 * regularised: ``G = L + |a|^2``;
 * empirical: the sample mean of ``(f(x) - f_hat(x))^2`` (no 1/2 anywhere).
 
-Every function accepts leading batch axes on the student, the teacher or both.
+Every function accepts leading batch axes on the student, the teacher or both. Biased units
+(``Student.bias``, ``Teacher.bias``) enter through the potential of biased units
+(:meth:`earnshaw.Potential.gram` with biases); without biases nothing changes.
 """
 from __future__ import annotations
 
@@ -31,11 +33,21 @@ def _quad(x, M, y):
 
 
 def _parts(pot, teacher, student):
+    """``(pot, K, B, W)``; ``W`` is ``None`` (computed on demand) for bias-free units."""
     pot = _potential(pot)
     check_pair(student, teacher)
-    K = pot.self_gram(student.theta)
-    B = pot.gram(student.theta, teacher.w)
-    return pot, K, B
+    if student.bias is None and teacher.bias is None:
+        return pot, pot.self_gram(student.theta), pot.gram(student.theta, teacher.w), None
+    # one Gram matrix of all units: the biased forms are long programs, and one copy compiles 3x faster than three
+    k = student.k
+    batch = jnp.broadcast_shapes(student.a.shape[:-1], teacher.b.shape[:-1])
+    cs = student.bias if student.bias is not None else jnp.zeros_like(student.theta[..., 0])
+    ct = teacher.bias if teacher.bias is not None else jnp.zeros_like(teacher.w[..., 0])
+    units = jnp.concatenate([jnp.broadcast_to(student.theta, batch + student.theta.shape[-2:]),
+                             jnp.broadcast_to(teacher.w, batch + teacher.w.shape[-2:])], axis=-2)
+    c = jnp.concatenate([jnp.broadcast_to(cs, batch + cs.shape[-1:]), jnp.broadcast_to(ct, batch + ct.shape[-1:])], -1)
+    G = pot.self_gram(units, c)
+    return pot, G[..., :k, :k], G[..., :k, k:], G[..., k:, k:]
 
 
 def population_loss(pot, teacher: Teacher, student: Student):
@@ -52,8 +64,9 @@ def population_loss(pot, teacher: Teacher, student: Student):
     >>> float(es.population_loss("erf", t, es.Student(a=t.b, theta=t.w)))
     0.0
     """
-    pot, K, B = _parts(pot, teacher, student)
-    W = pot.self_gram(teacher.w)
+    pot, K, B, W = _parts(pot, teacher, student)
+    if W is None:
+        W = pot.self_gram(teacher.w)
     return _quad(student.a, K, student.a) - 2.0 * _quad(student.a, B, teacher.b) + _quad(teacher.b, W, teacher.b)
 
 
@@ -71,7 +84,7 @@ def reduced_loss(pot, teacher: Teacher, student: Student):
     >>> bool(abs(es.population_loss(phi, t, s) - es.reduced_loss(phi, t, s) - own) < 1e-5)
     True
     """
-    pot, K, B = _parts(pot, teacher, student)
+    pot, K, B, _ = _parts(pot, teacher, student)
     k = K.shape[-1]
     off = jnp.where(jnp.eye(k, dtype=bool), 0.0, K)
     return _quad(student.a, off, student.a) - 2.0 * _quad(student.a, B, teacher.b)
@@ -112,18 +125,22 @@ def empirical_loss(act, teacher: Teacher, student: Student, x):
             raise ValueError(f"{act!r} has no known activation; pass one, or use realize()")
         act = act.activation
     check_pair(student, teacher)
-    err = predict(act, teacher.b, teacher.w, x) - predict(act, student.a, student.theta, x)
+    err = predict(act, teacher.b, teacher.w, x, teacher.bias) - predict(act, student.a, student.theta, x, student.bias)
     return jnp.mean(err * err, axis=-1)
 
 
-def optimal_a(pot, teacher: Teacher, theta, *, reg: float = 0.0):
+def optimal_a(pot, teacher: Teacher, theta, *, reg: float = 0.0, bias=None):
     """Best output weights for fixed ``theta``: ``argmin_a L + reg |a|^2``.
 
     ``a* = (K + reg I)^+ B b`` (natural sign; pseudo-inverse when units coincide).
     ``reg=1`` gives the optimum of ``G``.
 
     Args:
-      theta: ``(..., k, d)``. teacher: with optional batch axes.
+      pot: a :class:`Potential` or a name.
+      teacher: with optional batch axes.
+      theta: ``(..., k, d)``.
+      reg: the weight of ``|a|^2``.
+      bias: the student's biases ``(..., k)``, or ``None``.
 
     Returns:
       ``(..., k)``.
@@ -135,15 +152,15 @@ def optimal_a(pot, teacher: Teacher, theta, *, reg: float = 0.0):
     """
     pot = _potential(pot)
     theta = jnp.asarray(theta)
-    K = pot.self_gram(theta)
-    rhs = jnp.einsum("...kj,...j->...k", pot.gram(theta, teacher.w), teacher.b)
+    K = pot.self_gram(theta, bias)
+    rhs = jnp.einsum("...kj,...j->...k", pot.gram(theta, teacher.w, bias, teacher.bias), teacher.b)
     A = K + reg * jnp.eye(K.shape[-1], dtype=K.dtype)
     if reg > 0:
         return jnp.linalg.solve(A, rhs[..., None])[..., 0]
     return jnp.einsum("...ij,...j->...i", jnp.linalg.pinv(A, hermitian=True), rhs)
 
 
-def optimal_loss(pot, teacher: Teacher, theta, *, reg: float = 0.0):
+def optimal_loss(pot, teacher: Teacher, theta, *, reg: float = 0.0, bias=None):
     """``min_a L + reg |a|^2`` for fixed ``theta`` (shape: the batch shape).
 
     >>> import jax, earnshaw as es
@@ -152,8 +169,9 @@ def optimal_loss(pot, teacher: Teacher, theta, *, reg: float = 0.0):
     >>> bool(abs(es.optimal_loss("erf", t, t.w)) < 1e-5), bool(es.optimal_loss("erf", t, s.theta) > 0)
     (True, True)
     """
-    a = optimal_a(pot, teacher, theta, reg=reg)
-    student = Student(a=a, theta=jnp.broadcast_to(theta, a.shape + theta.shape[-1:]))
+    a = optimal_a(pot, teacher, theta, reg=reg, bias=bias)
+    student = Student(a=a, theta=jnp.broadcast_to(theta, a.shape + theta.shape[-1:]),
+                      bias=None if bias is None else jnp.broadcast_to(bias, a.shape))
     return population_loss(pot, teacher, student) + reg * jnp.sum(a**2, axis=-1)
 
 

@@ -23,18 +23,46 @@ from jax.flatten_util import ravel_pytree
 
 from earnshaw import closed_form as _cf
 from earnshaw._typing import Student, Teacher
+from earnshaw.inputs import check_inputs, whiten
 from earnshaw.loss import OBJECTIVES, objective as _objective
 from earnshaw.potentials import Potential, potential as _potential
 
-__all__ = ["Problem", "TRAIN", "MANIFOLDS", "vmap_batch", "as_student", "as_teacher", "resolve", "batch_axes",
+__all__ = ["Problem", "TRAIN", "TRAIN_GROUPS", "train_groups", "MANIFOLDS", "vmap_batch", "as_student", "as_teacher", "resolve", "batch_axes",
            "promote", "check_lr", "split_keys", "check_finite_start",
            "compile_options", "default_objective"]
 
 #: Which variables move: both layers, the first (``theta``, output weights fixed) or the second (``a``).
+#: A student's biases belong to the first layer: they train with ``"both"`` and ``"theta"``.
 TRAIN = ("both", "theta", "a")
+#: The variable groups a ``"+"``-joined ``train`` names explicitly, e.g. ``"a+theta"`` (biases fixed).
+TRAIN_GROUPS = ("a", "theta", "bias")
 #: Where each ``theta_i`` lives: ``R^d`` or the unit sphere (Appendix F).
 MANIFOLDS = ("euclidean", "sphere")
-_AUX = ("pot", "objective", "train", "manifold", "gradient")
+_AUX = ("pot", "objective", "train", "manifold", "gradient", "student_bias", "input_mean", "input_cov")
+_ALIASES = {"both": frozenset(TRAIN_GROUPS), "theta": frozenset({"theta", "bias"}), "a": frozenset({"a"})}
+
+
+def train_groups(train: str) -> frozenset:
+    """The variable groups ``train`` moves: ``"both"``, ``"theta"`` (the first layer: weights and biases), ``"a"``,
+    or a ``"+"``-join of :data:`TRAIN_GROUPS` (``"a+theta"``: biases fixed; ``"bias"``: biases alone).
+
+    >>> sorted(train_groups("theta")), sorted(train_groups("a+theta"))
+    (['bias', 'theta'], ['a', 'theta'])
+    """
+    if not isinstance(train, str):
+        raise ValueError(f"train must be a string, got {train!r}")
+    if train in _ALIASES:
+        return _ALIASES[train]
+    parts = train.split("+")
+    if not parts or any(p not in TRAIN_GROUPS for p in parts) or len(set(parts)) != len(parts):
+        raise ValueError(f"unknown train={train!r}; valid: {', '.join(TRAIN)}, or a '+'-join of "
+                         f"{', '.join(TRAIN_GROUPS)} (e.g. 'a+theta' keeps biases fixed)")
+    return frozenset(parts)
+
+
+def _as_tuple(x):
+    """A hashable copy of an array (static problem data: part of the compiled program)."""
+    return None if x is None else tuple(map(_as_tuple, x)) if np.ndim(x) > 1 else tuple(float(v) for v in x)
 
 
 def default_objective(pot) -> str:
@@ -78,14 +106,16 @@ def as_student(student, name: str = "student") -> Student:
     """
     if not isinstance(student, Student):
         raise TypeError(f"{name} must be an earnshaw.Student(a=..., theta=...), got {type(student).__name__}")
-    return Student(a=_float_array(student.a, f"{name}.a"), theta=_float_array(student.theta, f"{name}.theta"))
+    return Student(a=_float_array(student.a, f"{name}.a"), theta=_float_array(student.theta, f"{name}.theta"),
+                   bias=None if student.bias is None else _float_array(student.bias, f"{name}.bias"))
 
 
 def as_teacher(teacher, name: str = "teacher") -> Teacher:
     """A :class:`Teacher` with float arrays, or a TypeError naming the type; see :func:`as_student`."""
     if not isinstance(teacher, Teacher):
         raise TypeError(f"{name} must be an earnshaw.Teacher(b=..., w=...), got {type(teacher).__name__}")
-    return Teacher(b=_float_array(teacher.b, f"{name}.b"), w=_float_array(teacher.w, f"{name}.w"))
+    return Teacher(b=_float_array(teacher.b, f"{name}.b"), w=_float_array(teacher.w, f"{name}.w"),
+                   bias=None if teacher.bias is None else _float_array(teacher.bias, f"{name}.bias"))
 
 
 @jax.tree_util.register_pytree_node_class
@@ -102,10 +132,20 @@ class Problem:
       objective: ``"L"`` (eq. 1), ``"G"`` (``L + |a|^2``), ``"reduced"`` (eq. 2), or a callable
         ``f(pot, teacher, student) -> scalar``; default ``"L"`` for bounded potentials, ``"reduced"``
         for unbounded ones.
-      train: ``"both"``, ``"theta"`` (output weights fixed at the student's values) or ``"a"``.
+      train: ``"both"``, ``"theta"`` (output weights fixed at the student's values) or ``"a"``; biases train with
+        ``theta``; a ``"+"``-join of ``a``, ``theta``, ``bias`` names exactly what moves (:func:`train_groups`).
       manifold: ``"euclidean"`` or ``"sphere"`` (each ``theta_i`` on the unit sphere).
       gradient: ``"auto"`` (erf's hand-derived gradient where it applies, else autodiff),
         ``"autodiff"`` or ``"closed_form"``.
+      student_bias: whether the students carry biases (their flat vectors end with ``k`` biases). The solvers
+        set it from the student they are given; set it yourself only to call :meth:`unflatten` directly.
+        The teacher's biases are ``teacher.bias``; ``train`` names which student variables move
+        (:func:`train_groups`: ``"both"`` and ``"theta"`` move the biases too, ``"a+theta"`` keeps them fixed).
+      input_mean: the input mean ``mu`` ``(d,)``, or ``None``: inputs ``X ~ N(mu, Sigma)``.
+      input_cov: the input covariance ``Sigma`` ``(d, d)`` (positive definite), or ``None`` (identity).
+        Both are applied inside the objective (:func:`earnshaw.whiten`), so students stay in the
+        coordinates of ``X`` and gradients are exact. They are stored as tuples: static data, compiled into
+        the problem's programs (a new ``Sigma`` compiles anew, a new teacher does not).
 
     >>> import jax, jax.numpy as jnp, earnshaw as es
     >>> t = es.random_teacher(jax.random.key(0), d=3, k=2)
@@ -122,13 +162,25 @@ class Problem:
     train: str = "both"
     manifold: str = "euclidean"
     gradient: str = "auto"
+    student_bias: bool = False
+    input_mean: object = None
+    input_cov: object = None
 
     def __post_init__(self):
         pot = _potential(self.pot)
         object.__setattr__(self, "pot", pot)
         object.__setattr__(self, "teacher", as_teacher(self.teacher))
-        if self.train not in TRAIN:
-            raise ValueError(f"unknown train={self.train!r}; valid: {', '.join(TRAIN)}")
+        train_groups(self.train)
+        object.__setattr__(self, "student_bias", bool(self.student_bias))
+        mu, L = check_inputs(self.input_mean, self.input_cov, self.teacher.d)
+        object.__setattr__(self, "input_mean", _as_tuple(mu))
+        object.__setattr__(self, "input_cov", None if L is None else _as_tuple(np.asarray(self.input_cov, float)))
+        if not self.plain:
+            if pot.kind != "inner" or pot.activation is None:
+                pot.biased()  # raises: this potential has no biased form
+            if self.gradient == "closed_form":
+                raise ValueError("gradient='closed_form' is erf's hand-derived gradient of unbiased units under "
+                                 "N(0, I) inputs; with biases or input_mean/input_cov use 'auto' or 'autodiff'")
         if self.manifold not in MANIFOLDS:
             raise ValueError(f"unknown manifold={self.manifold!r}; valid: {', '.join(MANIFOLDS)}")
         objective = default_objective(pot) if self.objective is None else self.objective
@@ -139,6 +191,23 @@ class Problem:
         _cf.check_gradient(pot, objective, self.gradient)
 
     # --- pytree -----------------------------------------------------------------------------------------
+    @property
+    def plain(self) -> bool:
+        """No biases anywhere and isotropic inputs: the paper's model, on its unchanged code path."""
+        return (self.teacher.bias is None and not self.student_bias and self.input_mean is None
+                and self.input_cov is None)
+
+    def for_student(self, student: Student) -> "Problem":
+        """This problem with :attr:`student_bias` matching ``student`` (itself when it already does)."""
+        sb = student.bias is not None
+        return self if sb == self.student_bias else self.replace(student_bias=sb)
+
+    def inputs(self):
+        """``(mu or None, L or None)``: the input map, as NumPy arrays (``Sigma = L L'``)."""
+        if self.input_mean is None and self.input_cov is None:
+            return None, None
+        return check_inputs(self.input_mean, self.input_cov, self.d)
+
     def tree_flatten(self):
         return (self.teacher,), tuple(getattr(self, name) for name in _AUX)
 
@@ -168,36 +237,64 @@ class Problem:
     @property
     def closed_form(self) -> bool:
         """Whether the gradient is erf's hand-derived one (``gradient="auto"`` or ``"closed_form"``)."""
-        return self.gradient != "autodiff" and _cf.has_closed_form(self.pot, self.objective)
+        return self.gradient != "autodiff" and self.plain and _cf.has_closed_form(self.pot, self.objective)
 
     def __repr__(self):
         obj = self.objective if isinstance(self.objective, str) else getattr(self.objective, "__name__", "callable")
+        extra = "" if self.plain else (f", biases(teacher={self.teacher.bias is not None}, student={self.student_bias})"
+                                       f", inputs={'N(mu, Sigma)' if self.input_mean or self.input_cov else 'N(0, I)'}")
         return (f"Problem({self.pot!r}, teacher(m={self.teacher.k}, d={self.d}, batch={self.batch_shape}), "
-                f"objective={obj!r}, train={self.train!r}, manifold={self.manifold!r})")
+                f"objective={obj!r}, train={self.train!r}, manifold={self.manifold!r}{extra})")
 
     # --- flat vectors (one problem) -----------------------------------------------------------------------
+    @property
+    def unit_size(self) -> int:
+        """Entries of a flat vector per student unit: ``1 + d`` (``a_i``, ``theta_i``), plus one for a bias."""
+        return self.d + 1 + self.student_bias
+
     def unflatten(self, x) -> Student:
-        """The :class:`Student` of flat vectors ``x (*B, k + k d)``; ``k`` is read from the length."""
-        n, d = x.shape[-1], self.d
-        k = n // (d + 1)
-        if k * (d + 1) != n:
-            raise ValueError(f"a flat student vector has length k (1 + d) = k * {d + 1}; got {n}")
-        return Student(a=x[..., :k], theta=x[..., k:].reshape(*x.shape[:-1], k, d))
+        """The :class:`Student` of flat vectors ``x (*B, k + k d [+ k])``; ``k`` is read from the length
+        (the last ``k`` entries are the biases when :attr:`student_bias`)."""
+        n, d, per = x.shape[-1], self.d, self.unit_size
+        k = n // per
+        if k * per != n:
+            raise ValueError(f"a flat student vector has length k (1 + d{' + 1' if self.student_bias else ''}) = k * {per}"
+                             f"{' (a, theta, bias per unit)' if self.student_bias else ''}; got {n}")
+        bias = x[..., k + k * d:] if self.student_bias else None
+        return Student(a=x[..., :k], theta=x[..., k:k + k * d].reshape(*x.shape[:-1], k, d), bias=bias)
 
     def flatten(self, student: Student):
-        """``[a, theta.ravel()]`` per problem: ``(*B, k + k d)`` (``ravel_pytree``'s layout)."""
+        """``[a, theta.ravel(), bias]`` per problem: ``(*B, k + k d [+ k])`` (``ravel_pytree``'s layout)."""
         return vmap_batch(lambda s: ravel_pytree(s)[0], student.a.ndim - 1, 0)(student)
+
+    def _mask_np(self, k: int):
+        """The trainable pattern of a flat vector, as a static NumPy bool array ``(n,)``."""
+        g = train_groups(self.train)
+        parts = [np.full(k, "a" in g), np.full(k * self.d, "theta" in g)]
+        if self.student_bias:
+            parts.append(np.full(k, "bias" in g))
+        return np.concatenate(parts)
 
     def mask(self, x):
         """1 on the trainable coordinates of ``x (n,)``, 0 on the frozen ones."""
-        k = x.shape[-1] // (self.d + 1)
-        ma = 1.0 if self.train in ("both", "a") else 0.0
-        mt = 1.0 if self.train in ("both", "theta") else 0.0
-        return jnp.concatenate([jnp.full((k,), ma, x.dtype), jnp.full((k * self.d,), mt, x.dtype)])
+        return jnp.asarray(self._mask_np(x.shape[-1] // self.unit_size), x.dtype)
+
+    def isotropic(self, student: Student):
+        """``(teacher, student)`` under ``N(0, I_d)`` inputs (:func:`earnshaw.whiten`); themselves when isotropic."""
+        mu, L = self.inputs()
+        if mu is None and L is None:
+            return self.teacher, student
+        return whiten(self.teacher, _checked=(mu, L)), whiten(student, _checked=(mu, L))
+
+    def teacher_energy(self):
+        """``E[f(X)^2] = b' Phi(w, w) b`` of the teacher (under the problem's inputs), batch shape."""
+        t, _ = self.isotropic(Student(a=self.teacher.b, theta=self.teacher.w))
+        return jnp.einsum("...i,...ij,...j->...", t.b, self.pot.self_gram(t.w, t.bias), t.b)
 
     def f(self, x):
         """The objective of one flat student vector ``x (n,)``."""
-        return _objective(self.objective)(self.pot, self.teacher, self.unflatten(x))
+        teacher, student = self.isotropic(self.unflatten(x))
+        return _objective(self.objective)(self.pot, teacher, student)
 
     def flat_grad(self, x):
         """``grad f(x)``, ``(n,)``, over every coordinate (mask it for the trainable ones)."""
@@ -229,7 +326,7 @@ class Problem:
     def flat_hessian(self, x):
         """``(n, n)`` Euclidean Hessian over every coordinate. With erf's closed form it is the forward-mode
         Jacobian of the hand-derived gradient: no reverse pass, ~30% less to compile and run at k = d = 20."""
-        if _cf.closed_form_hessian(self.pot, self.objective):
+        if self.plain and _cf.closed_form_hessian(self.pot, self.objective):
             return jax.jacfwd(self.replace(gradient="closed_form").flat_grad)(x)
         return jax.hessian(self.f)(x)
 
@@ -238,7 +335,11 @@ class Problem:
         if self.manifold == "euclidean":
             return x
         s = self.unflatten(x)
-        return jnp.concatenate([s.a, (s.theta / jnp.linalg.norm(s.theta, axis=-1, keepdims=True)).reshape(-1)])
+        return self._join(s.a, s.theta / jnp.linalg.norm(s.theta, axis=-1, keepdims=True), s.bias)
+
+    @staticmethod
+    def _join(a, theta, bias):
+        return jnp.concatenate([a, theta.reshape(-1)] + ([] if bias is None else [bias]))
 
     def tangent(self, g, x):
         """A gradient projected onto the tangent space at ``x`` (spheres: each ``theta_i``'s radial part removed)."""
@@ -246,7 +347,7 @@ class Problem:
             return g
         gs, xs = self.unflatten(g), self.unflatten(x)
         radial = jnp.sum(gs.theta * xs.theta, -1, keepdims=True) * xs.theta
-        return jnp.concatenate([gs.a, (gs.theta - radial).reshape(-1)])
+        return self._join(gs.a, gs.theta - radial, gs.bias)
 
     def riemannian_hessian(self, H, g, x):
         """The Hessian on the manifold: ``P (H - diag(theta_i . grad_i) I) P`` on spheres (docs/math.md section 6),
@@ -256,15 +357,19 @@ class Problem:
         xs, gs = self.unflatten(x), self.unflatten(g)
         k, d = xs.a.shape[-1], self.d
         blocks = jnp.eye(d, dtype=H.dtype) - xs.theta[:, :, None] * xs.theta[:, None, :]
-        P = jax.scipy.linalg.block_diag(jnp.eye(k, dtype=H.dtype), *blocks)
-        shift = jnp.concatenate([jnp.zeros(k, H.dtype), jnp.repeat(jnp.sum(xs.theta * gs.theta, -1), d)])
+        tail = [jnp.eye(k, dtype=H.dtype)] if self.student_bias else []
+        P = jax.scipy.linalg.block_diag(jnp.eye(k, dtype=H.dtype), *blocks, *tail)
+        shift = jnp.concatenate([jnp.zeros(k, H.dtype), jnp.repeat(jnp.sum(xs.theta * gs.theta, -1), d)]
+                                + [jnp.zeros(k, H.dtype)] * self.student_bias)
         return P @ (H - jnp.diag(shift)) @ P
 
     def n_free(self, k: int) -> int:
         """Dimension of the space the problem moves in: trainable coordinates, less one per unit on spheres."""
-        na = k if self.train in ("both", "a") else 0
-        nt = k * (self.d - (self.manifold == "sphere")) if self.train in ("both", "theta") else 0
-        return na + nt
+        g = train_groups(self.train)
+        na = k if "a" in g else 0
+        nt = k * (self.d - (self.manifold == "sphere")) if "theta" in g else 0
+        nb = k if self.student_bias and "bias" in g else 0
+        return na + nt + nb
 
     def free_eigh(self, H, g, x):
         """Eigen-decomposition of the Hessian restricted to the directions the problem moves in.
@@ -274,14 +379,16 @@ class Problem:
         for the Riemannian Hessian at ``x`` (``H``, ``g``: Euclidean Hessian and gradient there).
         """
         n = x.shape[-1]
-        k = n // (self.d + 1)
+        k = n // self.unit_size
         m = self.mask(x)
         R = self.riemannian_hessian(H, g, x) * m[:, None] * m[None, :]
         # the directions that do not move: frozen coordinates, then each theta_i's radial direction
         N = jnp.diag(1.0 - m)
-        if self.manifold == "sphere" and self.train != "a":
+        if self.manifold == "sphere" and "theta" in train_groups(self.train):
             th = self.unflatten(x).theta
-            radial = jax.scipy.linalg.block_diag(jnp.zeros((k, k), x.dtype), *(th[:, :, None] * th[:, None, :]))
+            tail = [jnp.zeros((k, k), x.dtype)] if self.student_bias else []
+            radial = jax.scipy.linalg.block_diag(jnp.zeros((k, k), x.dtype), *(th[:, :, None] * th[:, None, :]),
+                                                 *tail)
             N = N + radial
         big = 10.0 * jnp.max(jnp.abs(R)) + 1.0
         lam, V = jnp.linalg.eigh(0.5 * (R + R.T) + big * N)
@@ -291,7 +398,7 @@ class Problem:
     # --- Student-level API (any batch axes) ---------------------------------------------------------------
     def _batched(self, fn, student):
         nb, tb = batch_axes(student, self.teacher)
-        return vmap_batch(fn, nb, (0 if tb else None, 0))(self, self.flatten(student))
+        return vmap_batch(fn, nb, (0 if tb else None, 0))(self.for_student(student), self.flatten(student))
 
     def value(self, student: Student):
         """The objective at ``student``: shape ``(*B,)``."""
@@ -299,7 +406,8 @@ class Problem:
 
     def grad(self, student: Student) -> Student:
         """The gradient over the trainable variables (zero on frozen ones; tangent on spheres), as a :class:`Student`."""
-        return self.unflatten(self._batched(lambda p, x: p.tangent(p.flat_grad(x) * p.mask(x), x), student))
+        return self.for_student(student).unflatten(
+            self._batched(lambda p, x: p.tangent(p.flat_grad(x) * p.mask(x), x), student))
 
     def value_and_grad(self, student: Student):
         """``(value (*B,), grad Student)``, as :meth:`value` and :meth:`grad`."""
@@ -307,15 +415,14 @@ class Problem:
             v, g = p.flat_value_and_grad(x)
             return v, p.tangent(g * p.mask(x), x)
         v, g = self._batched(vg, student)
-        return v, self.unflatten(g)
+        return v, self.for_student(student).unflatten(g)
 
     def hessian(self, student: Student):
         """The Hessian over the trainable variables: ``(*B, n_t, n_t)`` in the flat layout restricted to them
         (``n_t = k + k d``, ``k d`` for ``train="theta"``, ``k`` for ``"a"``); Riemannian on spheres."""
         k = student.a.shape[-1]
         # numpy, not self.mask: the index set must be static under jit
-        idx = np.flatnonzero(np.concatenate([np.full(k, self.train in ("both", "a")),
-                                             np.full(k * self.d, self.train in ("both", "theta"))]))
+        idx = np.flatnonzero(self.for_student(student)._mask_np(k))
 
         def h(p, x):
             H = p.riemannian_hessian(p.flat_hessian(x), p.flat_grad(x), x)
@@ -339,8 +446,9 @@ def batch_axes(student: Student, teacher: Teacher):
 def promote(problem: Problem, student: Student):
     """Student and teacher cast to one floating dtype (a float32 student against a float64 teacher runs in float64)."""
     t = problem.teacher
-    dtype = jnp.result_type(student.a, student.theta, t.b, t.w, float)
-    if all(x.dtype == dtype for x in (student.a, student.theta, t.b, t.w)):
+    leaves = jax.tree_util.tree_leaves((student, t))
+    dtype = jnp.result_type(*leaves, float)
+    if all(x.dtype == dtype for x in leaves):
         return problem, student
     cast = lambda x: jnp.asarray(x, dtype)  # noqa: E731
     problem = jax.tree_util.tree_map(cast, problem)
@@ -371,12 +479,15 @@ def resolve(name: str, args: tuple, *, train=None, objective=None, manifold=None
     if student is not None:
         student = as_student(student)
         batch_axes(student, problem.teacher)
+        problem = problem.for_student(student)
     return problem, student
 
 
 def check_finite_start(student: Student, name: str) -> None:
     """A ValueError naming the problems whose start point holds NaN or Inf (not a run that 'diverged')."""
     bad = ~(np.isfinite(np.asarray(student.a)).all(-1) & np.isfinite(np.asarray(student.theta)).all((-1, -2)))
+    if student.bias is not None:
+        bad = bad | ~np.isfinite(np.asarray(student.bias)).all(-1)
     if bad.any():
         where = "" if bad.ndim == 0 else f" in problems {np.argwhere(bad).tolist()[:10]}"
         raise ValueError(f"{name}: the start point (student) holds NaN or Inf{where}; pass a finite start")

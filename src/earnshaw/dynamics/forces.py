@@ -20,7 +20,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from earnshaw._typing import Student, Teacher, check_pair
+from earnshaw._typing import Student, Teacher, check_pair, check_unbiased
 from earnshaw.loss import population_loss, reduced_loss
 from earnshaw.potentials import potential as _potential
 from earnshaw.problem import as_student, as_teacher, vmap_batch
@@ -78,6 +78,7 @@ def electron_velocity(pot, teacher: Teacher, student: Student, *, include_self: 
     pot = _potential(pot)
     teacher, student = as_teacher(teacher), as_student(student)
     check_pair(student, teacher)
+    check_unbiased("electron_velocity", teacher, student)
     return _velocity_program(pot, bool(include_self), student.a, student.theta, teacher.b, teacher.w)
 
 
@@ -107,6 +108,7 @@ def theorem5_residual(pot, teacher: Teacher, student: Student):
     pot = _potential(pot)
     teacher, student = as_teacher(teacher), as_student(student)
     check_pair(student, teacher)
+    check_unbiased("theorem5_residual", teacher, student)
     res, scale = _residual_program(pot, teacher, student)
     return float(res), float(scale)
 

@@ -192,6 +192,10 @@ def nodewise_descent(key, *args, k=None, lr=1e-2, max_steps=10_000, eta=1e-6, ga
     """
     problem, student = resolve("nodewise_descent", args, objective=objective, need_student=False)
     teacher = problem.teacher
+    if not problem.plain:
+        # its per-unit objective works on Phi(theta_i, .) of bias-free units under N(0, I) inputs
+        raise ValueError("nodewise_descent works on bias-free units under N(0, I) inputs; with biases or "
+                         "input_mean/input_cov use gradient_descent, gradient_flow or the other solvers")
     if student is None:
         if k is None:
             raise ValueError("nodewise_descent needs a student (for shapes) or k")

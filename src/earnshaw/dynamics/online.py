@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from earnshaw._typing import Student, Teacher
+from earnshaw._typing import Student, Teacher, check_unbiased
 from earnshaw.dynamics.order import OrderParams, _check, _loss, _save_times, _step_fn, order_parameters
 from earnshaw.potentials import potential as _potential
 from earnshaw.potentials.inner import gauss_hermite_nodes
@@ -271,6 +271,7 @@ def online_sgd(key, pot, teacher: Teacher, student: Student, *, lr=0.5, lr_a=Non
     pot = _potential(pot)
     if pot.kind != "inner" or pot.activation is None:
         raise ValueError(f"online SGD needs an inner-product activation; got {pot!r}")
+    check_unbiased("online_sgd", teacher, student)
     d = teacher.d
     if teacher.b.ndim != 1:
         raise ValueError(f"online_sgd takes one teacher; got teacher batch {teacher.batch_shape}")

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from earnshaw._typing import Student, Teacher
+from earnshaw._typing import Student, Teacher, check_unbiased
 from earnshaw.potentials import potential as _potential
 
 __all__ = ["OrderParams", "order_parameters", "student_from_order", "order_loss", "order_gd", "order_flow",
@@ -70,6 +70,7 @@ def order_parameters(teacher: Teacher, student: Student):
     >>> p.Q.shape, p.R.shape, T.shape
     ((3, 3), (3, 2), (2, 2))
     """
+    check_unbiased("order_parameters", teacher, student)
     th, w = jnp.asarray(student.theta), jnp.asarray(teacher.w)
     Q = jnp.einsum("...id,...jd->...ij", th, th)
     R = jnp.einsum("...id,...jd->...ij", th, w)

@@ -51,7 +51,8 @@ from earnshaw.dynamics.nodewise import nodewise_descent
 from earnshaw.loss import OBJECTIVES
 from earnshaw.network import TEACHER_CONVENTIONS
 from earnshaw.potentials import POTENTIALS, RADIAL_BUILDERS, potential
-from earnshaw.problem import MANIFOLDS, TRAIN
+from earnshaw.inputs import check_inputs
+from earnshaw.problem import MANIFOLDS, TRAIN, train_groups
 
 __all__ = ["ConfigError", "TeacherConfig", "StudentConfig", "AlgorithmConfig", "AnalysisConfig",
            "ExperimentConfig", "ALGORITHMS", "load_config", "parse_config", "expand_grid", "canonical_json",
@@ -101,6 +102,10 @@ class TeacherConfig(_Model):
     ``(k, d)`` and optionally ``b`` ``(k,)``) or ``"w.npy"`` (``w`` only); a relative path is read from the
     config file's folder. ``b`` sets the output weights of an explicit teacher (one value for all units, or
     one per unit; default 1, or the file's ``b``).
+
+    Biases (units ``sigma(w . x + c)``): ``bias_scale`` draws ``c_j ~ N(0, bias_scale^2)`` for a random
+    teacher; ``bias`` gives them for an explicit one (one value for all units, or one per unit). Neither:
+    no biases (the paper's model).
     """
 
     d: StrictInt = Field(ge=1, description="input dimension")
@@ -112,6 +117,8 @@ class TeacherConfig(_Model):
     c: float = Field(1.0, gt=0, description="Theorem 12's variance constant (thm12 convention)")
     w: str = Field("random", description="random, identity, or a .npz/.npy file of teacher weights")
     b: Optional[Union[float, List[float]]] = Field(None, description="output weights of an explicit teacher")
+    bias_scale: Optional[float] = Field(None, ge=0, description="random teacher: biases ~ N(0, bias_scale^2)")
+    bias: Optional[Union[float, List[float]]] = Field(None, description="biases of an explicit teacher")
 
     @field_validator("convention")
     @classmethod
@@ -126,7 +133,14 @@ class TeacherConfig(_Model):
             if self.b is not None:
                 raise ValueError("b: only for an explicit teacher (w = \"identity\" or a file); a random "
                                  "teacher draws b")
+            if self.bias is not None:
+                raise ValueError("bias: only for an explicit teacher; a random teacher draws its biases "
+                                 "with bias_scale")
             return self
+        if self.bias_scale is not None:
+            raise ValueError("bias_scale: only for a random teacher; give an explicit teacher's biases with bias")
+        if isinstance(self.bias, list) and len(self.bias) != self.k:
+            raise ValueError(f"bias: one value per teacher unit (k={self.k}), got {len(self.bias)}")
         if self.w == "identity":
             if self.k > self.d:
                 raise ValueError(f"w: identity needs k <= d (w_j = e_j), got k={self.k}, d={self.d}")
@@ -154,6 +168,10 @@ class TeacherConfig(_Model):
         if b is None:
             b = np.broadcast_to(np.asarray(1.0 if self.b is None else self.b, float), (self.k,))
         return np.asarray(w, float), np.array(b, float)
+
+    def bias_array(self):
+        """An explicit teacher's biases ``(k,)`` as a NumPy array, or ``None``."""
+        return None if self.bias is None else np.array(np.broadcast_to(np.asarray(self.bias, float), (self.k,)))
 
 
 def load_teacher_arrays(path: str):
@@ -184,6 +202,8 @@ class StudentConfig(_Model):
     ``algorithm.options.train = "theta"`` they stay there (the soft committee machine, Safran and Shamir's
     setting). ``paired = true`` draws the starts from the seed, the teacher's size and these settings
     only, so cells that differ only in the activation (or potential) start from the same students.
+    ``bias_scale`` gives the student biases ``c_i ~ N(0, bias_scale^2)`` (``0``: biases that start at
+    zero and train; ``algorithm.options.train = "a+theta"`` keeps them fixed).
     """
 
     k: Optional[StrictInt] = Field(None, ge=1, description="student units (default: teacher.k)")
@@ -191,6 +211,7 @@ class StudentConfig(_Model):
     a_scale: float = Field(1.0, ge=0, description="standard deviation of the initial charges")
     a: Optional[Union[float, List[float]]] = Field(None, description="initial output weights (instead of random)")
     paired: StrictBool = Field(False, description="the same starts for cells that differ only in the activation")
+    bias_scale: Optional[float] = Field(None, ge=0, description="student biases ~ N(0, bias_scale^2); none if unset")
 
 
 class AlgorithmConfig(_Model):
@@ -232,7 +253,13 @@ class AlgorithmConfig(_Model):
 
 def _check_option_values(name: str, options: dict):
     """Option values that name something (an ODE solver, the trained parameters, ...) must name a valid one."""
-    valid = {"solver": tuple(SOLVERS), "train": TRAIN, "manifold": MANIFOLDS, "objective": tuple(OBJECTIVES)}
+    valid = {"solver": tuple(SOLVERS), "manifold": MANIFOLDS, "objective": tuple(OBJECTIVES)}
+    if "train" in options:
+        try:
+            train_groups(options["train"])
+        except ValueError:
+            raise ValueError(f"options.train: unknown train {options['train']!r} for {name}; valid: {', '.join(TRAIN)}, "
+                             "or a '+'-join of a, theta, bias (e.g. a+theta keeps biases fixed)") from None
     for key, choices in valid.items():
         if key in options and options[key] not in choices:
             raise ValueError(f"options.{key}: unknown {key} {options[key]!r} for {name}; valid: {', '.join(choices)}")
@@ -264,6 +291,8 @@ class ExperimentConfig(_Model):
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     grid: Dict[str, List[Scalar]] = Field(default_factory=dict)
+    input_mean: Optional[List[float]] = Field(None, description="inputs X ~ N(input_mean, input_cov); (d,)")
+    input_cov: Optional[List[List[float]]] = Field(None, description="input covariance (d, d), positive definite")
 
     @field_validator("activation")
     @classmethod
@@ -309,6 +338,11 @@ class ExperimentConfig(_Model):
             self.build_potential()
         except ValueError as err:
             raise ValueError(f"potential_params: {err}") from None
+        if self.input_mean is not None or self.input_cov is not None:
+            try:
+                check_inputs(self.input_mean, self.input_cov, self.teacher.d)
+            except ValueError as err:
+                raise ValueError(f"input_mean/input_cov: {err}") from None
         if isinstance(self.student.a, list) and len(self.student.a) != self.student_k:
             raise ValueError(f"student.a: one value per student unit ({self.student_k}), got {len(self.student.a)}")
         return self
@@ -336,7 +370,20 @@ class ExperimentConfig(_Model):
 
     def cell_dict(self) -> dict:
         """The config of one cell as plain JSON data (no grid, no name): what its results depend on."""
-        return self.model_dump(mode="json", exclude={"grid", "name"})
+        data = self.model_dump(mode="json", exclude={"grid", "name"})
+        for path in _ADDED_LATER:  # unset, they drop out: configs written before them keep their cell ids
+            *parents, key = path
+            table = data
+            for part in parents:
+                table = table[part]
+            if table.get(key) is None:
+                table.pop(key, None)
+        return data
+
+
+#: Optional fields added after cell ids were first published (biases, anisotropic inputs).
+_ADDED_LATER = (("input_mean",), ("input_cov",), ("teacher", "bias_scale"), ("teacher", "bias"),
+                ("student", "bias_scale"))
 
 
 # --- errors --------------------------------------------------------------------------------------------------

@@ -92,6 +92,17 @@ class Report:
         return out
 
 
+def unit_positions(weights, bias, other_bias):
+    """Units as points ``(w_j, c_j)`` in ``R^(d+1)`` when either side has biases (zeros for a side without),
+    so matching compares biases too and an odd activation's flip ``(a, w, c) -> (-a, -w, -c)`` flips them."""
+    weights = np.asarray(weights, float)
+    if bias is None and other_bias is None:
+        return weights
+    c = np.zeros(weights.shape[:-1]) if bias is None else np.asarray(bias, float)
+    c = np.broadcast_to(c, weights.shape[:-1])
+    return np.concatenate([weights, c[..., None]], axis=-1)
+
+
 @jax.jit
 def _numbers(problem, x):
     """The numbers of a report in one compiled program (jit caches it per kind of problem):
@@ -102,9 +113,8 @@ def _numbers(problem, x):
         value, grad = p.flat_value_and_grad(x)
         eig = p.free_eigh(H, grad, x)[0]
         gn = jax.numpy.linalg.norm(p.tangent(grad * p.mask(x), x))
-        t = p.teacher
-        scale = (t.b @ p.pot.self_gram(t.w) @ t.b) if p.pot.bounded else jax.numpy.zeros((), x.dtype)
-        return value, gn, eig, laplacians(H, x.shape[-1] // (p.d + 1), p.d), scale
+        scale = p.teacher_energy() if p.pot.bounded else jax.numpy.zeros((), x.dtype)
+        return value, gn, eig, laplacians(H, x.shape[-1] // p.unit_size, p.d), scale
 
     return vmap_batch(single, x.ndim - 1, (0 if problem.teacher.b.ndim > 1 else None, 0))(problem, x)
 
@@ -227,8 +237,10 @@ def analyze(*args, objective=None, train=None, manifold=None, refine: bool = Fal
         loss, gn, eig, lap, scale = map(np.asarray, _numbers(problem, x))
     lam_min = eig[..., 0]
     odd = bool(pot.activation is not None and pot.activation.odd and pot.kind == "inner")
-    idx, dist, cerr = match_units(student.theta, student.a, teacher.w, teacher.b, odd=odd)
-    wn = np.linalg.norm(np.asarray(teacher.w), axis=-1)
+    sw, tw = unit_positions(student.theta, student.bias, teacher.bias), unit_positions(teacher.w, teacher.bias,
+                                                                                      student.bias)
+    idx, dist, cerr = match_units(sw, student.a, tw, teacher.b, odd=odd)
+    wn = np.linalg.norm(tw, axis=-1)
     bn = np.abs(np.asarray(teacher.b))
     safe_idx = np.maximum(idx, 0)
     w_at = np.take_along_axis(np.broadcast_to(wn, idx.shape[:-1] + wn.shape[-1:]), safe_idx, -1)

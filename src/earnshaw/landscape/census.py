@@ -4,7 +4,8 @@ Every end point is polished with Newton (:func:`earnshaw.refine`) and classified
 then points that are the same critical point up to a symmetry of the problem are grouped into one family:
 
 * permutations of the student's units (``(a_i, theta_i)`` pairs), always;
-* the sign flip ``(a_i, theta_i) -> (-a_i, -theta_i)`` of one unit, for odd inner-product activations
+* the sign flip ``(a_i, theta_i) -> (-a_i, -theta_i)`` of one unit (its bias ``c_i -> -c_i`` too), for odd
+  inner-product activations
   (``sigma(-z) = -sigma(z)`` makes the two units the same function);
 * the teacher's own symmetry group, when the caller passes it: maps ``Student -> Student`` that leave the
   loss unchanged, e.g. permuting units and input coordinates together when ``w_j = e_j``.
@@ -113,12 +114,18 @@ def coordinate_permutations(d: int) -> list:
     for j in range(1, d):
         perm = np.arange(d)
         perm[[0, j]] = perm[[j, 0]]
-        maps.append(lambda s, p=perm: Student(a=s.a, theta=s.theta[..., p]))
+        maps.append(lambda s, p=perm: Student(a=s.a, theta=s.theta[..., p], bias=s.bias))
     return maps
 
 
-def _unit_matrix(a, theta):
-    return np.concatenate([np.asarray(a)[:, None], np.asarray(theta)], axis=1)  # (k, 1 + d)
+def _unit_matrix(a, theta, bias=None):
+    """Units as rows ``(a_i, theta_i[, c_i])``: an odd activation's flip negates the whole row, bias included."""
+    cols = [np.asarray(a)[:, None], np.asarray(theta)] + ([] if bias is None else [np.asarray(bias)[:, None]])
+    return np.concatenate(cols, axis=1)  # (k, 1 + d [+ 1])
+
+
+def _units(x: Student):
+    return _unit_matrix(x.a, x.theta, x.bias)
 
 
 def symmetric_distance(x: Student, y: Student, *, odd: bool = False) -> float:
@@ -133,7 +140,7 @@ def symmetric_distance(x: Student, y: Student, *, odd: bool = False) -> float:
     >>> round(symmetric_distance(x, y) ** 2, 9), symmetric_distance(x, y, odd=True)   # 9 + 1 + 1 and 1 + 1 + 1
     (14.0, 0.0)
     """
-    X, Y = _unit_matrix(x.a, x.theta), _unit_matrix(y.a, y.theta)
+    X, Y = _units(x), _units(y)
     cost = np.sum((X[:, None, :] - Y[None, :, :]) ** 2, axis=-1)
     if odd:
         cost = np.minimum(cost, np.sum((X[:, None, :] + Y[None, :, :]) ** 2, axis=-1))
@@ -143,7 +150,7 @@ def symmetric_distance(x: Student, y: Student, *, odd: bool = False) -> float:
 
 def _key(x: Student, odd: bool) -> bytes:
     """A key equal for points that differ by a permutation of units (and sign flips, ``odd``) only."""
-    X = np.round(_unit_matrix(x.a, x.theta), 9) + 0.0  # + 0.0: -0.0 and 0.0 one key
+    X = np.round(_units(x), 9) + 0.0  # + 0.0: -0.0 and 0.0 one key
     if odd:  # each unit's sign chosen so its first nonzero entry is positive
         first = np.take_along_axis(X, np.argmax(X != 0, axis=1)[:, None], 1)
         X = X * np.where(first < 0, -1.0, 1.0)
@@ -174,8 +181,8 @@ def _near_orbit(x: Student, orbit: list, bound: float, odd: bool) -> bool:
 
     The assignment's cost is at least the sum over ``x``'s units of the cost of its nearest unit, so one
     vectorised lower bound rules out almost all of the orbit; the Hungarian algorithm runs on the rest."""
-    X = _unit_matrix(x.a, x.theta)
-    Ys = np.stack([_unit_matrix(y.a, y.theta) for y in orbit])  # (m, k, 1 + d)
+    X = _units(x)
+    Ys = np.stack([_units(y) for y in orbit])  # (m, k, 1 + d [+ 1])
     cost = np.sum((X[None, :, None, :] - Ys[:, None, :, :]) ** 2, -1)  # (m, k, k)
     if odd:
         cost = np.minimum(cost, np.sum((X[None, :, None, :] + Ys[:, None, :, :]) ** 2, -1))
@@ -185,6 +192,15 @@ def _near_orbit(x: Student, orbit: list, bound: float, odd: bool) -> bool:
         if cost[j][rows, cols].sum() <= bound * bound:
             return True
     return False
+
+
+def _arrays(points: Student) -> tuple:
+    return (np.asarray(points.a), np.asarray(points.theta), None if points.bias is None else np.asarray(points.bias))
+
+
+def _at(a, theta, bias, i) -> Student:
+    """The point(s) ``i`` of flattened arrays (a bias only when the points have one)."""
+    return Student(a=a[i], theta=theta[i], bias=None if bias is None else bias[i])
 
 
 @jax.jit
@@ -235,25 +251,25 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
     if points.a.ndim < 2:
         raise ValueError(f"census takes a batch of points (leading axes); got points.a of shape {points.a.shape}")
     k, d = points.k, points.d
-    flat = Student(a=points.a.reshape(-1, k), theta=points.theta.reshape(-1, k, d))
+    flat = Student(a=points.a.reshape(-1, k), theta=points.theta.reshape(-1, k, d),
+                   bias=None if points.bias is None else points.bias.reshape(-1, k))
     options = dict(refine=refine, gtol=gtol, htol=htol, loss_tol=loss_tol, match_tol=match_tol)
     pot = problem.pot
     odd = bool(pot.activation is not None and pot.activation.odd and pot.kind == "inner")
     if analyze_all:
         report = analyze(problem, flat, **options)
-        a, theta = np.asarray(report.point.a), np.asarray(report.point.theta)
+        a, theta, bias = _arrays(report.point)
         gn, loss = np.asarray(report.grad_norm), np.asarray(report.loss)
     else:
         report = None
-        a, theta = np.asarray(flat.a), np.asarray(flat.theta)
-        loss, gn = (np.asarray(v) for v in _loss_grad(problem, problem.flatten(flat)))
+        a, theta, bias = _arrays(flat)
+        loss, gn = (np.asarray(v) for v in _loss_grad(problem.for_student(flat), problem.flatten(flat)))
     n = a.shape[0]
     reps, orbits, members = [], [], []
     family_of = np.full(n, -1, dtype=np.int64)
     # Zero loss (to loss_tol, bounded potentials) is one family: with more student than teacher units the
     # global minima are not isolated (a unit split in two along a teacher unit), so no distance could group them.
-    t = problem.teacher
-    energy = float(np.asarray(t.b @ pot.self_gram(t.w) @ t.b)) if pot.bounded else 0.0
+    energy = float(np.asarray(problem.teacher_energy())) if pot.bounded else 0.0
     at_zero = (loss <= loss_tol * energy) if pot.bounded else np.zeros(n, bool)
     zero_family = -1
     # lowest gradient first: each family's representative is its best-polished member
@@ -267,8 +283,8 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
             members[zero_family].append(int(i))
             family_of[i] = zero_family
             continue
-        x = Student(a=a[i], theta=theta[i])
-        scale = 1.0 + float(np.linalg.norm(_unit_matrix(x.a, x.theta)))
+        x = _at(a, theta, bias, i)
+        scale = 1.0 + float(np.linalg.norm(_units(x)))
         found = -1
         for f, orbit in enumerate(orbits):
             if orbit is None or abs(loss[i] - loss[reps[f]]) > tol * (1.0 + abs(loss[i])) + 1e-12:
@@ -287,9 +303,9 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
     renumber = {f: j for j, f in enumerate(order)}
     if report is None:  # one representative per family, polished and analysed in one batch
         idx = np.array([reps[f] for f in order])
-        report = analyze(problem, Student(a=a[idx], theta=theta[idx]), **options)
+        report = analyze(problem, _at(a, theta, bias, idx), **options)
         at = {f: j for j, f in enumerate(order)}
-        a, theta = np.asarray(report.point.a), np.asarray(report.point.theta)
+        a, theta, bias = _arrays(report.point)
         loss, gn = np.asarray(report.loss), np.asarray(report.grad_norm)
         reps = {f: at[f] for f in order}
     families = []
@@ -298,7 +314,7 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
         count = len(members[f])
         ci = binomtest(count, n).proportion_ci(confidence_level=0.95, method="wilson")
         eig = np.asarray(report.eigenvalues[r])
-        families.append(Family(point=Student(a=a[r], theta=theta[r]), loss=float(loss[r]), grad_norm=float(gn[r]),
+        families.append(Family(point=_at(a, theta, bias, r), loss=float(loss[r]), grad_norm=float(gn[r]),
                                lambda_min=float(eig[0]), index=int(np.sum(eig < -htol)),
                                recovered=int(report.recovered[r]), kind=str(report.verdict[r]),
                                seeds=tuple(sorted(members[f])), fraction=count / n,

@@ -293,6 +293,9 @@ def certify(*args, radius=None, prec: int = 106, shifts: int = 3) -> Certificate
     if arb is None:  # pragma: no cover
         raise ImportError("certify needs python-flint (pip install python-flint)")
     problem, student = resolve("certify", args)
+    if not problem.plain:
+        raise ValueError("certify's interval arithmetic covers bias-free units under N(0, I) inputs; use "
+                         "analyze for biased units or input_mean/input_cov")
     if student.a.ndim != 1 or problem.teacher.b.ndim != 1:
         raise ValueError(f"certify takes one point and one teacher; got student batch {student.batch_shape} and "
                          f"teacher batch {problem.batch_shape}")

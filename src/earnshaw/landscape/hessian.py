@@ -38,7 +38,8 @@ def _spectrum_program(problem, student):
 
 
 def hessian(*args, objective=None, train=None, manifold=None):
-    """Hessian of the objective over the trainable variables, in the flat layout ``x = [a (k), theta (k*d)]``.
+    """Hessian of the objective over the trainable variables, in the flat layout ``x = [a (k), theta (k*d)]``
+    (``[a, theta, bias (k)]`` for a biased student).
 
     Call as ``hessian(problem, student)`` or ``hessian(pot, teacher, student, ...)``.
 
@@ -89,5 +90,5 @@ def laplacians(H, k: int, d: int):
     charge (Earnshaw); a lambda-harmonic one makes the sum over a cluster equal
     ``2 lambda`` times the cluster's interaction (docs/math.md section 4).
     """
-    diag = jnp.diagonal(H, axis1=-2, axis2=-1)[..., k:]
+    diag = jnp.diagonal(H, axis1=-2, axis2=-1)[..., k:k + k * d]  # biases, if any, follow theta
     return diag.reshape(*diag.shape[:-1], k, d).sum(-1)

@@ -52,6 +52,9 @@ class Potential:
 
     Call it on two weight vectors, ``pot(u, v)`` (batch axes broadcast: ``(..., d)`` -> ``(...)``),
     or on two sets of units, ``pot.gram(U, V)``: ``(..., m, d), (..., n, d) -> (..., m, n)``.
+    Biased units ``s(w . x + c)`` (inner-product potentials with an activation) pass their biases,
+    ``pot(u, v, bu, bv)`` and ``pot.gram(U, V, bu, bv)`` (``bu (..., m)``, ``bv (..., n)``; ``None``
+    is no bias, and both ``None`` is the unbiased function itself, unchanged).
 
     >>> import jax.numpy as jnp, earnshaw as es
     >>> pot = es.potential("erf")
@@ -91,25 +94,55 @@ class Potential:
             x, n = arrays_and_names[0]
             raise ValueError(f"{self!r} lives in d={self.d}, but {n} has shape {x.shape} (d={x.shape[-1]})")
 
-    def __call__(self, u, v):
-        """``Phi(u, v)`` for ``u``, ``v`` of shape ``(..., d)`` (leading axes broadcast).
+    def _biases(self, X, bx, xname, Y, by, yname):
+        """The two bias arrays, zeros for a missing one, shapes checked against the weights' leading axes."""
+        out = []
+        for W, b, wname in ((X, bx, xname), (Y, by, yname)):
+            if b is None:
+                out.append(jnp.zeros(W.shape[:-1], W.dtype))
+                continue
+            b = jnp.asarray(b, jnp.result_type(b, W.dtype))
+            if b.shape != W.shape[:-1]:
+                raise ValueError(f"the bias of {wname} must have shape {W.shape[:-1]} (its weights {W.shape} less "
+                                 f"the last axis), got {b.shape}")
+            out.append(b)
+        return out
+
+    def biased(self):
+        """``(pair(nu, c, nv, bu, bv), self_term(nu, bu) or None)``: the potential of biased units
+        (:func:`earnshaw.potentials.biased.biased_functions`); a ValueError if it has none."""
+        from earnshaw.potentials.biased import biased_functions  # biased imports inner, which this module does not
+
+        return biased_functions(self)
+
+    def __call__(self, u, v, bu=None, bv=None):
+        """``Phi(u, v)`` for ``u``, ``v`` of shape ``(..., d)`` (leading axes broadcast); ``bu``, ``bv``: biases
+        of shape ``(...)`` or ``None``.
 
         >>> import jax.numpy as jnp, earnshaw as es
         >>> round(float(es.potential("linear")(jnp.ones(3), jnp.ones(3))), 6)
         3.0
+        >>> round(float(es.potential("relu")(jnp.ones(3), jnp.ones(3), 1.0, -1.0)), 6)  # E[relu(U + 1) relu(U - 1)]
+        1.148612
         """
         u, v = _as_array(u, "u"), _as_array(v, "v")
         self._check_dim((u, "u"), (v, "v"))
+        if bu is not None or bv is not None:
+            pair, _ = self.biased()
+            bu, bv = self._biases(u, bu, "u", v, bv, "v")
+            return pair(jnp.sum(u * u, -1), jnp.sum(u * v, -1), jnp.sum(v * v, -1), bu, bv)
         if self.kind == "inner":
             return self.fn(jnp.sum(u * u, -1), jnp.sum(u * v, -1), jnp.sum(v * v, -1))
         return self.fn(safe_norm(u - v))
 
-    def gram(self, U, V):
+    def gram(self, U, V, bu=None, bv=None):
         """Matrix ``Phi(U_i, V_j)``.
 
         Args:
           U: ``(..., m, d)``.
           V: ``(..., n, d)``; leading axes broadcast.
+          bu: biases of ``U``, ``(..., m)``, or ``None``.
+          bv: biases of ``V``, ``(..., n)``, or ``None``.
 
         Returns:
           ``(..., m, n)``.
@@ -122,13 +155,19 @@ class Potential:
         if U.ndim < 2 or V.ndim < 2:
             raise ValueError(f"gram needs U (..., m, d) and V (..., n, d), got U {U.shape} and V {V.shape}")
         self._check_dim((U, "U"), (V, "V"))
+        if bu is not None or bv is not None:
+            pair, _ = self.biased()
+            bu, bv = self._biases(U, bu, "U", V, bv, "V")
+            c = jnp.einsum("...md,...nd->...mn", U, V)
+            return pair(jnp.sum(U * U, -1)[..., :, None], c, jnp.sum(V * V, -1)[..., None, :],
+                        bu[..., :, None], bv[..., None, :])
         if self.kind == "inner":
             c = jnp.einsum("...md,...nd->...mn", U, V)
             return self.fn(jnp.sum(U * U, -1)[..., :, None], c, jnp.sum(V * V, -1)[..., None, :])
         return self.fn(safe_norm(U[..., :, None, :] - V[..., None, :, :]))
 
-    def self_gram(self, U):
-        """``gram(U, U)`` with an exact, finite-gradient diagonal ``Phi(U_i, U_i)``.
+    def self_gram(self, U, bu=None):
+        """``gram(U, U)`` with an exact, finite-gradient diagonal ``Phi(U_i, U_i)``; ``bu (..., m)``: biases.
 
         For radial potentials the diagonal is the constant ``value_at_zero`` and the
         off-diagonal is evaluated away from ``r = 0``, so unbounded potentials
@@ -138,6 +177,13 @@ class Potential:
           U: ``(..., m, d)``. Returns ``(..., m, m)``.
         """
         U = _as_array(U, "U")
+        if bu is not None:
+            G = self.gram(U, U, bu, bu)
+            _, self_term = self.biased()
+            if self_term is None:
+                return G
+            eye = jnp.eye(U.shape[-2], dtype=bool)
+            return jnp.where(eye, self_term(jnp.sum(U * U, -1), jnp.asarray(bu, G.dtype))[..., None, :], G)
         if self.kind == "inner":
             return self.gram(U, U)
         m = U.shape[-2]

@@ -16,6 +16,7 @@ from earnshaw.experiments.sweep.grids import cell_keys
 from earnshaw.landscape.analyze import analyze
 from earnshaw.landscape.critical import refine
 from earnshaw.network import random_student, random_teacher
+from earnshaw.problem import Problem
 from earnshaw.trajectory import STATUS
 
 __all__ = ["run_cell", "run_cell_task", "build_teacher"]
@@ -32,9 +33,10 @@ def build_teacher(cfg: ExperimentConfig, key) -> Teacher:
     explicit = t.arrays()
     if explicit is not None:
         w, b = explicit
-        return Teacher(b=jnp.asarray(b), w=jnp.asarray(w))
+        bias = t.bias_array()
+        return Teacher(b=jnp.asarray(b), w=jnp.asarray(w), bias=None if bias is None else jnp.asarray(bias))
     scale = t.scale if t.scale is not None else 1.0 / math.sqrt(t.d)
-    return random_teacher(key, t.d, t.k, convention=t.convention, scale=scale, c=t.c)
+    return random_teacher(key, t.d, t.k, convention=t.convention, scale=scale, c=t.c, bias_scale=t.bias_scale)
 
 
 def _flat_config(data: dict, prefix: str = "") -> dict:
@@ -75,18 +77,21 @@ def run_cell(cfg: ExperimentConfig, cell_id: Optional[str] = None) -> dict:
     teacher = build_teacher(cfg, tkey)
     seed_keys = jax.vmap(lambda i: jax.random.fold_in(skey, i))(jnp.arange(cfg.seeds))
     students = jax.vmap(lambda key: random_student(key, d, ks, scale=s.init_scale / math.sqrt(d),
-                                                   a_scale=s.a_scale))(seed_keys)
+                                                   a_scale=s.a_scale, bias_scale=s.bias_scale))(seed_keys)
     if s.a is not None:  # given output weights instead of random ones
         a = jnp.broadcast_to(jnp.asarray(s.a, students.a.dtype), students.a.shape)
-        students = Student(a=a, theta=students.theta)
+        students = Student(a=a, theta=students.theta, bias=students.bias)
+    if cfg.input_mean is not None or cfg.input_cov is not None:
+        # inputs N(mu, Sigma) live in the problem: the solvers and the analysis take (problem, students)
+        teacher_args = (Problem(pot, teacher, input_mean=cfg.input_mean, input_cov=cfg.input_cov),)
+    else:
+        teacher_args = (pot, teacher)
     name, opts = cfg.algorithm.name, dict(cfg.algorithm.options)
     solver = _solvers()[name]
-    if name == "perturbed_gd":
-        traj = solver(akey, pot, teacher, students, on_divergence="ignore", **opts)
-    elif name == "nodewise_descent":
-        traj = solver(akey, pot, teacher, students, on_divergence="ignore", **opts)
+    if name in ("perturbed_gd", "nodewise_descent"):
+        traj = solver(akey, *teacher_args, students, on_divergence="ignore", **opts)
     else:
-        traj = solver(pot, teacher, students, on_divergence="ignore", **opts)
+        traj = solver(*teacher_args, students, on_divergence="ignore", **opts)
     traj = jax.tree_util.tree_map(np.asarray, traj)
     t_solve = time.perf_counter() - start
 
@@ -95,11 +100,11 @@ def run_cell(cfg: ExperimentConfig, cell_id: Optional[str] = None) -> dict:
     point = jax.tree_util.tree_map(jnp.asarray, traj.final)
     objective = opts.get("objective")
     if an.refine:
-        point, newton_gn = refine(pot, teacher, point, objective=objective, train=opts.get("train"))
+        point, newton_gn = refine(*teacher_args, point, objective=objective, train=opts.get("train"))
         newton_gn = np.asarray(newton_gn)
     else:
         newton_gn = np.full(cfg.seeds, np.nan)
-    report = analyze(pot, teacher, point, objective=objective, train=opts.get("train"), gtol=an.gtol, htol=an.htol,
+    report = analyze(*teacher_args, point, objective=objective, train=opts.get("train"), gtol=an.gtol, htol=an.htol,
                      eps=an.eps, loss_tol=an.loss_tol, match_tol=an.match_tol)
     t_analyze = time.perf_counter() - t0
     t_cell = time.perf_counter() - start
@@ -122,6 +127,10 @@ def run_cell(cfg: ExperimentConfig, cell_id: Optional[str] = None) -> dict:
                   final_theta=np.asarray(report.point.theta), final_a=np.asarray(report.point.a),
                   eigenvalues=np.asarray(report.eigenvalues), teacher_w=np.asarray(teacher.w),
                   teacher_b=np.asarray(teacher.b))
+    if students.bias is not None:
+        arrays.update(path_bias=traj.params.bias[:n_paths], final_bias=np.asarray(report.point.bias))
+    if teacher.bias is not None:
+        arrays.update(teacher_bias=np.asarray(teacher.bias))
     return dict(rows=rows, arrays={key: np.ascontiguousarray(v) for key, v in arrays.items()},
                 timings=dict(cell_s=t_cell, solve_s=t_solve, analyze_s=t_analyze))
 
