@@ -1,6 +1,5 @@
 """``earnshaw demo`` end to end (a small configuration), and ``earnshaw results`` on every kind of run folder."""
 import json
-import pathlib
 import subprocess
 import sys
 

@@ -1,5 +1,4 @@
 """The plateau of online SGD: the symmetric fixed point (height, index, symmetry) and the plateau's length."""
-import jax
 import numpy as np
 
 from earnshaw.experiments import plateau as P
