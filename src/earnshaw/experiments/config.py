@@ -44,7 +44,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, \
     model_validator
 
-from earnshaw.activations import ACTIVATIONS
+from earnshaw.activations import ACTIVATIONS, ALIASES
 from earnshaw.dynamics.descent import gradient_descent, hessian_descent, perturbed_gd, second_gd
 from earnshaw.dynamics.flow import SOLVERS, gradient_flow
 from earnshaw.dynamics.nodewise import nodewise_descent
@@ -256,6 +256,9 @@ class ExperimentConfig(_Model):
     activation: Optional[str] = None
     potential: Optional[str] = None
     potential_params: Dict[str, Scalar] = Field(default_factory=dict)
+    potential_options: Dict[str, Scalar] = Field(
+        default_factory=dict, description="how an activation's potential is computed: method (closed, fast, "
+        "quadrature, piecewise), order, tol, terms, radius; unknown keys are rejected")
     seed: StrictInt = Field(0, ge=0, description="master PRNG seed")
     seeds: StrictInt = Field(ge=1, description="student seeds per cell")
     save_paths: StrictInt = Field(16, ge=0, description="seeds per cell whose parameter paths are kept")
@@ -268,7 +271,7 @@ class ExperimentConfig(_Model):
     @field_validator("activation")
     @classmethod
     def _activation(cls, v):
-        if v is not None and v not in ACTIVATIONS and not (v.startswith("hermite") and v[7:].isdigit()):
+        if v is not None and v not in ACTIVATIONS and v not in ALIASES and not (v.startswith("hermite") and v[7:].isdigit()):
             raise ValueError(f"unknown activation {v!r}; valid: {', '.join(ACTIVATIONS)}")
         return v
 
@@ -308,7 +311,8 @@ class ExperimentConfig(_Model):
         try:
             self.build_potential()
         except ValueError as err:
-            raise ValueError(f"potential_params: {err}") from None
+            where = "potential_options" if self.potential_options else "potential_params"
+            raise ValueError(f"{where}: {err}") from None
         if isinstance(self.student.a, list) and len(self.student.a) != self.student_k:
             raise ValueError(f"student.a: one value per student unit ({self.student_k}), got {len(self.student.a)}")
         return self
@@ -328,7 +332,9 @@ class ExperimentConfig(_Model):
         params = dict(self.potential_params)
         if self.potential in RADIAL_BUILDERS and "d" not in params and self.potential != "gaussian":
             params["d"] = self.teacher.d
-        return potential(self.potential_name, **params)
+        if self.potential_options and self.potential in RADIAL_BUILDERS:
+            raise ValueError("only an activation's potential takes options (method, order, tol, terms, radius)")
+        return potential(self.potential_name, **params, **self.potential_options)
 
     def axes(self) -> List[str]:
         """Grid axis paths, in config order."""

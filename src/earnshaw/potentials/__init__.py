@@ -244,9 +244,10 @@ def potential(name, **params) -> Potential:
         raise TypeError(f"potential() takes a name or an Activation, got {type(name).__name__}")
     if name.lower() != name:
         name = name.lower()
+    name = _act.ALIASES.get(name, name)
     if name not in _names() and not (name.startswith("hermite") and name[7:].isdigit()):
         raise ValueError(f"unknown potential {name!r}; valid names: {', '.join(_names())}")
-    return _cached(name, tuple(sorted(params.items())))
+    return _cached(name, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items())))
 
 
 @functools.lru_cache(maxsize=None)

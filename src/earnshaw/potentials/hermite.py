@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["HermiteCoefficients", "hermite_coefficients", "tail_bound", "series"]
+__all__ = ["HermiteCoefficients", "hermite_coefficients", "tail_bound", "powers", "series"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,8 +149,23 @@ def tail_bound(hc: HermiteCoefficients, n: int, *, weighted: bool = False) -> np
     return np.maximum(total - head, 0.0) + slack
 
 
+def powers(x, n):
+    """``[1, x, x^2, ..., x^(n-1)]`` along a new last axis, by doubling (a handful of fused ops, not ``n``).
+
+    >>> import jax.numpy as jnp
+    >>> powers(jnp.asarray(2.0), 5).tolist()
+    [1.0, 2.0, 4.0, 8.0, 16.0]
+    """
+    x = jnp.asarray(x)[..., None]
+    out, top = jnp.ones_like(x), x  # top = x^len(out)
+    while out.shape[-1] < n:
+        out = jnp.concatenate([out, out * top], axis=-1)
+        top = top * top
+    return out[..., :n]
+
+
 def series(coeffs_u, coeffs_v, rho):
-    """``sum_n coeffs_u[..., n] coeffs_v[..., n] rho^n`` by Horner's rule (any broadcastable shapes).
+    """``sum_n coeffs_u[..., n] coeffs_v[..., n] rho^n`` (any broadcastable shapes).
 
     Args:
       coeffs_u: ``(..., N + 1)``.
@@ -164,7 +179,5 @@ def series(coeffs_u, coeffs_v, rho):
     >>> float(series(jnp.array([1.0, 2.0]), jnp.array([3.0, 0.5]), jnp.asarray(2.0)))   # 3 + 1 * 2
     5.0
     """
-    out = coeffs_u[..., -1] * coeffs_v[..., -1]
-    for n in range(coeffs_u.shape[-1] - 2, -1, -1):
-        out = out * rho + coeffs_u[..., n] * coeffs_v[..., n]
-    return out
+    n = jnp.broadcast_shapes(coeffs_u.shape[-1:], coeffs_v.shape[-1:])[0]
+    return jnp.sum(coeffs_u * coeffs_v * powers(rho, n), axis=-1)
