@@ -92,7 +92,7 @@ def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=3.0, order=128) -
     >>> import jax.numpy as jnp
     >>> table = build_table(jnp.tanh, odd=True)
     >>> table.terms, table.table_error < 1e-14
-    (109, True)
+    (147, True)
     """
     if not (isinstance(tol, float) and 0 < tol < 1):
         raise ValueError(f"fast potential: tol must be a float in (0, 1), got tol={tol!r}")
