@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import bench_census, bench_compile, bench_dynamics, bench_online, bench_order, bench_section5
+from benchmarks import (bench_census, bench_compile, bench_dynamics, bench_online, bench_order, bench_potentials,
+                        bench_section5)
 
 
 def main():
@@ -14,6 +15,8 @@ def main():
     bench_order.main(["--dims", "100,1000"] if quick else [])
     print("\n== online SGD simulation against a batched PyTorch loop; the ODE of K = M = 10 ==", flush=True)
     bench_online.main(["--steps", "2000", "--seeds", "4"] if quick else [])
+    print("\n== potentials without a closed form (fast Hermite table, quadrature) against erf ==", flush=True)
+    bench_potentials.main(["--quick"] if quick else [])
     print("\n== compile time of every solver program (fresh process each) ==", flush=True)
     bench_compile.main(["--sizes", "5"] if quick else [])
     print("\n== Section 5 training (deep networks) ==", flush=True)

@@ -180,7 +180,7 @@ def test_unknown_names_list_valid_ones():
     with pytest.raises(ValueError, match="valid names:.*erf.*relu"):
         es.potential("softmaxx")
     with pytest.raises(ValueError, match="valid names:.*sigmoid_pm1"):
-        es.activation("sigmoid")
+        es.activation("sigmoid01")  # "sigmoid" (logistic) is a name since issue 16
     with pytest.raises(ValueError, match="needs the dimension d"):
         es.potential("coulomb")
     with pytest.raises(ValueError, match="lam must be a positive"):

@@ -25,7 +25,7 @@ N_GRAM = 5  # points per Gram matrix
 
 # Every potential `es.potential(name, **kw)` can build: the inner-product ones with default arguments,
 # hermite with its degree, the radial ones with a small d and their required parameters.
-KWARGS = {"almost_harmonic": dict(d=D, eps=0.5), "coulomb": dict(d=D), "hermite": dict(m=3), "yukawa": dict(d=D)}
+KWARGS = {"almost_harmonic": dict(d=D, eps=0.5), "coulomb": dict(d=D), "hermite": dict(m=3), "monomial": dict(n=3), "polynomial": dict(coeffs=(0.5, -1.0, 0.3)), "yukawa": dict(d=D)}
 CASES = [(name, KWARGS.get(name, {})) for name in es.POTENTIALS]
 IDS = [name for name, _ in CASES]
 

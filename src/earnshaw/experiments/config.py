@@ -44,7 +44,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, \
     model_validator
 
-from earnshaw.activations import ACTIVATIONS
+from earnshaw.activations import ACTIVATIONS, ALIASES
 from earnshaw.dynamics.descent import gradient_descent, hessian_descent, perturbed_gd, second_gd
 from earnshaw.dynamics.flow import SOLVERS, gradient_flow
 from earnshaw.dynamics.nodewise import nodewise_descent
@@ -283,6 +283,9 @@ class ExperimentConfig(_Model):
     activation: Optional[str] = None
     potential: Optional[str] = None
     potential_params: Dict[str, Scalar] = Field(default_factory=dict)
+    potential_options: Dict[str, Scalar] = Field(
+        default_factory=dict, description="how an activation's potential is computed: method (closed, fast, "
+        "quadrature, piecewise), order, tol, terms, radius; unknown keys are rejected")
     seed: StrictInt = Field(0, ge=0, description="master PRNG seed")
     seeds: StrictInt = Field(ge=1, description="student seeds per cell")
     save_paths: StrictInt = Field(16, ge=0, description="seeds per cell whose parameter paths are kept")
@@ -297,7 +300,7 @@ class ExperimentConfig(_Model):
     @field_validator("activation")
     @classmethod
     def _activation(cls, v):
-        if v is not None and v not in ACTIVATIONS and not (v.startswith("hermite") and v[7:].isdigit()):
+        if v is not None and v not in ACTIVATIONS and v not in ALIASES and not (v.startswith("hermite") and v[7:].isdigit()):
             raise ValueError(f"unknown activation {v!r}; valid: {', '.join(ACTIVATIONS)}")
         return v
 
@@ -337,7 +340,8 @@ class ExperimentConfig(_Model):
         try:
             self.build_potential()
         except ValueError as err:
-            raise ValueError(f"potential_params: {err}") from None
+            where = "potential_options" if self.potential_options else "potential_params"
+            raise ValueError(f"{where}: {err}") from None
         if self.input_mean is not None or self.input_cov is not None:
             try:
                 check_inputs(self.input_mean, self.input_cov, self.teacher.d)
@@ -362,7 +366,9 @@ class ExperimentConfig(_Model):
         params = dict(self.potential_params)
         if self.potential in RADIAL_BUILDERS and "d" not in params and self.potential != "gaussian":
             params["d"] = self.teacher.d
-        return potential(self.potential_name, **params)
+        if self.potential_options and self.potential in RADIAL_BUILDERS:
+            raise ValueError("only an activation's potential takes options (method, order, tol, terms, radius)")
+        return potential(self.potential_name, **params, **self.potential_options)
 
     def axes(self) -> List[str]:
         """Grid axis paths, in config order."""
@@ -376,14 +382,14 @@ class ExperimentConfig(_Model):
             table = data
             for part in parents:
                 table = table[part]
-            if table.get(key) is None:
+            if table.get(key) is None or table.get(key) == {}:
                 table.pop(key, None)
         return data
 
 
 #: Optional fields added after cell ids were first published (biases, anisotropic inputs).
 _ADDED_LATER = (("input_mean",), ("input_cov",), ("teacher", "bias_scale"), ("teacher", "bias"),
-                ("student", "bias_scale"))
+                ("student", "bias_scale"), ("potential_options",))
 
 
 # --- errors --------------------------------------------------------------------------------------------------

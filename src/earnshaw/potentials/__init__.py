@@ -13,10 +13,11 @@ import math
 import warnings
 
 from earnshaw import activations as _act
-from earnshaw.potentials import inner, radial
+from earnshaw.potentials import families, fast, inner, piecewise, radial
 from earnshaw.potentials._potential import Potential
 
-__all__ = ["Potential", "potential", "POTENTIALS", "RADIAL_BUILDERS", "DEFAULT_GH_ORDER"]
+__all__ = ["Potential", "potential", "POTENTIALS", "RADIAL_BUILDERS", "DEFAULT_GH_ORDER", "METHODS",
+           "METHOD_OPTIONS", "closed_form"]
 
 #: Gauss-Hermite order for activations without a closed form: error < 1e-10 against
 #: the erf closed form for |u|, |v| <= 1.5; tanh at |u|, |v| ~ 2: 2e-9 (Phi), 3e-7 (gradient).
@@ -90,26 +91,104 @@ class _Names:
 POTENTIALS = _Names()
 
 
-def _inner_potential(act: _act.Activation, order):
+#: How an activation's potential is computed: ``closed`` form, ``fast`` (Hermite series with tabulated norm
+#: coefficients, :mod:`earnshaw.potentials.fast`), ``quadrature`` (2-D Gauss-Hermite), ``piecewise`` (1-D quadrature
+#: with a closed-form inner integral, for ELU/SELU).
+METHODS = ("closed", "fast", "quadrature", "piecewise")
+#: Options of the numerical methods, as accepted by :func:`potential` and a config's ``[potential_options]``.
+METHOD_OPTIONS = ("method", "order", "tol", "terms", "radius")
+
+
+def _base_name(act):
+    return "hermite" if act.name.startswith("hermite") and act.params else act.name
+
+
+def _is_registry(act):
+    try:
+        return act is _act.activation(_base_name(act), **dict(act.params))
+    except ValueError:
+        return False
+
+
+def closed_form(act: _act.Activation):
+    """The closed-form ``fn(nu, c, nv)`` of a registry activation, or ``None`` (custom ones have none).
+
+    >>> import earnshaw as es
+    >>> from earnshaw.potentials import closed_form
+    >>> closed_form(es.activation("gelu")) is not None, closed_form(es.activation("tanh"))
+    (True, None)
+    """
+    base = _base_name(act)
+    if not _is_registry(act):
+        return None
+    if base in inner.CLOSED_FORMS:
+        return inner.CLOSED_FORMS[base]
+    if base in families.CLOSED_FORMS:
+        return families.CLOSED_FORMS[base]
+    if base in families.FAMILIES:
+        return families.FAMILIES[base](**dict(act.params))
+    return None
+
+
+def _default_method(act):
+    if closed_form(act) is not None:
+        return "closed"
+    if _base_name(act) in piecewise.PIECEWISE and _is_registry(act):
+        return "piecewise"
+    # custom activations keep plain quadrature unless asked: building a table costs seconds once
+    return "fast" if act.smooth and _is_registry(act) else "quadrature"
+
+
+def _inner_potential(act: _act.Activation, opts):
     if act.kind != "inner":
         raise ValueError(f"{act!r} is not an inner-product activation; build its potential with realize()")
-    if act.name in inner.CLOSED_FORMS and act is _act.activation(act.name) and order is None:
-        return Potential(act.name, "inner", inner.CLOSED_FORMS[act.name], activation=act,
-                         smooth=act.smooth or act.name in ("relu", "abs", "relu2"))
-    if act.name == "leaky_relu" and order is None:
-        slope = dict(act.params)["slope"]
-        return Potential(act.name, "inner", functools.partial(inner.leaky_relu, slope), params=(("slope", slope),),
+    opts = dict(opts)
+    unknown = sorted(set(opts) - set(METHOD_OPTIONS))
+    if unknown:
+        raise ValueError(f"potential {act.name!r}: unknown option(s) {unknown}; valid: {', '.join(METHOD_OPTIONS)}")
+    method = opts.pop("method", None)
+    if method is None:
+        method = "quadrature" if "order" in opts and not {"tol", "terms", "radius"} & set(opts) else \
+            ("fast" if {"tol", "terms", "radius"} & set(opts) else _default_method(act))
+    if method not in METHODS:
+        raise ValueError(f"potential {act.name!r}: unknown method {method!r}; valid: {', '.join(METHODS)}")
+    allowed = {"closed": (), "quadrature": ("order",), "piecewise": ("order",),
+               "fast": ("order", "tol", "terms", "radius")}[method]
+    extra = sorted(set(opts) - set(allowed))
+    if extra:
+        raise ValueError(f"potential {act.name!r}: method={method!r} takes {', '.join(allowed) or 'no options'}, "
+                         f"got {extra}")
+    smooth = act.smooth or act.name in ("relu", "abs", "relu2", "abrelu", "leaky_relu", "step", "sign")
+    if method == "closed":
+        fn = closed_form(act)
+        if fn is None:
+            with_closed = sorted({*inner.CLOSED_FORMS, *families.CLOSED_FORMS, *families.FAMILIES})
+            raise ValueError(f"activation {act.name!r} has no closed-form potential; closed forms exist for "
+                             f"{', '.join(with_closed)}; use method='fast' or 'quadrature'")
+        return Potential(act.name, "inner", fn, params=act.params, activation=act, smooth=smooth)
+    if method == "piecewise":
+        if _base_name(act) not in piecewise.PIECEWISE:
+            raise ValueError(f"method='piecewise' is for {', '.join(piecewise.PIECEWISE)}, not {act.name!r}")
+        order = int(opts.get("order", piecewise.DEFAULT_ORDER))
+        fn = piecewise.PIECEWISE[_base_name(act)](order=order, **dict(act.params))
+        return Potential(act.name, "inner", fn, params=act.params + (("method", method), ("order", order)),
                          activation=act, smooth=True)
-    if act.name.startswith("hermite") and act.params and order is None:
-        m = dict(act.params)["m"]
-        return Potential(act.name, "inner", functools.partial(inner.hermite, m), params=(("m", m),), activation=act)
+    if method == "fast":
+        table = fast.build_table(act.fn, odd=True if act.odd else None, tol=float(opts.get("tol", 1e-12)),
+                                 terms=opts.get("terms"), radius=float(opts.get("radius", 3.0)),
+                                 order=int(opts.get("order", DEFAULT_GH_ORDER)))
+        fn = functools.partial(fast.fast_potential_fn, act.fn, table)
+        params = act.params + (("method", method), ("tol", float(opts.get("tol", 1e-12))), ("terms", table.terms),
+                               ("radius", table.radius))
+        return Potential(act.name, "inner", fn, params=params, activation=act, smooth=act.smooth)
     if not act.smooth:
         warnings.warn(f"{act!r} is not smooth: Gauss-Hermite quadrature of its potential converges slowly "
-                      "and its derivatives (Price's theorem) miss the kinks", stacklevel=3)
-    order = DEFAULT_GH_ORDER if order is None else int(order)
+                      "and its derivatives (Price's theorem) miss the kinks", stacklevel=4)
+    order = DEFAULT_GH_ORDER if opts.get("order") is None else int(opts["order"])
     inner.gauss_hermite_nodes(order)  # validates the order early
     fn = functools.partial(inner.gauss_hermite, act.fn, act.fn, order)
-    return Potential(act.name, "inner", fn, params=(("order", order),), activation=act, smooth=act.smooth)
+    return Potential(act.name, "inner", fn, params=act.params + (("order", order),), activation=act,
+                     smooth=act.smooth)
 
 
 @functools.lru_cache(maxsize=None)
@@ -122,14 +201,14 @@ def _cached(name, items):
         if unknown:
             raise ValueError(f"potential {name!r} has no parameter {', '.join(unknown)}; valid: {', '.join(valid)}")
         return builder(**params)
-    order = params.pop("order", None)
+    opts = {k: params.pop(k) for k in METHOD_OPTIONS if k in params}
     try:
         act = _act.activation(name, **params)
     except ValueError as err:
         if str(err).startswith("unknown activation"):
             raise ValueError(f"unknown potential {name!r}; valid names: {', '.join(_names())}") from None
         raise
-    return _inner_potential(act, order)
+    return _inner_potential(act, tuple(sorted(opts.items())))
 
 
 def potential(name, **params) -> Potential:
@@ -160,19 +239,17 @@ def potential(name, **params) -> Potential:
     if isinstance(name, Potential):
         return name
     if isinstance(name, _act.Activation):
-        order = params.pop("order", None)
-        if params:
-            raise ValueError(f"a custom activation's potential takes only order=, got {sorted(params)}")
-        return _cached_activation(name, order)
+        return _cached_activation(name, tuple(sorted(params.items())))
     if not isinstance(name, str):
         raise TypeError(f"potential() takes a name or an Activation, got {type(name).__name__}")
     if name.lower() != name:
         name = name.lower()
+    name = _act.ALIASES.get(name, name)
     if name not in _names() and not (name.startswith("hermite") and name[7:].isdigit()):
         raise ValueError(f"unknown potential {name!r}; valid names: {', '.join(_names())}")
-    return _cached(name, tuple(sorted(params.items())))
+    return _cached(name, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items())))
 
 
 @functools.lru_cache(maxsize=None)
-def _cached_activation(act, order):
-    return _inner_potential(act, order)
+def _cached_activation(act, opts):
+    return _inner_potential(act, opts)

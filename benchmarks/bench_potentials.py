@@ -1,0 +1,112 @@
+"""Cost of the potentials without a closed form against erf's closed form: value + gradient of the population
+loss (one instance and a batch of students) and GD steps/s, for erf, tanh / sigmoid_pm1 by the fast Hermite table
+and by 2-D Gauss-Hermite quadrature (order 128), with the fast path's accuracy against order-200 quadrature.
+Writes benchmarks/results/potentials.json."""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+
+import earnshaw as es  # noqa: E402
+
+RESULTS = pathlib.Path(__file__).parent / "results" / "potentials.json"
+
+
+def best(fn, repeats=5):
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _unit_scale(key, d, k, norm, batch=None):
+    """Teacher and students with every unit of norm ``norm`` (inside the fast table's 1e-12 region at <= 1.1)."""
+    t = es.random_teacher(key, d=d, k=k)
+    s = es.random_student(jax.random.fold_in(key, 1), d=d, k=k, batch=batch)
+    w = t.w / jnp.linalg.norm(t.w, axis=-1, keepdims=True)
+    theta = norm * s.theta / jnp.linalg.norm(s.theta, axis=-1, keepdims=True)
+    return type(t)(w=w, b=t.b), type(s)(theta=theta, a=s.a)
+
+
+def value_and_grad_time(pot, teacher, student, calls):
+    f = jax.jit(jax.value_and_grad(lambda st: es.population_loss(pot, teacher, st)))
+    if student.theta.ndim == 3:
+        f = jax.jit(jax.vmap(jax.value_and_grad(lambda st: es.population_loss(pot, teacher, st))))
+
+    def run():
+        for _ in range(calls):
+            out = f(student)
+        jax.block_until_ready(out)
+    return best(run) / calls
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--d", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    calls = 20 if args.quick else 200
+    key = jax.random.key(0)
+    t, s = _unit_scale(key, args.d, args.k, 0.9)
+    _, sb = _unit_scale(key, args.d, args.k, 0.9, batch=args.batch)
+    rows = []
+    erf = es.potential("erf")
+    base = {"single": value_and_grad_time(erf, t, s, calls), "batched": value_and_grad_time(erf, t, sb, calls // 4)}
+    quad = {name: es.potential(name, method="quadrature") for name in ("tanh", "sigmoid_pm1")}
+    print(f"{'potential':>22} {'v+g single (us)':>16} {'x erf':>7} {'v+g batch (us)':>15} {'x erf':>7} {'max err':>9}")
+    print(f"{'erf closed':>22} {1e6 * base['single']:>16.1f} {1.0:>7.2f} {1e6 * base['batched']:>15.1f} {1.0:>7.2f}")
+    for name in ("tanh", "sigmoid_pm1"):
+        fast = es.potential(name)
+        ref = es.potential(name, order=200)
+        err = float(jnp.abs(fast.gram(s.theta, t.w) - ref.gram(s.theta, t.w)).max())
+        g_fast = jax.grad(lambda st: es.population_loss(fast, t, st))(s)
+        g_ref = jax.grad(lambda st: es.population_loss(ref, t, st))(s)
+        gerr = float(jnp.abs(g_fast.theta - g_ref.theta).max())
+        for label, pot, quick_calls in (("fast", fast, calls), ("quadrature", quad[name], max(2, calls // 50))):
+            single = value_and_grad_time(pot, t, s, quick_calls)
+            # quadrature on the whole batch takes minutes; its cost is linear in the batch, so time 4 students
+            batched = value_and_grad_time(pot, t, sb, max(1, quick_calls // 4)) if label == "fast" else \
+                value_and_grad_time(pot, t, type(sb)(theta=sb.theta[:4], a=sb.a[:4]), 1) * args.batch / 4
+            row = dict(potential=f"{name} {label}", k=args.k, d=args.d, batch=args.batch,
+                       value_grad_single_s=single, value_grad_batched_s=batched,
+                       ratio_single=single / base["single"], ratio_batched=batched / base["batched"])
+            if label == "fast":
+                row.update(max_err_value=err, max_err_grad=gerr)
+            rows.append(row)
+            errs = f"{max(err, gerr):>9.1e}" if label == "fast" else ""
+            print(f"{name + ' ' + label:>22} {1e6 * single:>16.1f} {single / base['single']:>7.2f} "
+                  f"{1e6 * batched:>15.1f} {batched / base['batched']:>7.2f} {errs}")
+    # GD steps/s with small steps, so that every unit stays inside the fast table's 1e-12 region
+    steps = 200 if args.quick else args.steps
+    gd = {}
+    for name in ("erf", "tanh", "sigmoid_pm1"):
+        sec = best(lambda: es.gradient_descent(name, t, s, lr=1e-3, max_steps=steps,
+                                               save_every=steps).final.a.block_until_ready(), repeats=3)
+        gd[name] = steps / sec
+    print("GD steps/s (lr 1e-3): " + ", ".join(f"{n} {v:.0f}" for n, v in gd.items())
+          + f"; tanh x erf {gd['erf'] / gd['tanh']:.2f}, sigmoid_pm1 x erf {gd['erf'] / gd['sigmoid_pm1']:.2f}")
+    out = dict(rows=rows, erf=base, gd_steps_per_s=gd)
+    if not args.quick:
+        RESULTS.parent.mkdir(exist_ok=True)
+        tmp = RESULTS.with_suffix(".tmp")
+        tmp.write_text(json.dumps(out, indent=2))
+        tmp.replace(RESULTS)
+    return out
+
+
+if __name__ == "__main__":
+    main()

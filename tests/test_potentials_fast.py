@@ -1,0 +1,164 @@
+"""New activations (issue 16 items 3-5): closed forms against quadrature and Monte Carlo, the fast Hermite tables
+and the ELU/SELU half-range rule against order-200 Gauss-Hermite / 2-D adaptive quadrature, gradients against
+finite differences, Hermite tail bounds, options and errors."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.integrate as si
+
+import earnshaw as es
+from earnshaw.potentials import hermite, inner
+
+U = np.array([0.7, -0.2, 0.4])
+V = np.array([0.1, 0.5, -0.6])
+
+
+def _triple(u, v):
+    return float(u @ u), float(u @ v), float(v @ v)
+
+
+def _gh200(fn, u, v):
+    with jax.enable_x64(True):
+        return float(inner.gauss_hermite(fn, fn, 200, *_triple(u, v)))
+
+
+def _fd_grad(f, u, h=1e-6):
+    return np.array([(f(u + h * e) - f(u - h * e)) / (2 * h) for e in np.eye(u.size)])
+
+
+@pytest.mark.parametrize("name,params,ref", [
+    ("gelu", {}, lambda z: z * 0.5 * (1 + math.erf(z / math.sqrt(2)))),
+    ("abrelu", {"a": -0.3, "b": 1.5}, lambda z: 1.5 * z if z > 0 else -0.3 * z),
+    ("monomial", {"n": 3}, lambda z: z**3),
+    ("polynomial", {"coeffs": [0.5, -1.0, 0.25, 0.1]}, lambda z: 0.5 - z + 0.25 * z * z + 0.1 * z**3),
+])
+def test_closed_forms_three_ways(name, params, ref, getkey):
+    with jax.enable_x64(True):
+        pot = es.potential(name, **params)
+        assert es.potentials.closed_form(pot.activation) is not None
+        exact = float(pot(jnp.asarray(U), jnp.asarray(V)))
+        # the activation is the plain-Python reference
+        z = np.linspace(-2, 2, 5)
+        np.testing.assert_allclose(np.asarray(pot.activation(jnp.asarray(z))), [ref(x) for x in z], atol=1e-14)
+        if name != "abrelu":  # smooth: Gauss-Hermite is exact to rounding
+            assert exact == pytest.approx(_gh200(pot.activation.fn, U, V), abs=1e-12)
+        else:
+            nu = math.sqrt(U @ U)
+            beta, gam = U @ V / nu, math.sqrt(V @ V - (U @ V / nu) ** 2)
+            dens = lambda t: math.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)  # noqa: E731
+            val, _ = si.dblquad(lambda z2, z1: ref(nu * z1) * ref(beta * z1 + gam * z2) * dens(z1) * dens(z2),
+                                -8, 8, lambda z1: -8, lambda z1: -beta * z1 / gam, epsabs=1e-11)
+            val2, _ = si.dblquad(lambda z2, z1: ref(nu * z1) * ref(beta * z1 + gam * z2) * dens(z1) * dens(z2),
+                                 -8, 8, lambda z1: -beta * z1 / gam, lambda z1: 8, epsabs=1e-11)
+            assert exact == pytest.approx(val + val2, abs=1e-8)
+        mean, se = es.monte_carlo(getkey(), pot, jnp.asarray(U), jnp.asarray(V), 200_000)
+        assert abs(exact - float(mean)) < 4 * float(se) + 1e-12
+        g = np.asarray(jax.grad(lambda x: pot(x, jnp.asarray(V)))(jnp.asarray(U)))
+        np.testing.assert_allclose(g, _fd_grad(lambda x: float(pot(jnp.asarray(x), jnp.asarray(V))), U), atol=1e-8)
+
+
+def test_abrelu_specialises_to_leaky_relu_and_abs():
+    with jax.enable_x64(True):
+        u, v = jnp.asarray(U), jnp.asarray(V)
+        assert float(es.potential("abrelu", a=0.2, b=1.0)(u, v)) == pytest.approx(
+            float(es.potential("leaky_relu", slope=0.2)(u, v)), abs=1e-15)
+        assert float(es.potential("abrelu", a=-1.0, b=1.0)(u, v)) == pytest.approx(
+            float(es.potential("abs")(u, v)), abs=1e-15)
+        assert es.potential("arccos1") is es.potential("relu")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tanh", "sigmoid_pm1", "softplus", "silu", "sigmoid"])
+def test_fast_tables_against_order_200_quadrature(name):
+    """Values and gradients within 1e-12 (the default tol) of order-200 Gauss-Hermite at unit-scale norms."""
+    rng = np.random.default_rng(1)
+    with jax.enable_x64(True):
+        pot = es.potential(name)
+        assert dict(pot.params)["method"] == "fast"
+        fn = pot.activation.fn
+        for _ in range(4):
+            u, v = rng.normal(size=3), rng.normal(size=3)
+            u *= rng.uniform(0.5, 1.05) / np.linalg.norm(u)
+            v *= rng.uniform(0.5, 1.05) / np.linalg.norm(v)
+            assert float(pot(jnp.asarray(u), jnp.asarray(v))) == pytest.approx(_gh200(fn, u, v), abs=1e-12)
+            g = np.asarray(jax.grad(lambda x: pot(x, jnp.asarray(v)))(jnp.asarray(u)))
+            g_ref = np.asarray(jax.grad(lambda x: inner.gauss_hermite(fn, fn, 200, x @ x, x @ v, v @ v))(
+                jnp.asarray(u)))
+            np.testing.assert_allclose(g, g_ref, atol=1e-11)
+        # outside the certified region (long, nearly parallel vectors) it falls back to quadrature: still right
+        u, v = np.array([2.5, 0.0, 0.0]), np.array([2.4, 0.05, 0.0])
+        assert float(pot(jnp.asarray(u), jnp.asarray(v))) == pytest.approx(
+            float(inner.gauss_hermite(fn, fn, 128, *_triple(u, v))), abs=1e-14)
+
+
+@pytest.mark.parametrize("name", ["elu", "selu"])
+def test_piecewise_against_adaptive_quadrature_and_monte_carlo(name, getkey):
+    with jax.enable_x64(True):
+        pot = es.potential(name)
+        fn = pot.activation.fn
+        ref = lambda z: float(fn(jnp.asarray(z)))  # noqa: E731
+        nu = math.sqrt(U @ U)
+        beta, gam = U @ V / nu, math.sqrt(V @ V - (U @ V / nu) ** 2)
+        dens = lambda t: math.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)  # noqa: E731
+        total = 0.0
+        for lo, hi in ((-7, 0), (0, 7)):  # split at both kinks: z1 = 0 and beta z1 + gam z2 = 0
+            for inner_lo, inner_hi in ((lambda z1: -7, lambda z1: -beta * z1 / gam),
+                                       (lambda z1: -beta * z1 / gam, lambda z1: 7)):
+                val, _ = si.dblquad(lambda z2, z1: ref(nu * z1) * ref(beta * z1 + gam * z2) * dens(z1) * dens(z2),
+                                    lo, hi, inner_lo, inner_hi, epsabs=1e-10)
+                total += val
+        exact = float(pot(jnp.asarray(U), jnp.asarray(V)))
+        assert exact == pytest.approx(total, abs=1e-8)
+        assert exact == pytest.approx(float(es.potential(name, method="piecewise", order=90)(jnp.asarray(U), jnp.asarray(V))), abs=1e-13)
+        mean, se = es.monte_carlo(getkey(), pot, jnp.asarray(U), jnp.asarray(V), 200_000)
+        assert abs(exact - float(mean)) < 4 * float(se)
+        assert float(pot(jnp.asarray(V), jnp.asarray(U))) == pytest.approx(exact, abs=1e-15)
+        g = np.asarray(jax.grad(lambda x: pot(x, jnp.asarray(V)))(jnp.asarray(U)))
+        np.testing.assert_allclose(g, _fd_grad(lambda x: float(pot(jnp.asarray(x), jnp.asarray(V))), U), atol=1e-8)
+
+
+def test_hermite_coefficients_and_tail_bound():
+    """Exact for a polynomial; tanh's tail bound holds against the sum it bounds at unit norm."""
+    hc = hermite.hermite_coefficients(lambda z: z**3 - 2 * z, 1.0, 6)
+    # z^3 - 2z = He_3 + He_1 = sqrt(6) h_3 + h_1
+    np.testing.assert_allclose(hc.c[0], [0, 1, 0, math.sqrt(6), 0, 0, 0], atol=1e-13)
+    hc = hermite.hermite_coefficients(jnp.tanh, np.array([0.8, 1.0]), 200)
+    for n in (10, 40):
+        bound = hermite.tail_bound(hc, n)
+        assert np.all(bound >= (hc.c[:, n + 1:] ** 2).sum(1))
+        # on unit vectors the truncated series misses at most the bound, against quadrature
+        with jax.enable_x64(True):
+            for rho in (0.5, 0.99, 1.0):
+                u, v = np.array([1.0, 0.0]), np.array([rho, math.sqrt(1 - rho * rho)])
+                trunc = float(hermite.series(jnp.asarray(hc.c[1, : n + 1]), jnp.asarray(hc.c[1, : n + 1]),
+                                             jnp.asarray(rho)))
+                assert abs(trunc - _gh200(jnp.tanh, u, v)) <= rho ** (n + 1) * bound[1] + 1e-14
+
+
+def test_options_and_errors():
+    with pytest.raises(ValueError, match="no closed-form potential"):
+        es.potential("tanh", method="closed")
+    with pytest.raises(ValueError, match="unknown method"):
+        es.potential("tanh", method="magic")
+    with pytest.raises(ValueError, match="takes no parameters, got \\['tolerance'\\]"):
+        es.potential("tanh", tolerance=1e-8)
+    with pytest.raises(ValueError, match="takes order"):
+        es.potential("tanh", method="quadrature", tol=1e-8)
+    assert dict(es.potential("tanh", order=60).params)["order"] == 60
+    assert dict(es.potential("tanh", tol=1e-8).params)["terms"] < dict(es.potential("tanh").params)["terms"]
+    with pytest.raises(ValueError, match="polynomial needs coeffs"):
+        es.activation("polynomial", coeffs="z^2")
+    with pytest.raises(ValueError, match="abrelu takes only a, b"):
+        es.activation("abrelu", slope=0.1)
+
+
+def test_config_potential_options():
+    from earnshaw.experiments.config import parse_config
+    base = {"activation": "tanh", "seeds": 1, "teacher": {"d": 3, "k": 2}}
+    cfg = parse_config({**base, "potential_options": {"method": "quadrature", "order": 40}})
+    assert dict(cfg.build_potential().params)["order"] == 40
+    with pytest.raises(Exception, match="degree"):
+        parse_config({**base, "potential_options": {"degree": 40}})
