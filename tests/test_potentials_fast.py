@@ -76,7 +76,8 @@ def test_fast_tables_against_order_200_quadrature(name):
     """Values and gradients within 1e-12 (the default tol) of order-200 Gauss-Hermite at unit-scale norms."""
     rng = np.random.default_rng(1)
     with jax.enable_x64(True):
-        pot = es.potential(name)
+        assert dict(es.potential(name).params).get("method", "quadrature") == "quadrature"  # fast is opt-in
+        pot = es.potential(name, method="fast")
         assert dict(pot.params)["method"] == "fast"
         fn = pot.activation.fn
         for _ in range(4):
@@ -148,7 +149,7 @@ def test_options_and_errors():
     with pytest.raises(ValueError, match="takes order"):
         es.potential("tanh", method="quadrature", tol=1e-8)
     assert dict(es.potential("tanh", order=60).params)["order"] == 60
-    assert dict(es.potential("tanh", tol=1e-8).params)["terms"] < dict(es.potential("tanh").params)["terms"]
+    assert dict(es.potential("tanh", tol=1e-8).params)["terms"] < dict(es.potential("tanh", method="fast").params)["terms"]
     with pytest.raises(ValueError, match="polynomial needs coeffs"):
         es.activation("polynomial", coeffs="z^2")
     with pytest.raises(ValueError, match="abrelu takes only a, b"):

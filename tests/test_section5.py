@@ -187,7 +187,7 @@ def test_too_large_step_gives_clear_error():
 
 
 @pytest.mark.parametrize("bad, match", [(dict(reduction="avg"), "reduction"), (dict(lr=-1.0), "lr"),
-                                        (dict(activation="sigmoid"), "unknown activation"),
+                                        (dict(activation="sigmoid01"), "unknown activation"),
                                         (dict(depths=(1,)), "depths"), (dict(seeds=0), "seeds")])
 def test_config_validation(bad, match):
     with pytest.raises(ValueError, match=match):
