@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
-from scipy.stats import binomtest
 
 from earnshaw._typing import Student
 from earnshaw.landscape.analyze import analyze
@@ -308,6 +307,8 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
         a, theta, bias = _arrays(report.point)
         loss, gn = np.asarray(report.loss), np.asarray(report.grad_norm)
         reps = {f: at[f] for f in order}
+    from scipy.stats import binomtest  # scipy.stats costs ~0.4 s to import: every CLI call would pay it
+
     families = []
     for f in order:
         r = reps[f]
