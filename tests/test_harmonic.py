@@ -1,18 +1,22 @@
-"""es.harmonicity and the Laplacian of a potential (docs/math.md sections 2 and 6).
+"""es.harmonicity and the Laplacian of a potential (docs/math.md sections 2 and 6), and ``earnshaw harmonic``.
 
 The Gram-triple formula ``Delta_u Phi = 2 d f_p + 4 p f_pp + 4 c f_pc + q f_cc`` is held to the trace of
 ``jax.hessian`` on explicit vectors, hand-derived Laplacians (linear, quadratic, exp, ``(u.v)^m``, the sign
 activation in d = 2, the Gaussian and Yukawa kernels) are checked exactly, and the sphere's Laplace-Beltrami
 operator to the trace of the Riemannian Hessian and to the Hermite series of the activation.
 """
+import json
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 import earnshaw as es
+from earnshaw.cli import app
+from earnshaw.experiments.harmonic import harmonic_table, markdown
 from earnshaw.potentials import hermite
 from earnshaw.potentials.harmonic import laplacian
 
@@ -169,3 +173,36 @@ def test_errors_name_the_problem():
         es.harmonicity("erf", d=3, manifold="sphere", norms=[2.0])
     with pytest.raises(ValueError, match="monomial needs"):
         es.harmonicity("monomial", d=3)
+
+
+def test_cli_table_matches_the_function(tmp_path):
+    args = ["harmonic", "-a", "relu,gelu,gaussian", "--d", "3,10", "--quiet"]
+    res = CliRunner().invoke(app, [*args, "--json", "--save", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert [(r["name"], r["d"]) for r in rows] == [(n, d) for n in ("relu", "gelu", "gaussian") for d in (3, 10)]
+    for name in ("gelu", "gaussian"):
+        rep = es.harmonicity(name, d=(3, 10))
+        got = [r for r in rows if r["name"] == name]
+        assert [r["fraction"] for r in got] == rep.fraction.tolist()
+        assert [r["lam_min"] for r in got] == rep.lam_range[:, 0].tolist()
+        assert [r["distance_from"] for r in got] == rep.distance_from.tolist()
+    assert json.loads((tmp_path / "harmonic.json").read_text())[2]["fraction"] == rows[2]["fraction"]
+    assert (tmp_path / "harmonic.csv").read_text().splitlines()[0].startswith("name,potential,kind")
+    md = CliRunner().invoke(app, [*args, "--markdown"])
+    assert md.exit_code == 0 and md.output == markdown(harmonic_table(["relu", "gelu", "gaussian"], (3, 10)),
+                                                       (3, 10)) + "\n"
+    gelu = es.harmonicity("gelu", d=(3, 10)).fraction
+    assert f"| gelu | {100 * gelu[0]:.0f}% | {100 * gelu[1]:.0f}% |" in md.output
+    table = CliRunner().invoke(app, ["harmonic", "-a", "linear,relu", "--d", "2,5", "--quiet"])
+    assert table.exit_code == 0 and "Δ=0" in table.output and "100%" in table.output
+
+
+def test_cli_rejects_bad_input():
+    runner = CliRunner()
+    res = runner.invoke(app, ["harmonic", "-a", "erf,nope"])
+    assert res.exit_code == 2 and "nope" in res.output and "valid names" in res.output
+    res = runner.invoke(app, ["harmonic", "-a", "erf", "--d", "3,1"])
+    assert res.exit_code == 2 and "--d must be" in res.output
+    res = runner.invoke(app, ["harmonic", "-a", "gaussian", "--manifold", "sphere"])
+    assert res.exit_code == 2 and "nothing to compute" in res.output
