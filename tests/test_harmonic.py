@@ -7,6 +7,7 @@ operator to the trace of the Riemannian Hessian and to the Hermite series of the
 """
 import json
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -16,13 +17,14 @@ from typer.testing import CliRunner
 
 import earnshaw as es
 from earnshaw.cli import app
-from earnshaw.experiments.harmonic import harmonic_table, markdown
+from earnshaw.experiments.harmonic import TABLE_DIMS, harmonic_table, markdown, read_rows
 from earnshaw.potentials import hermite
 from earnshaw.potentials.harmonic import laplacian
 
 
 def _hessian_trace(pot, U, V):
-    return jax.vmap(lambda u, v: jnp.trace(jax.hessian(lambda x: pot(x, v))(u)))(U, V)
+    # jitted: op-by-op dispatch of a vmapped Hessian costs seconds
+    return jax.jit(jax.vmap(lambda u, v: jnp.trace(jax.hessian(lambda x: pot(x, v))(u))))(U, V)
 
 
 @pytest.mark.parametrize("name, kw", [("erf", {}), ("relu", {}), ("polynomial", {"coeffs": (0.3, -1.0, 0.5, 0.2)}),
@@ -115,6 +117,22 @@ def test_report_summaries():
     assert abs(gelu.fraction_random[0] - gelu.fraction[0]) < 1e-12   # d = 2: angles are uniform
 
 
+def test_self_energy_threshold_is_the_laplacian_of_phi_on_the_diagonal():
+    # self_lam = Delta_theta[Phi(theta, theta)] / (2 Phi(theta, theta)) (docs/math.md section 2), and for a smooth
+    # activation Delta_theta[Phi(theta, theta)] = 2 Delta_1 Phi(theta, theta) + 2 E|grad_theta sigma|^2
+    d, norm = 5, 0.8
+    theta = norm * jnp.ones(d) / math.sqrt(d)
+    pot = es.potential("erf")
+    rep = es.harmonicity(pot, d=d, norms=[norm], angles=[0.5])
+    diag = jnp.trace(jax.jit(jax.hessian(lambda t: pot(t, t)))(theta))
+    np.testing.assert_allclose(rep.self_lam[0, 0], diag / (2 * pot(theta, theta)), rtol=1e-12)
+    z, w = np.polynomial.hermite_e.hermegauss(80)
+    w = w / np.sqrt(2 * np.pi)
+    ds = 2 / np.sqrt(np.pi) * np.exp(-((norm * z) ** 2))            # erf'; |X|^2 = Z_1^2 + chi^2_(d-1)
+    grad_sq = np.sum(w * ds**2 * (z**2 + d - 1))
+    np.testing.assert_allclose(diag, 2 * laplacian(pot, theta, theta) + 2 * grad_sq, rtol=1e-12)
+
+
 def test_sphere_laplacian_is_the_riemannian_hessian_trace(getkey):
     pot, d = es.potential("erf"), 5
     u = jax.random.normal(getkey(), (d,))
@@ -122,29 +140,31 @@ def test_sphere_laplacian_is_the_riemannian_hessian_trace(getkey):
     u, v = u / jnp.linalg.norm(u), v / jnp.linalg.norm(v)
     f = lambda x: pot(x, v)  # noqa: E731
     P = jnp.eye(d) - jnp.outer(u, u)
-    riem = P @ (jax.hessian(f)(u) - jnp.dot(u, jax.grad(f)(u)) * jnp.eye(d)) @ P   # docs/math.md section 6
+    riem = P @ (jax.jit(jax.hessian(f))(u) - jnp.dot(u, jax.grad(f)(u)) * jnp.eye(d)) @ P   # docs/math.md section 6
     np.testing.assert_allclose(laplacian(pot, 3.0 * u, v, manifold="sphere"), jnp.trace(riem), rtol=1e-12)
 
 
 def test_sphere_laplacian_from_the_hermite_series():
     rho = np.cos(np.radians([10.0, 50.0, 80.0, 130.0, 170.0]))
-    for d in (3, 8):
-        # Theorem 30's (theta . w)^l: the single Hermite term h_l
-        for m in (3, 4):
-            rep = es.harmonicity(f"hermite{m}", d=d, manifold="sphere", angles=np.arccos(rho))
+    dims = (3, 8)
+    # Theorem 30's (theta . w)^l: the single Hermite term h_l
+    for m in (3, 4):
+        rep = es.harmonicity(f"hermite{m}", d=dims, manifold="sphere", angles=np.arccos(rho))
+        w = np.zeros(m + 1)
+        w[m] = 1.0
+        for i, d in enumerate(dims):
             expect = m * (m - 1) * rho ** (m - 2) - m * (m + d - 2) * rho**m
-            np.testing.assert_allclose(rep.laplacian[0], expect, rtol=1e-12)
-            w = np.zeros(m + 1)
-            w[m] = 1.0
+            np.testing.assert_allclose(rep.laplacian[i], expect, rtol=1e-12)
             np.testing.assert_allclose(hermite.sphere_laplacian(jnp.asarray(w), jnp.asarray(rho), d), expect,
                                        rtol=1e-12)
-        # tanh: Phi(rho) = sum c_n^2 rho^n on unit vectors (docs/math.md section 1d), quadrature on the other side
-        hc = hermite.hermite_coefficients(jnp.tanh, 1.0, 120)
-        series = hermite.sphere_laplacian(jnp.asarray(hc.c[0] ** 2), jnp.asarray(rho), d)
-        rep = es.harmonicity("tanh", d=d, manifold="sphere", angles=np.arccos(rho))
-        np.testing.assert_allclose(rep.laplacian[0], series, atol=1e-9)
-        np.testing.assert_allclose(rep.phi[0], hermite.series(jnp.asarray(hc.c[0]), jnp.asarray(hc.c[0]),
-                                                              jnp.asarray(rho)), atol=1e-10)
+    # tanh: Phi(rho) = sum c_n^2 rho^n on unit vectors (docs/math.md section 1d), quadrature on the other side
+    hc = hermite.hermite_coefficients(jnp.tanh, 1.0, 120)
+    c = jnp.asarray(hc.c[0])
+    rep = es.harmonicity("tanh", d=dims, manifold="sphere", angles=np.arccos(rho))
+    np.testing.assert_allclose(rep.phi[0], hermite.series(c, c, jnp.asarray(rho)), atol=1e-10)
+    for i, d in enumerate(dims):
+        np.testing.assert_allclose(rep.laplacian[i], hermite.sphere_laplacian(c * c, jnp.asarray(rho), d),
+                                   atol=1e-9)
     # at rho -> 1 every activation's sphere potential has the wrong sign: Delta_S Phi(1) = -(d-1) sum n c_n^2 < 0
     assert not es.harmonicity("tanh", d=3, manifold="sphere", angles=[0.05]).holds.any()
 
@@ -206,3 +226,21 @@ def test_cli_rejects_bad_input():
     assert res.exit_code == 2 and "--d must be" in res.output
     res = runner.invoke(app, ["harmonic", "-a", "gaussian", "--manifold", "sphere"])
     assert res.exit_code == 2 and "nothing to compute" in res.output
+
+
+def test_the_report_shows_the_committed_rows_and_they_are_current():
+    root = Path(__file__).resolve().parents[1]
+    report = (root / "docs" / "reports" / "harmonic.md").read_text(encoding="utf-8")
+    for stem in ("harmonic", "harmonic-sphere"):
+        rows = read_rows(root / "docs" / "reports" / "harmonic" / f"{stem}.json")
+        assert {r["d"] for r in rows} == set(range(2, 51))
+        table = markdown([r for r in rows if r["d"] in TABLE_DIMS], TABLE_DIMS)
+        assert table.split("\n\n")[0] in report, stem
+        if stem == "harmonic":
+            assert table.split("\n\n")[1] in report
+    rows = read_rows(root / "docs" / "reports" / "harmonic" / "harmonic.json")
+    for name in ("relu", "gelu", "gaussian"):
+        rep = es.harmonicity(name, d=(3, 50))
+        got = [r for r in rows if r["name"] == name and r["d"] in (3, 50)]
+        np.testing.assert_allclose([r["fraction"] for r in got], rep.fraction, rtol=0, atol=1e-12)
+        np.testing.assert_allclose([r["lam_min"] for r in got], rep.lam_range[:, 0], rtol=1e-9)

@@ -48,7 +48,9 @@ def save(rows, folder: Path, manifold: str) -> list:
     stem = "harmonic" if manifold == "euclidean" else f"harmonic-{manifold}"
     keys = [k for k in rows[0] if k != "seconds"]
     out_json, out_csv = folder / f"{stem}.json", folder / f"{stem}.csv"
-    out_json.write_text(json.dumps([{k: _json_safe(r[k]) for k in keys} for r in rows], indent=1) + "\n")
+    # one row per line: compact, and diffs of a rerun show which rows changed
+    out_json.write_text("[\n" + ",\n".join(json.dumps({k: _json_safe(r[k]) for k in keys}, ensure_ascii=False)
+                                           for r in rows) + "\n]\n")
     with out_csv.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
@@ -109,8 +111,9 @@ def register(app: typer.Typer):
             Console(width=max(console.width, 120)).print(
                 render(shown, dims, f"earnshaw harmonic: share of the grid where Delta_u Phi has the sign of Phi "
                                     f"({where}; Δ=0: harmonic)"))
-            console.print(f"{len(names)} potentials, {sum(r['seconds'] for r in rows if r['d'] == all_dims[0]):.0f}"
-                          " s; lambda ranges and regions: --markdown or --json", markup=False)
+            first = [r for r in rows if r["d"] == all_dims[0]]
+            console.print(f"{len(first)} potentials, {sum(r['seconds'] for r in first):.0f} s; lambda ranges and "
+                          "regions: --markdown or --json", markup=False)
         if save_dir:
             written = save(rows, Path(save_dir), manifold)
             if not as_json:

@@ -5,6 +5,7 @@ row per dimension; :func:`markdown` formats the rows as the tables of docs/repor
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -12,7 +13,7 @@ import earnshaw.potentials as _pots
 from earnshaw.potentials.harmonic import harmonicity
 
 __all__ = ["DEFAULT_NAMES", "RADIAL_PARAMS", "TABLE_DIMS", "SWEEP_DIMS", "check_names", "harmonic_table",
-           "markdown"]
+           "markdown", "read_rows"]
 
 #: The named inner-product activations of the registry (parameterised ones with their defaults; the Hermite
 #: polynomials ``h_2, h_3, h_4`` of the paper's Appendix F), then the radial potentials.
@@ -127,3 +128,19 @@ def markdown(rows, dims=None):
             lines.append(f"| {n} | {d} | {cell(r)} | {rand} | {lam} | {r['angles_held'] or '—'} | "
                          f"{_num(r['distance_from'])} | {selfl} |")
     return "\n".join(lines)
+
+
+def read_rows(path):
+    """The rows of a ``harmonic.json`` written by ``earnshaw harmonic --save``, with JSON's ``null`` read back as
+    ``inf`` (``distance_from``: the farthest points fail) or ``nan`` (no point with a positive ratio).
+
+    >>> import json, pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "harmonic.json"
+    >>> _ = path.write_text(json.dumps([{"name": "erf", "d": 3, "distance_from": None, "lam_min": None}]))
+    >>> read_rows(path)
+    [{'name': 'erf', 'd': 3, 'distance_from': inf, 'lam_min': nan}]
+    """
+    with open(path, encoding="utf-8") as fh:
+        rows = json.load(fh)
+    return [{k: (math.inf if k == "distance_from" else math.nan) if v is None else v for k, v in r.items()}
+            for r in rows]

@@ -296,7 +296,7 @@ class Harmonicity:
                             points=int(self.holds[i].size), fraction=float(frac[i]),
                             fraction_harmonic=float(fh[i]), fraction_random=float(fr[i]),
                             lam_min=float(lr[i, 0]), lam_max=float(lr[i, 1]), distance_from=float(dfrom[i]),
-                            angles_held=" ".join(f"{a:g}-{b:g}" for a, b in runs),
+                            angles_held=" ".join(f"{a:g}" if a == b else f"{a:g}-{b:g}" for a, b in runs),
                             self_lam_min=float(self.self_lam[i].min()) if self.self_lam[i].size else float("nan"),
                             self_lam_max=float(self.self_lam[i].max()) if self.self_lam[i].size else float("nan")))
         return out
