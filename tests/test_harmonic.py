@@ -160,13 +160,14 @@ def test_sphere_laplacian_from_the_hermite_series():
     # tanh: Phi(rho) = sum c_n^2 rho^n on unit vectors (docs/math.md section 1d), quadrature on the other side
     hc = hermite.hermite_coefficients(jnp.tanh, 1.0, 120)
     c = jnp.asarray(hc.c[0])
-    rep = es.harmonicity("tanh", d=dims, manifold="sphere", angles=np.arccos(rho))
+    rho = np.append(rho, np.cos(0.05))
+    rep = es.harmonicity("tanh", d=dims, params={"order": 80}, manifold="sphere", angles=np.arccos(rho))
     np.testing.assert_allclose(rep.phi[0], hermite.series(c, c, jnp.asarray(rho)), atol=1e-10)
     for i, d in enumerate(dims):
         np.testing.assert_allclose(rep.laplacian[i], hermite.sphere_laplacian(c * c, jnp.asarray(rho), d),
                                    atol=1e-9)
     # at rho -> 1 every activation's sphere potential has the wrong sign: Delta_S Phi(1) = -(d-1) sum n c_n^2 < 0
-    assert not es.harmonicity("tanh", d=3, manifold="sphere", angles=[0.05]).holds.any()
+    assert not rep.holds[:, -1].any()
 
 
 def test_errors_name_the_problem():
@@ -193,6 +194,15 @@ def test_errors_name_the_problem():
         es.harmonicity("erf", d=3, manifold="sphere", norms=[2.0])
     with pytest.raises(ValueError, match="monomial needs"):
         es.harmonicity("monomial", d=3)
+    with pytest.raises(TypeError, match="Potential, an Activation or a potential name"):
+        es.harmonicity(3.0, d=3)
+
+
+def test_a_custom_activation_goes_through_quadrature():
+    # es.potential(custom) integrates by Gauss-Hermite; sin's closed form is Phi = e^{-(p+q)/2} sinh c
+    grid = dict(d=4, norms=[0.5, 1.0], angles=[0.4, 2.0])
+    custom = es.harmonicity(es.custom(jnp.sin, "my_sin", odd=True), params={"order": 40}, **grid)
+    np.testing.assert_allclose(custom.laplacian, es.harmonicity("sin", **grid).laplacian, atol=1e-10)
 
 
 def test_cli_table_matches_the_function(tmp_path):

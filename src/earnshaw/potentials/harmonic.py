@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from earnshaw.activations import Activation
 from earnshaw.potentials import RADIAL_BUILDERS, potential
 from earnshaw.potentials._potential import Potential
 
@@ -334,10 +335,12 @@ def _per_dimension(pot, ds, params):
                 raise ValueError("harmonicity: pass the dimensions as d=, not in params")
             return [potential(name, d=d, **params) for d in ds]
         pot = potential(name, **params)
+    elif isinstance(pot, Activation):
+        pot = potential(pot, **params)
     elif params:
-        raise ValueError("harmonicity: params= is for potentials given by name")
+        raise ValueError("harmonicity: params= is for potentials given by name or activation")
     if not isinstance(pot, Potential):
-        raise TypeError(f"harmonicity takes a Potential or a potential name, got {type(pot).__name__}")
+        raise TypeError(f"harmonicity takes a Potential, an Activation or a potential name, got {type(pot).__name__}")
     if pot.d is not None and any(d != pot.d for d in ds):
         raise ValueError(f"{pot!r} lives in d={pot.d}, not in d={[d for d in ds if d != pot.d]}; pass its name "
                          f"(e.g. harmonicity({pot.name!r}, d=...)) to build it in each dimension")
@@ -361,11 +364,13 @@ def harmonicity(pot, d, *, params=None, norms=None, angles=None, distances=None,
       ``(1 - rho^2) f_cc - (d - 1) rho f_c``), inner-product potentials only.
 
     Args:
-      pot: a :class:`~earnshaw.potentials.Potential`, or a name for :func:`earnshaw.potential`; a radial
+      pot: a :class:`~earnshaw.potentials.Potential`, an :class:`~earnshaw.activations.Activation` (e.g.
+        :func:`earnshaw.custom`), or a name for :func:`earnshaw.potential`; a radial
         potential that lives in one dimension (``coulomb``, ``yukawa``, ``almost_harmonic``) is then built in
         each ``d``.
       d: the dimension, an integer (``>= 2``; ``>= 1`` for radial potentials), or a sequence of them.
-      params: parameters for :func:`earnshaw.potential` when ``pot`` is a name (e.g. ``{"lam": 2.0}``).
+      params: parameters for :func:`earnshaw.potential` when ``pot`` is a name or an activation
+        (e.g. ``{"lam": 2.0}``, ``{"order": 200}``).
       norms: ``(U,)`` norms of ``u`` and ``v`` (default :data:`DEFAULT_NORMS`; fixed to 1 on the sphere).
       angles: ``(A,)`` angles in radians in ``(0, pi)`` (default: :data:`DEFAULT_N_ANGLES` cell midpoints).
       distances: ``(R,)`` positive distances for radial potentials (default :data:`DEFAULT_DISTANCES`).
