@@ -18,7 +18,7 @@ import earnshaw as es
 
 ROOT = Path(__file__).resolve().parents[1]
 API_PAGES = ["problem", "potentials", "networks", "solvers", "order", "landscape", "trajectory"]
-COMMANDS = ["demo", "run", "sweep", "verify", "reproduce", "potential", "animate", "results"]
+COMMANDS = ["demo", "run", "sweep", "verify", "reproduce", "potential", "harmonic", "animate", "results"]
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "earnshaw._cli.plateau_cmd",
     "earnshaw._cli.results_cmd",
     "earnshaw._cli.census_cmd",
+    "earnshaw._cli.harmonic_cmd",
 ]
 
 for _name in COMMAND_MODULES:

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["potential_profile"]
+__all__ = ["potential_profile", "harmonicity_map"]
 
 
 def potential_profile(pot, *, dim: int = 3, r_max: float = 4.0, n: int = 200):
@@ -190,6 +190,46 @@ def success_heatmap(rows, x, y=None, *, success="success", title="success rate")
     ax.set_yticks(range(len(ys)), [str(v) for v in ys])
     ax.set(xlabel=x, ylabel=y or "", title=title)
     fig.colorbar(im, ax=ax, label="success rate")
+    fig.tight_layout()
+    return fig
+
+
+def harmonicity_map(rows, *, title="share of the grid where the Laplacian has the sign of the potential"):
+    """Heat map of ``earnshaw harmonic`` rows: potentials down, dimensions across, colour the share of the grid
+    with ``lam = Delta_u Phi / Phi > 0``; harmonic cells (``Delta_u Phi = 0`` on the whole grid) are hatched grey.
+
+    Args:
+      rows: dicts with ``name``, ``d``, ``fraction``, ``fraction_harmonic``
+        (:func:`earnshaw.experiments.harmonic.harmonic_table`).
+
+    Returns:
+      Figure.
+
+    >>> fig = harmonicity_map([{"name": "relu", "d": 2, "fraction": 1.0, "fraction_harmonic": 0.0},
+    ...                        {"name": "linear", "d": 2, "fraction": 0.0, "fraction_harmonic": 1.0}])
+    >>> len(fig.axes)
+    2
+    """
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    dims = sorted({int(r["d"]) for r in rows})
+    share = np.full((len(names), len(dims)), np.nan)
+    harmonic = np.zeros_like(share, dtype=bool)
+    for r in rows:
+        i, j = names.index(r["name"]), dims.index(int(r["d"]))
+        share[i, j] = r["fraction"]
+        harmonic[i, j] = r["fraction_harmonic"] == 1.0
+    fig, ax = plt.subplots(figsize=(min(0.16 * len(dims), 9.0) + 3.0, 0.28 * len(names) + 1.6))
+    im = ax.imshow(np.where(harmonic, np.nan, share), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto",
+                   interpolation="nearest")
+    ii, jj = np.nonzero(harmonic)
+    for i, j in zip(ii, jj):
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="0.8", hatch="///", edgecolor="0.5", lw=0))
+    step = max(1, len(dims) // 12)
+    ax.set_xticks(range(0, len(dims), step), [str(d) for d in dims[::step]])
+    ax.set_yticks(range(len(names)), names)
+    ax.set(xlabel="dimension d", title=title)
+    ax.title.set_fontsize(9)
+    fig.colorbar(im, ax=ax, label="share with Δu Φ / Φ > 0 (hatched: Δu Φ = 0)")
     fig.tight_layout()
     return fig
 

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["HermiteCoefficients", "hermite_coefficients", "tail_bound", "powers", "series"]
+__all__ = ["HermiteCoefficients", "hermite_coefficients", "tail_bound", "powers", "series", "sphere_laplacian"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,3 +181,30 @@ def series(coeffs_u, coeffs_v, rho):
     """
     n = jnp.broadcast_shapes(coeffs_u.shape[-1:], coeffs_v.shape[-1:])[0]
     return jnp.sum(coeffs_u * coeffs_v * powers(rho, n), axis=-1)
+
+
+def sphere_laplacian(weights, rho, d: int):
+    """Laplace-Beltrami operator of ``S^(d-1)`` applied to the zonal series ``Phi(rho) = sum_n weights[n] rho^n``.
+
+    ``rho = theta . w`` for unit ``theta, w``; ``Delta_S rho^n = n (n - 1) rho^(n-2) - n (n + d - 2) rho^n``
+    (docs/math.md section 6). With ``weights = c_n^2`` (the Hermite coefficients of an activation at norm 1)
+    this is the sphere Laplacian of the activation's potential; Theorem 30's ``(theta . w)^l`` is the single
+    term ``n = l`` (the activation ``h_l``).
+
+    Args:
+      weights: ``(..., N + 1)`` coefficients of ``rho^0 .. rho^N``.
+      rho: ``(...)``, in ``[-1, 1]``.
+      d: the dimension of the ambient space (the sphere is ``S^(d-1)``).
+
+    Returns:
+      ``(...)``.
+
+    >>> import jax.numpy as jnp
+    >>> float(sphere_laplacian(jnp.array([0.0, 0.0, 0.0, 1.0]), jnp.asarray(0.5), 3))  # 6 rho - 12 rho^3
+    1.5
+    """
+    weights = jnp.asarray(weights)
+    n = jnp.arange(weights.shape[-1], dtype=weights.dtype)
+    pw = powers(rho, weights.shape[-1])
+    lower = jnp.sum((weights * n * (n - 1.0))[..., 2:] * pw[..., : max(weights.shape[-1] - 2, 0)], axis=-1)
+    return lower - jnp.sum(weights * n * (n + d - 2.0) * pw, axis=-1)
