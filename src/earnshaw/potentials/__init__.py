@@ -17,8 +17,8 @@ from earnshaw.potentials import families, fast, inner, piecewise, radial
 from earnshaw.potentials._potential import Potential
 from earnshaw.potentials.mixed import MixedPotential, mixed_potential
 
-__all__ = ["Potential", "MixedPotential", "potential", "mixed_potential", "POTENTIALS", "RADIAL_BUILDERS", "DEFAULT_GH_ORDER", "METHODS",
-           "METHOD_OPTIONS", "closed_form"]
+__all__ = ["Potential", "MixedPotential", "potential", "mixed_potential", "POTENTIALS", "RADIAL_BUILDERS",
+           "DEFAULT_GH_ORDER", "METHODS", "METHOD_OPTIONS", "closed_form"]
 
 #: Gauss-Hermite order for activations without a closed form: error < 1e-10 against
 #: the erf closed form for |u|, |v| <= 1.5; tanh at |u|, |v| ~ 2: 2e-9 (Phi), 3e-7 (gradient).

@@ -268,7 +268,8 @@ def _conditional_pair(f, g):
 # --- biased closed forms of the kinked families ------------------------------------------------------------------
 
 def _probit_parts(k2, t2, n, b):
-    """``(h, sd, ok)`` of ``W = kappa U - tau Z`` for ``U ~ N(b, n)``: standardised mean, standard deviation, ``sd > 0``."""
+    """``(h, sd, ok)`` of ``W = kappa U - tau Z`` for ``U ~ N(b, n)``: standardised mean, standard deviation,
+    ``sd > 0``."""
     var = k2 * n + t2
     ok = var > 0
     sd = jnp.sqrt(jnp.where(ok, var, 1.0))
@@ -588,7 +589,9 @@ class MixedPotential:
         p, q = self.potentials[g], self.potentials[h]
         return (_cross_rule_biased if biased else _cross_rule)(p, q, self.order)[0]
 
-    def _gram(self, U, lu, V, lv, bu, bv):
+    def _gram(self, U, lu, V, lv, bu, bv, symmetric=False):
+        """The Gram matrix of units ``U`` (groups ``lu``) against ``V`` (``lv``); ``symmetric``: ``V`` is ``U``
+        (same groups and biases), so each block below the diagonal is the transpose of one above it."""
         biased = bu is not None or bv is not None
         if biased:
             bu = jnp.zeros(U.shape[:-1], U.dtype) if bu is None else jnp.asarray(bu)
@@ -597,14 +600,19 @@ class MixedPotential:
         C = jnp.einsum("...md,...nd->...mn", U, V)
         gu, perm_u = _groups(lu)
         gv, perm_v = _groups(lv)
-        rows = []
-        for g, iu in gu:
+        rows, blocks = [], {}
+        for a, (g, iu) in enumerate(gu):
             row = []
-            for h, iv in gv:
-                args = (_take(nu, iu, -1)[..., :, None], _take(_take(C, iu, -2), iv, -1), _take(nv, iv, -1)[..., None, :])
+            for b, (h, iv) in enumerate(gv):
+                if symmetric and b < a:  # one trace per pair of activations: half the program
+                    row.append(jnp.swapaxes(blocks[b, a], -1, -2))
+                    continue
+                args = (_take(nu, iu, -1)[..., :, None], _take(_take(C, iu, -2), iv, -1),
+                        _take(nv, iv, -1)[..., None, :])
                 if biased:
                     args += (_take(bu, iu, -1)[..., :, None], _take(bv, iv, -1)[..., None, :])
-                row.append(self._pair(g, h, biased)(*args))
+                blocks[a, b] = self._pair(g, h, biased)(*args)
+                row.append(blocks[a, b])
             rows.append(row[0] if len(row) == 1 else jnp.concatenate(row, -1))
         G = rows[0] if len(rows) == 1 else jnp.concatenate(rows, -2)
         return _take(_take(G, np.argsort(perm_u), -2), np.argsort(perm_v), -1)
@@ -640,7 +648,7 @@ class MixedPotential:
         U = _as_array(U, "U")
         self.check_units(side, U.shape[-2])
         lu = self.labels(side)
-        G = self._gram(U, lu, U, lu, bu, bu)
+        G = self._gram(U, lu, U, lu, bu, bu, symmetric=True)
         if bu is None:
             return G
         bu = jnp.asarray(bu, G.dtype)
@@ -722,7 +730,7 @@ def mixed_potential(student, teacher=None, *, order: Optional[int] = None) -> Mi
     >>> float(es.population_loss(pot, t, es.Student(a=t.b, theta=t.w)))
     0.0
     >>> s = es.Student(a=-t.b, theta=t.w)
-    >>> bool(es.population_loss(["erf", "erf"], t, s) == es.population_loss("erf", t, s))  # one activation: the plain loss
+    >>> bool(es.population_loss(["erf", "erf"], t, s) == es.population_loss("erf", t, s))  # the plain loss
     True
     """
     from earnshaw.potentials import DEFAULT_GH_ORDER  # the registry imports this module
