@@ -244,6 +244,8 @@ def test_errors_name_the_argument_and_the_lengths():
         es.Problem(["erf", "relu", "tanh"], t)
     with pytest.raises(ValueError, match=r"mixed_potential\(student=...\) gives 2 activations, but the student has 3"):
         es.population_loss(es.mixed_potential(["erf", "relu"], teacher=["erf", "erf"]), t, s)
+    with pytest.raises(ValueError, match=r"a list of activations \(one per unit\) takes only order="):
+        es.potential(["erf", "tanh"], method="fast")
     with pytest.raises(ValueError, match="gradient='closed_form'|no closed-form gradient"):
         es.Problem(["erf", "erf"], t, gradient="closed_form")
     pot = es.potential(["erf", "relu"])

@@ -244,6 +244,10 @@ def potential(name, **params) -> Potential:
     if isinstance(name, (Potential, MixedPotential)):
         return name
     if isinstance(name, (list, tuple)):
+        if set(params) - {"order"}:
+            raise ValueError(f"a list of activations (one per unit) takes only order= (the mixed pairs' quadrature), "
+                             f"got {sorted(params)}; give per-unit options as potentials, e.g. "
+                             "es.potential('tanh', order=64), in the list")
         return mixed_potential(name, **params)
     if isinstance(name, _act.Activation):
         return _cached_activation(name, tuple(sorted(params.items())))
