@@ -20,7 +20,8 @@ from earnshaw.loss import (empirical_loss as empirical_loss, objective as object
                            optimal_loss as optimal_loss, population_loss as population_loss,
                            reduced_loss as reduced_loss, regularised_loss as regularised_loss)
 from earnshaw.network import predict as predict, random_student as random_student, random_teacher as random_teacher
-from earnshaw.potentials import POTENTIALS as POTENTIALS, Potential as Potential, potential as potential
+from earnshaw.potentials import (POTENTIALS as POTENTIALS, MixedPotential as MixedPotential, Potential as Potential,
+                                  mixed_potential as mixed_potential, potential as potential)
 from earnshaw.potentials.harmonic import Harmonicity as Harmonicity, harmonicity as harmonicity
 from earnshaw.potentials.monte_carlo import monte_carlo as monte_carlo
 from earnshaw.potentials.realize import NotRealizableError as NotRealizableError, realize as realize

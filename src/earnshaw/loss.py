@@ -13,7 +13,9 @@ sigma(x, theta_i)``; the paper's eq. (1) uses ``-a``):
 
 Every function accepts leading batch axes on the student, the teacher or both. Biased units
 (``Student.bias``, ``Teacher.bias``) enter through the potential of biased units
-(:meth:`earnshaw.Potential.gram` with biases); without biases nothing changes.
+(:meth:`earnshaw.Potential.gram` with biases); without biases nothing changes. Per-unit activations
+(a :class:`~earnshaw.potentials.MixedPotential`, e.g. ``pot = ["erf", "relu"]``) give ``K``, ``B`` and ``W``
+with cross potentials ``Phi_{s_i, t_j}`` (docs/math.md section 1f).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import jax.numpy as jnp
 
 from earnshaw._typing import Student, Teacher, check_pair
 from earnshaw.network import predict
-from earnshaw.potentials import Potential, potential as _potential
+from earnshaw.potentials import MixedPotential, Potential, potential as _potential
 
 __all__ = ["population_loss", "reduced_loss", "regularised_loss", "empirical_loss", "optimal_a",
            "optimal_loss", "OBJECTIVES", "objective"]
@@ -36,7 +38,14 @@ def _parts(pot, teacher, student):
     """``(pot, K, B, W)``; ``W`` is ``None`` (computed on demand) for bias-free units."""
     pot = _potential(pot)
     check_pair(student, teacher)
+    mixed = isinstance(pot, MixedPotential)
+    if mixed:
+        pot.check_units("student", student.k)
+        pot.check_units("teacher", teacher.k)
     if student.bias is None and teacher.bias is None:
+        if mixed:  # the same three Gram matrices as below, each with its units' activations
+            return (pot, pot.self_gram(student.theta, side="student"), pot.gram(student.theta, teacher.w),
+                    pot.self_gram(teacher.w, side="teacher"))
         return pot, pot.self_gram(student.theta), pot.gram(student.theta, teacher.w), None
     # one Gram matrix of all units: the biased forms are long programs, and one copy compiles 3x faster than three
     k = student.k
@@ -46,7 +55,7 @@ def _parts(pot, teacher, student):
     units = jnp.concatenate([jnp.broadcast_to(student.theta, batch + student.theta.shape[-2:]),
                              jnp.broadcast_to(teacher.w, batch + teacher.w.shape[-2:])], axis=-2)
     c = jnp.concatenate([jnp.broadcast_to(cs, batch + cs.shape[-1:]), jnp.broadcast_to(ct, batch + ct.shape[-1:])], -1)
-    G = pot.self_gram(units, c)
+    G = pot.self_gram(units, c, side="both") if mixed else pot.self_gram(units, c)
     return pot, G[..., :k, :k], G[..., :k, k:], G[..., k:, k:]
 
 
@@ -106,7 +115,8 @@ def empirical_loss(act, teacher: Teacher, student: Student, x):
     """Sample mean of ``(f(x) - f_hat(x))^2``.
 
     Args:
-      act: activation (or name, or a Potential carrying its activation).
+      act: activation (or name, or a Potential carrying its activation; a :class:`MixedPotential` or a list
+        of names gives each unit its own activation).
       x: inputs ``(..., n, d)``.
 
     Returns:
@@ -120,11 +130,17 @@ def empirical_loss(act, teacher: Teacher, student: Student, x):
     >>> bool(abs(mc - exact) < 0.02 * exact)  # the sample mean estimates the population loss
     True
     """
+    if isinstance(act, (list, tuple)):
+        act = _potential(act)
+    check_pair(student, teacher)
+    if isinstance(act, MixedPotential):
+        f = jnp.einsum("...nk,...k->...n", act.units(x, teacher.w, teacher.bias, side="teacher"), teacher.b)
+        f_hat = jnp.einsum("...nk,...k->...n", act.units(x, student.theta, student.bias, side="student"), student.a)
+        return jnp.mean((f - f_hat) ** 2, axis=-1)
     if isinstance(act, Potential):
         if act.activation is None:
             raise ValueError(f"{act!r} has no known activation; pass one, or use realize()")
         act = act.activation
-    check_pair(student, teacher)
     err = predict(act, teacher.b, teacher.w, x, teacher.bias) - predict(act, student.a, student.theta, x, student.bias)
     return jnp.mean(err * err, axis=-1)
 

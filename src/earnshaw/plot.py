@@ -16,7 +16,8 @@ def potential_profile(pot, *, dim: int = 3, r_max: float = 4.0, n: int = 200):
     """Figure of ``Phi`` and its force: against the angle (inner-product) or distance (radial).
 
     Args:
-      pot: a :class:`~earnshaw.potentials.Potential`.
+      pot: a :class:`~earnshaw.potentials.Potential`, or a
+        :class:`~earnshaw.potentials.MixedPotential` (one curve per pair of its activations).
       dim: dimension of the unit vectors for inner-product potentials.
 
     Returns:
@@ -31,6 +32,19 @@ def potential_profile(pot, *, dim: int = 3, r_max: float = 4.0, n: int = 200):
     import jax.numpy as jnp
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    if pot.kind == "mixed":  # per-unit activations: one curve per pair of activations, on unit vectors
+        ts = np.linspace(0.0, math.pi, n)
+        for i, (a, b, _, fn) in enumerate(pot.pairs()):
+            phi = lambda t, fn=fn: fn(1.0, jnp.cos(t), 1.0)  # noqa: E731
+            ax1.plot(ts, np.asarray(jax.vmap(phi)(jnp.asarray(ts))), color=f"C{i}", label=f"{a} x {b}")
+            ax2.plot(ts, -np.asarray(jax.vmap(jax.grad(phi))(jnp.asarray(ts))), color=f"C{i}")
+        ax1.legend(fontsize=7)
+        ax2.axhline(0, color="0.6", lw=0.8)
+        xlabel = "angle between unit u and v (rad)"
+        ax1.set(xlabel=xlabel, ylabel="Phi", title="cross potentials")
+        ax2.set(xlabel=xlabel, ylabel="force  -dPhi/dangle", title="forces")
+        fig.tight_layout()
+        return fig
     if pot.kind == "inner":
         ts = np.linspace(0.0, math.pi, n)
         u = jnp.zeros(dim).at[0].set(1.0)

@@ -25,7 +25,7 @@ from earnshaw import closed_form as _cf
 from earnshaw._typing import Student, Teacher
 from earnshaw.inputs import check_inputs, whiten
 from earnshaw.loss import OBJECTIVES, objective as _objective
-from earnshaw.potentials import Potential, potential as _potential
+from earnshaw.potentials import MixedPotential, Potential, potential as _potential
 
 __all__ = ["Problem", "TRAIN", "TRAIN_GROUPS", "train_groups", "MANIFOLDS", "vmap_batch", "as_student", "as_teacher", "resolve", "batch_axes",
            "promote", "check_lr", "split_keys", "check_finite_start",
@@ -127,7 +127,10 @@ class Problem:
     problems), everything else is static, so ``jax.jit`` compiles once per kind of problem.
 
     Attributes:
-      pot: :class:`~earnshaw.potentials.Potential` (a name is resolved with :func:`earnshaw.potential`).
+      pot: :class:`~earnshaw.potentials.Potential` (a name is resolved with :func:`earnshaw.potential`), or a
+        :class:`~earnshaw.potentials.MixedPotential` for per-unit activations (a list of names, one per unit,
+        is resolved to one: ``es.Problem(["erf", "relu"], teacher)``); the teacher's length is checked here,
+        the student's where it meets the problem.
       teacher: :class:`Teacher`, ``b (*B, m)``, ``w (*B, m, d)``.
       objective: ``"L"`` (eq. 1), ``"G"`` (``L + |a|^2``), ``"reduced"`` (eq. 2), or a callable
         ``f(pot, teacher, student) -> scalar``; default ``"L"`` for bounded potentials, ``"reduced"``
@@ -156,7 +159,7 @@ class Problem:
     (True, (6, 6))
     """
 
-    pot: Potential
+    pot: Union[Potential, MixedPotential]
     teacher: Teacher
     objective: Union[str, Callable, None] = None
     train: str = "both"
@@ -175,8 +178,10 @@ class Problem:
         mu, L = check_inputs(self.input_mean, self.input_cov, self.teacher.d)
         object.__setattr__(self, "input_mean", _as_tuple(mu))
         object.__setattr__(self, "input_cov", None if L is None else _as_tuple(np.asarray(self.input_cov, float)))
+        if isinstance(pot, MixedPotential):
+            pot.check_units("teacher", self.teacher.k)
         if not self.plain:
-            if pot.kind != "inner" or pot.activation is None:
+            if pot.kind != "mixed" and (pot.kind != "inner" or pot.activation is None):
                 pot.biased()  # raises: this potential has no biased form
             if self.gradient == "closed_form":
                 raise ValueError("gradient='closed_form' is erf's hand-derived gradient of unbiased units under "
@@ -289,7 +294,8 @@ class Problem:
     def teacher_energy(self):
         """``E[f(X)^2] = b' Phi(w, w) b`` of the teacher (under the problem's inputs), batch shape."""
         t, _ = self.isotropic(Student(a=self.teacher.b, theta=self.teacher.w))
-        return jnp.einsum("...i,...ij,...j->...", t.b, self.pot.self_gram(t.w, t.bias), t.b)
+        side = {"side": "teacher"} if isinstance(self.pot, MixedPotential) else {}
+        return jnp.einsum("...i,...ij,...j->...", t.b, self.pot.self_gram(t.w, t.bias, **side), t.b)
 
     def f(self, x):
         """The objective of one flat student vector ``x (n,)``."""

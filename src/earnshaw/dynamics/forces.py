@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from earnshaw._typing import Student, Teacher, check_pair, check_unbiased
 from earnshaw.loss import population_loss, reduced_loss
 from earnshaw.potentials import potential as _potential
+from earnshaw.potentials.mixed import check_single
 from earnshaw.problem import as_student, as_teacher, vmap_batch
 
 __all__ = ["electron_velocity", "theorem5_residual"]
@@ -76,6 +77,7 @@ def electron_velocity(pot, teacher: Teacher, student: Student, *, include_self: 
     ((2, 3), True)
     """
     pot = _potential(pot)
+    check_single("electron_velocity", pot)
     teacher, student = as_teacher(teacher), as_student(student)
     check_pair(student, teacher)
     check_unbiased("electron_velocity", teacher, student)
@@ -106,6 +108,7 @@ def theorem5_residual(pot, teacher: Teacher, student: Student):
     >>> jax.config.update("jax_enable_x64", False)
     """
     pot = _potential(pot)
+    check_single("theorem5_residual", pot)
     teacher, student = as_teacher(teacher), as_student(student)
     check_pair(student, teacher)
     check_unbiased("theorem5_residual", teacher, student)

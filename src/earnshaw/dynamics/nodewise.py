@@ -15,6 +15,7 @@ from earnshaw._typing import Student
 from earnshaw.dynamics.loop import drive, euclidean, trajectory
 from earnshaw.dynamics.rules import second_step
 from earnshaw.loss import optimal_a
+from earnshaw.potentials.mixed import check_single
 from earnshaw.problem import check_lr, compile_options, promote, resolve, split_keys, vmap_batch
 from earnshaw.trajectory import report_failures
 
@@ -192,6 +193,7 @@ def nodewise_descent(key, *args, k=None, lr=1e-2, max_steps=10_000, eta=1e-6, ga
     """
     problem, student = resolve("nodewise_descent", args, objective=objective, need_student=False)
     teacher = problem.teacher
+    check_single("nodewise_descent", problem.pot)
     if not problem.plain:
         # its per-unit objective works on Phi(theta_i, .) of bias-free units under N(0, I) inputs
         raise ValueError("nodewise_descent works on bias-free units under N(0, I) inputs; with biases or "

@@ -34,6 +34,7 @@ from earnshaw._typing import Student, Teacher, check_unbiased
 from earnshaw.dynamics.order import OrderParams, _check, _loss, _save_times, _step_fn, order_parameters
 from earnshaw.potentials import potential as _potential
 from earnshaw.potentials.inner import gauss_hermite_nodes
+from earnshaw.potentials.mixed import check_single
 from earnshaw.trajectory import DivergenceError
 
 __all__ = ["online_sgd", "online_ode", "OnlineRun"]
@@ -210,6 +211,7 @@ def online_ode(pot, T, b, params: OrderParams, *, lr=0.5, lr_a=None, noise=0.0, 
     >>> jax.config.update("jax_enable_x64", False)
     """
     pot = _potential(pot)
+    check_single("online SGD", pot)
     if pot.kind != "inner" or pot.activation is None:
         raise ValueError(f"online SGD needs an inner-product activation; got {pot!r}")
     _, T, b, params = _check(pot, T, b, params)
@@ -269,6 +271,7 @@ def online_sgd(key, pot, teacher: Teacher, student: Student, *, lr=0.5, lr_a=Non
     ((4, 6), True)
     """
     pot = _potential(pot)
+    check_single("online SGD", pot)
     if pot.kind != "inner" or pot.activation is None:
         raise ValueError(f"online SGD needs an inner-product activation; got {pot!r}")
     check_unbiased("online_sgd", teacher, student)

@@ -26,6 +26,7 @@ import numpy as np
 
 from earnshaw._typing import Student, Teacher, check_unbiased
 from earnshaw.potentials import potential as _potential
+from earnshaw.potentials.mixed import check_single
 
 __all__ = ["OrderParams", "order_parameters", "student_from_order", "order_loss", "order_gd", "order_flow",
            "OrderTrajectory"]
@@ -134,6 +135,7 @@ def order_loss(pot, T, b, params: OrderParams, objective: str = "L"):
     True
     """
     pot = _potential(pot)
+    check_single("order-parameter dynamics", pot)
     if pot.kind != "inner":
         raise ValueError(f"order-parameter dynamics need an inner-product potential; got {pot!r}")
     return _loss(pot.fn, T, b, params.Q, params.R, params.a, objective)
@@ -179,6 +181,7 @@ def _step_fn(fn, T, b, objective, train, lr, flow: bool):
 
 def _check(pot, T, b, params):
     pot = _potential(pot)
+    check_single("order-parameter dynamics", pot)
     if pot.kind != "inner":
         raise ValueError(f"order-parameter dynamics need an inner-product potential; got {pot!r}")
     Q, R, a = (jnp.asarray(x) for x in (params.Q, params.R, params.a))

@@ -17,6 +17,7 @@ sweep, the grid axes::
 
     [student]
     init_scale = 1.0            # theta_i ~ N(0, init_scale^2 / d I); k defaults to teacher.k
+    # activation = ["erf", "relu"]   # per-unit activations (also [teacher] activation); default: the top-level one
 
     [algorithm]
     name = "gradient_flow"      # any of ALGORITHMS
@@ -50,7 +51,7 @@ from earnshaw.dynamics.flow import SOLVERS, gradient_flow
 from earnshaw.dynamics.nodewise import nodewise_descent
 from earnshaw.loss import OBJECTIVES
 from earnshaw.network import TEACHER_CONVENTIONS
-from earnshaw.potentials import POTENTIALS, RADIAL_BUILDERS, potential
+from earnshaw.potentials import POTENTIALS, RADIAL_BUILDERS, mixed_potential, potential
 from earnshaw.inputs import check_inputs
 from earnshaw.problem import MANIFOLDS, TRAIN, train_groups
 
@@ -83,6 +84,28 @@ def algorithm_options(name: str) -> dict:
             if p not in _RESERVED and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)}
 
 
+def _check_activation_name(v: str) -> str:
+    if v not in ACTIVATIONS and v not in ALIASES and not (v.startswith("hermite") and v[7:].isdigit()):
+        raise ValueError(f"unknown activation {v!r}; valid: {', '.join(ACTIVATIONS)}")
+    return v
+
+
+def _check_unit_activations(v):
+    """A name for every unit of a side, or one name per unit (the length is checked where ``k`` is known)."""
+    if v is None:
+        return v
+    if isinstance(v, list):
+        if not v:
+            raise ValueError("activation: give one name per unit (a non-empty list) or one name for all units")
+        for i, name in enumerate(v):
+            try:
+                _check_activation_name(name)
+            except ValueError as err:
+                raise ValueError(f"activation[{i}]: {err}") from None
+        return v
+    return _check_activation_name(v)
+
+
 class ConfigError(ValueError):
     """An invalid config; the message has one line per problem, each starting with the field path."""
 
@@ -106,6 +129,9 @@ class TeacherConfig(_Model):
     Biases (units ``sigma(w . x + c)``): ``bias_scale`` draws ``c_j ~ N(0, bias_scale^2)`` for a random
     teacher; ``bias`` gives them for an explicit one (one value for all units, or one per unit). Neither:
     no biases (the paper's model).
+
+    ``activation``: the teacher's own activation (one name for all its units) or one per unit (a list of
+    ``k`` names), instead of the config's top-level ``activation`` (:func:`earnshaw.mixed_potential`).
     """
 
     d: StrictInt = Field(ge=1, description="input dimension")
@@ -119,6 +145,13 @@ class TeacherConfig(_Model):
     b: Optional[Union[float, List[float]]] = Field(None, description="output weights of an explicit teacher")
     bias_scale: Optional[float] = Field(None, ge=0, description="random teacher: biases ~ N(0, bias_scale^2)")
     bias: Optional[Union[float, List[float]]] = Field(None, description="biases of an explicit teacher")
+    activation: Optional[Union[str, List[str]]] = Field(
+        None, description="the teacher's activation, or one per unit; default: the top-level activation")
+
+    @field_validator("activation")
+    @classmethod
+    def _activation(cls, v):
+        return _check_unit_activations(v)
 
     @field_validator("convention")
     @classmethod
@@ -129,6 +162,8 @@ class TeacherConfig(_Model):
 
     @model_validator(mode="after")
     def _explicit(self):
+        if isinstance(self.activation, list) and len(self.activation) != self.k:
+            raise ValueError(f"activation: one name per teacher unit (k={self.k}), got {len(self.activation)}")
         if self.w == "random":
             if self.b is not None:
                 raise ValueError("b: only for an explicit teacher (w = \"identity\" or a file); a random "
@@ -203,7 +238,8 @@ class StudentConfig(_Model):
     setting). ``paired = true`` draws the starts from the seed, the teacher's size and these settings
     only, so cells that differ only in the activation (or potential) start from the same students.
     ``bias_scale`` gives the student biases ``c_i ~ N(0, bias_scale^2)`` (``0``: biases that start at
-    zero and train; ``algorithm.options.train = "a+theta"`` keeps them fixed).
+    zero and train; ``algorithm.options.train = "a+theta"`` keeps them fixed). ``activation``: the student's own
+    activation or one per unit (a list of ``k`` names), instead of the top-level ``activation``.
     """
 
     k: Optional[StrictInt] = Field(None, ge=1, description="student units (default: teacher.k)")
@@ -212,6 +248,13 @@ class StudentConfig(_Model):
     a: Optional[Union[float, List[float]]] = Field(None, description="initial output weights (instead of random)")
     paired: StrictBool = Field(False, description="the same starts for cells that differ only in the activation")
     bias_scale: Optional[float] = Field(None, ge=0, description="student biases ~ N(0, bias_scale^2); none if unset")
+    activation: Optional[Union[str, List[str]]] = Field(
+        None, description="the student's activation, or one per unit; default: the top-level activation")
+
+    @field_validator("activation")
+    @classmethod
+    def _activation(cls, v):
+        return _check_unit_activations(v)
 
 
 class AlgorithmConfig(_Model):
@@ -300,9 +343,7 @@ class ExperimentConfig(_Model):
     @field_validator("activation")
     @classmethod
     def _activation(cls, v):
-        if v is not None and v not in ACTIVATIONS and v not in ALIASES and not (v.startswith("hermite") and v[7:].isdigit()):
-            raise ValueError(f"unknown activation {v!r}; valid: {', '.join(ACTIVATIONS)}")
-        return v
+        return v if v is None else _check_activation_name(v)
 
     @field_validator("potential")
     @classmethod
@@ -332,8 +373,17 @@ class ExperimentConfig(_Model):
 
     @model_validator(mode="after")
     def _check(self):
-        if (self.activation is None) == (self.potential is None):
-            raise ValueError("give exactly one of activation (e.g. \"erf\") or potential (e.g. \"yukawa\")")
+        per_side = self.teacher.activation is not None or self.student.activation is not None
+        if self.potential is not None and per_side:
+            raise ValueError("teacher.activation/student.activation: per-unit activations are for inner-product "
+                             "units; a radial potential (potential = ...) has none")
+        both_sides = self.teacher.activation is not None and self.student.activation is not None
+        if (self.activation is None) == (self.potential is None) and not (both_sides and self.activation is None):
+            raise ValueError("give exactly one of activation (e.g. \"erf\") or potential (e.g. \"yukawa\"), or "
+                             "teacher.activation and student.activation")
+        if isinstance(self.student.activation, list) and len(self.student.activation) != self.student_k:
+            raise ValueError(f"student.activation: one name per student unit ({self.student_k}), got "
+                             f"{len(self.student.activation)}")
         if self.activation is not None and self.potential_params:
             raise ValueError("potential_params: only for a radial potential (potential = ...); "
                              "an activation's potential has no parameters")
@@ -354,8 +404,22 @@ class ExperimentConfig(_Model):
     # -- derived ------------------------------------------------------------------------------------------
 
     @property
+    def mixed(self) -> bool:
+        """Whether the teacher or the student has activations of its own (per-unit activations)."""
+        return self.teacher.activation is not None or self.student.activation is not None
+
+    @property
     def potential_name(self) -> str:
+        if self.mixed:
+            return self.build_potential().name
         return self.activation if self.activation is not None else self.potential
+
+    def unit_activations(self):
+        """``(student names (k,), teacher names (m,))`` of a config with per-unit activations."""
+        def names(given, k):
+            given = self.activation if given is None else given
+            return list(given) if isinstance(given, list) else [given] * k
+        return names(self.student.activation, self.student_k), names(self.teacher.activation, self.teacher.k)
 
     @property
     def student_k(self) -> int:
@@ -368,6 +432,12 @@ class ExperimentConfig(_Model):
             params["d"] = self.teacher.d
         if self.potential_options and self.potential in RADIAL_BUILDERS:
             raise ValueError("only an activation's potential takes options (method, order, tol, terms, radius)")
+        if self.mixed:
+            # potential_options apply to each activation's own potential; their order also to the mixed pairs
+            student, teacher = self.unit_activations()
+            opts = dict(self.potential_options)
+            return mixed_potential([potential(n, **opts) for n in student], [potential(n, **opts) for n in teacher],
+                                   order=opts.get("order"))
         return potential(self.potential_name, **params, **self.potential_options)
 
     def axes(self) -> List[str]:
@@ -387,9 +457,11 @@ class ExperimentConfig(_Model):
         return data
 
 
-#: Optional fields added after cell ids were first published (biases, anisotropic inputs).
+#: Optional fields added after cell ids were first published (biases, anisotropic inputs, potential options,
+#: per-unit activations).
 _ADDED_LATER = (("input_mean",), ("input_cov",), ("teacher", "bias_scale"), ("teacher", "bias"),
-                ("student", "bias_scale"), ("potential_options",))
+                ("student", "bias_scale"), ("potential_options",), ("teacher", "activation"),
+                ("student", "activation"))
 
 
 # --- errors --------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from earnshaw._typing import Student
 from earnshaw.landscape.critical import refine as _refine
 from earnshaw.landscape.hessian import laplacians, warn_if_float32
 from earnshaw.landscape.matching import match_units
+from earnshaw.potentials import MixedPotential
 from earnshaw.problem import resolve, vmap_batch
 
 __all__ = ["Report", "analyze", "VERDICTS"]
@@ -236,10 +237,16 @@ def analyze(*args, objective=None, train=None, manifold=None, refine: bool = Fal
         x = problem.flatten(student)
         loss, gn, eig, lap, scale = map(np.asarray, _numbers(problem, x))
     lam_min = eig[..., 0]
-    odd = bool(pot.activation is not None and pot.activation.odd and pot.kind == "inner")
+    if isinstance(pot, MixedPotential):  # a student unit stands for a teacher unit of its own activation
+        unit_odd, allowed = np.asarray(pot.odd[0]), (np.asarray(pot.groups["student"])[:, None]
+                                                     == np.asarray(pot.groups["teacher"])[None, :])
+        odd = bool(unit_odd.all())
+    else:
+        odd = bool(pot.activation is not None and pot.activation.odd and pot.kind == "inner")
+        unit_odd, allowed = odd, None
     sw, tw = unit_positions(student.theta, student.bias, teacher.bias), unit_positions(teacher.w, teacher.bias,
                                                                                       student.bias)
-    idx, dist, cerr = match_units(sw, student.a, tw, teacher.b, odd=odd)
+    idx, dist, cerr = match_units(sw, student.a, tw, teacher.b, odd=unit_odd, allowed=allowed)
     wn = np.linalg.norm(tw, axis=-1)
     bn = np.abs(np.asarray(teacher.b))
     safe_idx = np.maximum(idx, 0)

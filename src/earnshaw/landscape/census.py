@@ -27,6 +27,7 @@ from scipy.optimize import linear_sum_assignment
 
 from earnshaw._typing import Student
 from earnshaw.landscape.analyze import analyze
+from earnshaw.potentials.mixed import check_single
 from earnshaw.problem import resolve
 
 __all__ = ["Census", "Family", "census", "symmetric_distance", "coordinate_permutations"]
@@ -245,6 +246,8 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
     >>> jax.config.update("jax_enable_x64", False)
     """
     problem, points = resolve("census", args, objective=objective, train=train)
+    # its symmetry group permutes all units, which per-unit activations break
+    check_single("census", problem.pot)
     if problem.teacher.b.ndim != 1:
         raise ValueError(f"census takes one teacher (unbatched); got teacher batch shape {problem.batch_shape}")
     if points.a.ndim < 2:

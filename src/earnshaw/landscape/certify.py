@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from earnshaw.landscape.hessian import _hessian_program
+from earnshaw.potentials.mixed import check_single
 from earnshaw.problem import resolve
 
 try:  # python-flint is a dependency; the import error says which package provides arb
@@ -293,6 +294,7 @@ def certify(*args, radius=None, prec: int = 106, shifts: int = 3) -> Certificate
     if arb is None:  # pragma: no cover
         raise ImportError("certify needs python-flint (pip install python-flint)")
     problem, student = resolve("certify", args)
+    check_single("certify", problem.pot)
     if not problem.plain:
         raise ValueError("certify's interval arithmetic covers bias-free units under N(0, I) inputs; use "
                          "analyze for biased units or input_mean/input_cov")

@@ -15,9 +15,10 @@ import warnings
 from earnshaw import activations as _act
 from earnshaw.potentials import families, fast, inner, piecewise, radial
 from earnshaw.potentials._potential import Potential
+from earnshaw.potentials.mixed import MixedPotential, mixed_potential
 
-__all__ = ["Potential", "potential", "POTENTIALS", "RADIAL_BUILDERS", "DEFAULT_GH_ORDER", "METHODS",
-           "METHOD_OPTIONS", "closed_form"]
+__all__ = ["Potential", "MixedPotential", "potential", "mixed_potential", "POTENTIALS", "RADIAL_BUILDERS",
+           "DEFAULT_GH_ORDER", "METHODS", "METHOD_OPTIONS", "closed_form"]
 
 #: Gauss-Hermite order for activations without a closed form: error < 1e-10 against
 #: the erf closed form for |u|, |v| <= 1.5; tanh at |u|, |v| ~ 2: 2e-9 (Phi), 3e-7 (gradient).
@@ -221,7 +222,9 @@ def potential(name, **params) -> Potential:
         with ``m=``, ...), an :class:`~earnshaw.activations.Activation`, or a
         radial potential (``"gaussian"`` with ``ell``; ``"coulomb"`` with ``d``;
         ``"yukawa"`` with ``d``, ``lam``; ``"almost_harmonic"`` with ``d``,
-        ``eps``, ``lam``, ``variant``).
+        ``eps``, ``lam``, ``variant``). A list of activations, one per unit, gives
+        per-unit activations for student and teacher alike (:func:`mixed_potential`,
+        whose keyword ``order`` it takes).
       **params: the potential's parameters; ``order=`` sets the Gauss-Hermite
         order for activations without a closed form.
 
@@ -238,12 +241,19 @@ def potential(name, **params) -> Potential:
     >>> es.potential("yukawa", d=3, lam=1.0).lam
     1.0
     """
-    if isinstance(name, Potential):
+    if isinstance(name, (Potential, MixedPotential)):
         return name
+    if isinstance(name, (list, tuple)):
+        if set(params) - {"order"}:
+            raise ValueError(f"a list of activations (one per unit) takes only order= (the mixed pairs' quadrature), "
+                             f"got {sorted(params)}; give per-unit options as potentials, e.g. "
+                             "es.potential('tanh', order=64), in the list")
+        return mixed_potential(name, **params)
     if isinstance(name, _act.Activation):
         return _cached_activation(name, tuple(sorted(params.items())))
     if not isinstance(name, str):
-        raise TypeError(f"potential() takes a name or an Activation, got {type(name).__name__}")
+        raise TypeError(f"potential() takes a name, an Activation or a list of them (one per unit), got "
+                        f"{type(name).__name__}")
     if name.lower() != name:
         name = name.lower()
     name = _act.ALIASES.get(name, name)
