@@ -25,7 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from earnshaw._typing import Student, Teacher, check_unbiased
+from earnshaw.potentials import inner as _inner
 from earnshaw.potentials import potential as _potential
+from earnshaw.potentials._fastmath import asin
 
 __all__ = ["OrderParams", "order_parameters", "student_from_order", "order_loss", "order_gd", "order_flow",
            "OrderTrajectory"]
@@ -148,10 +150,38 @@ def _loss(fn, T, b, Q, R, a, objective):
     return L + a @ a if objective == "G" else L
 
 
-def _step_fn(fn, T, b, objective, train, lr, flow: bool):
+def _erf_grads(T, b, objective):
+    """erf's ``(A, B, dL/da)`` in closed form (no reverse pass), as :mod:`earnshaw.closed_form` writes the weights'
+    gradient ``dL/dtheta_i = 2 a_i [sum_j a_j C_ij (theta_j - E_ij theta_i) - sum_n b_n C'_in (w_n - E'_in theta_i)]``
+    with ``C = (4/pi) r_i r_j / sqrt(1 - s^2)``, ``s = 2 c r_i r_j``, ``E = 2 c r_i^2``, ``r = (1 + 2 |u|^2)^(-1/2)``
+    and ``c`` the entry of ``Q`` (``R`` for ``C'``, ``E'``). The teacher's ``r`` is computed once, outside any loop."""
+    rq = jax.lax.rsqrt(1.0 + 2.0 * jnp.diagonal(T))
+
+    def parts(c, r_row, r_col):
+        s = 2.0 * c * r_row[:, None] * r_col[None, :]
+        C = (4.0 / np.pi) * r_row[:, None] * r_col[None, :] * jax.lax.rsqrt(1.0 - s * s)
+        return (2.0 / np.pi) * asin(s), C, 2.0 * c * (r_row * r_row)[:, None]
+
     def grads(Q, R, a):
-        gQ, gR, ga = jax.grad(_loss, argnums=(3, 4, 5))(fn, T, b, Q, R, a, objective)
-        return gQ + gQ.T, gR, ga
+        rp = jax.lax.rsqrt(1.0 + 2.0 * jnp.diagonal(Q))
+        K, CK, EK = parts(Q, rp, rp)
+        B, CB, EB = parts(R, rp, rq)
+        MK = 2.0 * a[:, None] * CK * a[None, :]
+        MB = 2.0 * a[:, None] * CB * b[None, :]
+        A = MK - jnp.diag(jnp.sum(MK * EK, -1) - jnp.sum(MB * EB, -1))
+        ga = 2.0 * (K @ a - B @ b)
+        return A, -MB, ga + 2.0 * a if objective == "G" else ga
+
+    return grads
+
+
+def _step_fn(fn, T, b, objective, train, lr, flow: bool):
+    if fn is _inner.erf and objective in ("L", "G"):
+        grads = _erf_grads(T, b, objective)
+    else:
+        def grads(Q, R, a):
+            gQ, gR, ga = jax.grad(_loss, argnums=(3, 4, 5))(fn, T, b, Q, R, a, objective)
+            return gQ + gQ.T, gR, ga
 
     def rates(Q, R, a):
         """``(dQ, dR, da)`` of one step (GD) or the flow's vector field, without the lr^2 terms."""
