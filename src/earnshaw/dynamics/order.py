@@ -28,6 +28,7 @@ from earnshaw._typing import Student, Teacher, check_unbiased
 from earnshaw.potentials import inner as _inner
 from earnshaw.potentials import potential as _potential
 from earnshaw.potentials._fastmath import asin
+from earnshaw.problem import compile_options
 
 __all__ = ["OrderParams", "order_parameters", "student_from_order", "order_loss", "order_gd", "order_flow",
            "OrderTrajectory"]
@@ -184,24 +185,29 @@ def _step_fn(fn, T, b, objective, train, lr, flow: bool):
             return gQ + gQ.T, gR, ga
 
     def rates(Q, R, a):
-        """``(dQ, dR, da)`` of one step (GD) or the flow's vector field, without the lr^2 terms."""
+        """``(dQ, dR, da)`` of one step (GD) or the flow's vector field, without the lr^2 terms, and ``(M, M G)``.
+
+        With ``M = [A B]`` (``k x (k + m)``) and the joint Gram ``G = [[Q R], [R' T]]``, ``dL/dTheta = M [Theta; W]``
+        and ``M G = [A Q + B R', A R + B T]``: one product of ``(k, k + m)`` by ``(k + m, k + m)`` gives both
+        first-order moves (eleven separate ``k x k`` products cost more than their arithmetic at small ``k``)."""
         A, B, ga = grads(Q, R, a)
+        k = Q.shape[0]
+        M = jnp.concatenate([A, B], 1)
+        MG = M @ jnp.block([[Q, R], [R.T, T]])
         move_theta = train in ("both", "theta")
-        first_Q = A @ Q + B @ R.T
-        dQ = -(first_Q + first_Q.T) if move_theta else jnp.zeros_like(Q)
-        dR = -(A @ R + B @ T) if move_theta else jnp.zeros_like(R)
+        dQ = -(MG[:, :k] + MG[:, :k].T) if move_theta else jnp.zeros_like(Q)
+        dR = -MG[:, k:] if move_theta else jnp.zeros_like(R)
         da = -ga if train in ("both", "a") else jnp.zeros_like(a)
-        return dQ, dR, da, A, B
+        return dQ, dR, da, M, MG
 
     if flow:
         return rates
 
     def step(Q, R, a):
-        dQ, dR, da, A, B = rates(Q, R, a)
+        dQ, dR, da, M, MG = rates(Q, R, a)
         if train in ("both", "theta"):
-            # the lr^2 term of (Theta - lr G)(Theta - lr G)^T, G = A Theta + B W
-            AR_B = A @ R @ B.T
-            dQ = dQ + lr * (A @ Q @ A.T + AR_B + AR_B.T + B @ T @ B.T)
+            # the lr^2 term of (Theta - lr D)(Theta - lr D)^T, D = M [Theta; W]: M G M'
+            dQ = dQ + lr * (MG @ M.T)
         return Q + lr * dQ, R + lr * dR, a + lr * da
 
     return step
@@ -255,7 +261,9 @@ def order_gd(pot, T, b, params: OrderParams, *, lr=1e-2, max_steps=10_000, save_
                      save_every=save_every, objective=objective, train=train)
 
 
-@functools.partial(jax.jit, static_argnames=("pot", "max_steps", "save_every", "objective", "train"))
+# one problem is a chain of tiny products: Eigen's thread pool off (compile_options)
+@functools.partial(jax.jit, static_argnames=("pot", "max_steps", "save_every", "objective", "train"),
+                   compiler_options=compile_options(0))
 def _order_gd(pot, T, b, params, lr, *, max_steps, save_every, objective, train):
     step = _step_fn(pot.fn, T, b, objective, train, lr, flow=False)
     n_chunks = -(-max_steps // save_every)
