@@ -112,6 +112,7 @@ def _erf_second_moments(G, k):
     The weight ``exp(-x_i^2 - x_k'^2) = exp(-x' P'P x)`` (``P`` the two rows ``e_i, e_k'``) turns ``N(0, G)`` into
     ``N(0, G')`` with ``G' = G - G P' (I/2 + P G P')^-1 P G`` (Woodbury) and mass ``det(I + 2 P G P')^(-1/2)``; erf's
     pair average under ``G'`` is its potential. Per pair a 2 x 2 solve instead of a 4 x 4 inverse per quadruple.
+    Every quadruple, with XLA's ``arcsin``: the reference :func:`_erf_second_sums` (the ODE's) is tested against.
     """
     ii, kk = jnp.meshgrid(jnp.arange(k), jnp.arange(k), indexing="ij")
     return _erf_pair_moments(G, ii.ravel(), kk.ravel()).reshape(k, k, G.shape[0], G.shape[0])
@@ -230,12 +231,12 @@ def online_ode(pot, T, b, params: OrderParams, *, lr=0.5, lr_a=None, noise=0.0, 
       max_steps: solver steps allowed.
       solver: a name in :data:`earnshaw.dynamics.flow.SOLVERS` (default ``"tsit5"``) or a diffrax solver
         object. Past the first transient the steps of an explicit solver are held by stability, not accuracy
-        (for K = M = 10 at lr = 0.1 the Jacobian's most negative eigenvalue stays near -0.9 from t = 30 to
-        10^4 while the order parameters move on time scales of 100 and more), so a run costs about
+        (for K = M = 10 at lr = 0.1 the Jacobian's most negative eigenvalue stays between -0.85 and -0.99
+        from t = 30 to 10^4 while the order parameters move on time scales of hundreds), so a run costs about
         ``6 t1 |lambda| / 3.5`` right-hand sides with Tsit5; ``diffrax.Bosh3()`` (3 per step, stable to
-        ``h |lambda| = 2.5``) was 1.25x faster there at the default tolerances, with a global error near
-        ``rtol`` rather than 10x below it. Implicit solvers pay for a dense Jacobian of the four-point sums
-        at every step and were slower.
+        ``h |lambda| = 2.5``) used about 1.3x less CPU time there at the default tolerances, with a global
+        error near ``rtol`` rather than 10x below it. Implicit solvers pay for a dense Jacobian of the
+        four-point sums at every step and were slower.
 
     Returns:
       :class:`OnlineRun`.
