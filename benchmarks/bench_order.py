@@ -3,7 +3,7 @@ longer grows with d. Prints steps/s of each, the ratio, d / k, and the ratio of 
 
 A direct step at k = m costs about 4 k^2 d multiply-adds (the Gram products Theta Theta', Theta W' and the two
 force products); an order-parameter step about k (k + m)^2 + k^2 (k + m) = 6 k^3 (M G and M G M', M = [A B],
-G the joint Gram matrix), plus 2 k (k + m) arcsines. So the arithmetic alone predicts (2/3) d / k, before the
+G the joint Gram matrix), plus k (k + m) arcsines. So the arithmetic alone predicts (2/3) d / k, before the
 arcsines and before the fixed cost of each of the order step's dozen small XLA operations."""
 from __future__ import annotations
 
