@@ -117,3 +117,58 @@ def test_erf_second_moments_for_all_pairs_equal_the_per_quadruple_formula():
                 for q in range(5):
                     idx = [i, k, p, q]
                     assert fast[i, k, p, q] == pytest.approx(float(_i4_erf(G[np.ix_(idx, idx)])), rel=1e-10, abs=1e-13)
+
+
+@pytest.mark.parametrize("k,m", [(6, 7), (1, 9)])
+def test_erf_second_sums_by_symmetric_blocks_equal_the_sum_of_all_quadruples(k, m):
+    """The right-hand side's sum_pq c_p c_q I4(i, k', p, q) (pairs i <= k', half of the (p, q) by blocks, fast
+    asin) against the plain sum over every quadruple of _erf_second_moments (XLA's arcsin)."""
+    from earnshaw.dynamics.online import _erf_second_moments, _erf_second_sums, _symmetric_blocks
+
+    n = k + m
+    covered = np.zeros((n, n))
+    for p0, p1, q0, q1, w in _symmetric_blocks(0, n):
+        covered[p0:p1, q0:q1] += w
+    np.testing.assert_array_equal(covered + covered.T, 2 * np.ones((n, n)))  # every (p, q) counted exactly once
+    rng = np.random.default_rng(k * 10 + m)
+    X = rng.normal(size=(n, n + 2)) * 0.6
+    G, coef = jnp.asarray(X @ X.T), jnp.asarray(rng.normal(size=n))
+    ref = jnp.einsum("ikpq,p,q->ik", _erf_second_moments(G, k), coef, coef)
+    np.testing.assert_allclose(_erf_second_sums(G, k, coef), ref, rtol=1e-12, atol=1e-13)
+
+
+@pytest.fixture(scope="module")
+def plateau_reference():
+    """K = 4 students, M = 3 teachers, both layers and label noise, through the plateau to t = 300, at
+    rtol = 1e-11: the reference the default tolerances are held to."""
+    from earnshaw.experiments.plateau import plateau_start
+
+    p, T, b = plateau_start(4, 3, d=1e3, seed=2)
+    opts = dict(lr=0.5, lr_a=0.2, noise=0.1, n_save=30, t1=300.0)
+    ref = es.online_ode("erf", T, b, p, rtol=1e-11, atol=1e-14, **opts)
+    assert float(ref.eps_g[-1]) < 0.01 * float(ref.eps_g[0])  # it learned: not a comparison of constants
+    return (T, b, p), opts, ref
+
+
+def _assert_within(run, ref, tol):
+    for mine, theirs in ((run.eps_g, ref.eps_g), (run.params.Q, ref.params.Q), (run.params.R, ref.params.R),
+                         (run.params.a, ref.params.a)):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=tol * float(jnp.abs(theirs).max()))
+
+
+def test_ode_at_default_tolerances_is_within_them_of_a_tight_reference(plateau_reference):
+    """Regression guard for the right-hand side and the solver: Tsit5 at rtol = 1e-6 (its steps are held by
+    stability here, so it lands 10x closer than that: 5e-8 of each quantity's scale when this was written)."""
+    (T, b, p), opts, ref = plateau_reference
+    _assert_within(es.online_ode("erf", T, b, p, **opts), ref, 1e-6)
+
+
+def test_ode_takes_a_diffrax_solver(plateau_reference):
+    """Bosh3 (3 right-hand sides a step, 1.25x faster on stiff runs) stays within a few rtol (4e-6 when this
+    was written)."""
+    import diffrax
+
+    (T, b, p), opts, ref = plateau_reference
+    _assert_within(es.online_ode("erf", T, b, p, solver=diffrax.Bosh3(), **opts), ref, 1e-5)
+    with pytest.raises(ValueError, match="unknown solver"):
+        es.online_ode("erf", T, b, p, solver="rk4", **opts)

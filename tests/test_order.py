@@ -84,3 +84,22 @@ def test_order_gd_equals_direct_gd_through_the_plateau_from_overlaps_of_d_to_inf
     flat = [i for i in range(len(L) - 10) if L[i] > 1e-3 and np.ptp(L[i:i + 10]) < 0.05 * L[i]]
     assert flat and L[flat[0]] == pytest.approx(2 * symmetric_height(2, tau=1.0), rel=0.05), (L[::10], flat[:3])
     assert L[-1] < 1e-10
+
+
+@pytest.mark.parametrize("objective", ["L", "G"])
+def test_erf_closed_form_order_gradient_equals_autodiff(objective):
+    """The hand-derived (A, B, dL/da) for erf (order_gd, order_flow and online_ode use it) against jax.grad."""
+    from earnshaw.dynamics.order import _erf_grads, _loss
+    from earnshaw.potentials import inner
+
+    rng = np.random.default_rng(7)
+    for k, m in ((3, 2), (1, 4), (6, 6)):
+        X = rng.normal(size=(k + m, k + m + 3)) * 0.6
+        G = X @ X.T
+        Q, R, T = (jnp.asarray(x) for x in (G[:k, :k], G[:k, k:], G[k:, k:]))
+        a, b = jnp.asarray(rng.normal(size=k)), jnp.asarray(rng.normal(size=m))
+        A, B, ga = jax.jit(lambda *x: _erf_grads(*x[:2], objective)(*x[2:]))(T, b, Q, R, a)
+        gQ, gR, gA = jax.jit(jax.grad(lambda *x: _loss(inner.erf, *x, objective), argnums=(2, 3, 4)))(T, b, Q, R, a)
+        np.testing.assert_allclose(A, gQ + gQ.T, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(B, gR, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(ga, gA, rtol=1e-12, atol=1e-14)

@@ -73,7 +73,7 @@ def _table(header, rows):
 # ------------------------------------------------------------------------------------------ benchmarks
 
 _DYNAMICS_COLUMNS = {  # result key -> column title, in the order shown
-    "size": "size", "steps": "steps",
+    "size": "size", "solver": "solver", "k": "k", "d": "d", "K": "K", "M": "M", "seeds": "seeds", "steps": "steps",
     "closed_form_steps_per_s": "earnshaw, closed-form gradient (steps/s)",
     "autodiff_steps_per_s": "earnshaw, autodiff (steps/s)",
     "torch_steps_per_s": "PyTorch eager (steps/s)", "numpy_steps_per_s": "NumPy (steps/s)",
@@ -86,6 +86,10 @@ _DYNAMICS_COLUMNS = {  # result key -> column title, in the order shown
     "instance_steps_per_s": "instance-steps/s",
     "earnshaw_ms": "earnshaw (ms)", "torch_ms": "PyTorch autograd (ms)", "ratio_vs_torch": "ratio",
     "compile_s": "compile (s)", "compile_default_s": "compile, default options (s)",
+    "earnshaw_samples_per_s": "earnshaw (samples/s)", "torch_samples_per_s": "PyTorch (samples/s)",
+    "direct_steps_per_s": "direct GD (steps/s)", "order_steps_per_s": "order-parameter GD (steps/s)",
+    "d_over_k": "d / k", "multiply_add_ratio": "multiply-add ratio 4 k^2 d / 6 k^3",
+    "seconds": "seconds after compilation", "first_call_seconds": "first call (s)", "target_seconds": "target (s)",
 }
 
 

@@ -25,7 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from earnshaw._typing import Student, Teacher, check_unbiased
+from earnshaw.potentials import inner as _inner
 from earnshaw.potentials import potential as _potential
+from earnshaw.potentials._fastmath import asin
+from earnshaw.problem import compile_options
 from earnshaw.potentials.mixed import check_single
 
 __all__ = ["OrderParams", "order_parameters", "student_from_order", "order_loss", "order_gd", "order_flow",
@@ -150,30 +153,63 @@ def _loss(fn, T, b, Q, R, a, objective):
     return L + a @ a if objective == "G" else L
 
 
-def _step_fn(fn, T, b, objective, train, lr, flow: bool):
+def _erf_grads(T, b, objective):
+    """erf's ``(A, B, dL/da)`` in closed form (no reverse pass), as :mod:`earnshaw.closed_form` writes the weights'
+    gradient ``dL/dtheta_i = 2 a_i [sum_j a_j C_ij (theta_j - E_ij theta_i) - sum_n b_n C'_in (w_n - E'_in theta_i)]``
+    with ``C = (4/pi) r_i r_j / sqrt(1 - s^2)``, ``s = 2 c r_i r_j``, ``E = 2 c r_i^2``, ``r = (1 + 2 |u|^2)^(-1/2)``
+    and ``c`` the entry of ``Q`` (``R`` for ``C'``, ``E'``). The teacher's ``r`` is computed once, outside any loop."""
+    rq = jax.lax.rsqrt(1.0 + 2.0 * jnp.diagonal(T))
+
+    def parts(c, r_row, r_col):
+        s = 2.0 * c * r_row[:, None] * r_col[None, :]
+        C = (4.0 / np.pi) * r_row[:, None] * r_col[None, :] * jax.lax.rsqrt(1.0 - s * s)
+        return (2.0 / np.pi) * asin(s), C, 2.0 * c * (r_row * r_row)[:, None]
+
     def grads(Q, R, a):
-        gQ, gR, ga = jax.grad(_loss, argnums=(3, 4, 5))(fn, T, b, Q, R, a, objective)
-        return gQ + gQ.T, gR, ga
+        rp = jax.lax.rsqrt(1.0 + 2.0 * jnp.diagonal(Q))
+        K, CK, EK = parts(Q, rp, rp)
+        B, CB, EB = parts(R, rp, rq)
+        MK = 2.0 * a[:, None] * CK * a[None, :]
+        MB = 2.0 * a[:, None] * CB * b[None, :]
+        A = MK - jnp.diag(jnp.sum(MK * EK, -1) - jnp.sum(MB * EB, -1))
+        ga = 2.0 * (K @ a - B @ b)
+        return A, -MB, ga + 2.0 * a if objective == "G" else ga
+
+    return grads
+
+
+def _step_fn(fn, T, b, objective, train, lr, flow: bool):
+    if fn is _inner.erf and objective in ("L", "G"):
+        grads = _erf_grads(T, b, objective)
+    else:
+        def grads(Q, R, a):
+            gQ, gR, ga = jax.grad(_loss, argnums=(3, 4, 5))(fn, T, b, Q, R, a, objective)
+            return gQ + gQ.T, gR, ga
 
     def rates(Q, R, a):
-        """``(dQ, dR, da)`` of one step (GD) or the flow's vector field, without the lr^2 terms."""
+        """``(dQ, dR, da)`` of one step (GD) or the flow's vector field, without the lr^2 terms, and ``(M, M G)``.
+
+        With ``M = [A B]`` (``k x (k + m)``) and the joint Gram ``G = [[Q R], [R' T]]``, ``dL/dTheta = M [Theta; W]``
+        and ``M G = [A Q + B R', A R + B T]``: one product of ``(k, k + m)`` by ``(k + m, k + m)`` gives both
+        first-order moves (eleven separate ``k x k`` products cost more than their arithmetic at small ``k``)."""
         A, B, ga = grads(Q, R, a)
+        k = Q.shape[0]
+        M = jnp.concatenate([A, B], 1)
+        MG = M @ jnp.block([[Q, R], [R.T, T]])
         move_theta = train in ("both", "theta")
-        first_Q = A @ Q + B @ R.T
-        dQ = -(first_Q + first_Q.T) if move_theta else jnp.zeros_like(Q)
-        dR = -(A @ R + B @ T) if move_theta else jnp.zeros_like(R)
+        dQ = -(MG[:, :k] + MG[:, :k].T) if move_theta else jnp.zeros_like(Q)
+        dR = -MG[:, k:] if move_theta else jnp.zeros_like(R)
         da = -ga if train in ("both", "a") else jnp.zeros_like(a)
-        return dQ, dR, da, A, B
+        return dQ, dR, da, M, MG
 
     if flow:
         return rates
 
     def step(Q, R, a):
-        dQ, dR, da, A, B = rates(Q, R, a)
+        dQ, dR, da, M, MG = rates(Q, R, a)
         if train in ("both", "theta"):
-            # the lr^2 term of (Theta - lr G)(Theta - lr G)^T, G = A Theta + B W
-            AR_B = A @ R @ B.T
-            dQ = dQ + lr * (A @ Q @ A.T + AR_B + AR_B.T + B @ T @ B.T)
+            # the lr^2 term of (Theta - lr D)(Theta - lr D)^T, D = M [Theta; W]: M G M'
+            dQ = dQ + lr * (MG @ M.T)
         return Q + lr * dQ, R + lr * dR, a + lr * da
 
     return step
@@ -228,7 +264,9 @@ def order_gd(pot, T, b, params: OrderParams, *, lr=1e-2, max_steps=10_000, save_
                      save_every=save_every, objective=objective, train=train)
 
 
-@functools.partial(jax.jit, static_argnames=("pot", "max_steps", "save_every", "objective", "train"))
+# one problem is a chain of tiny products: Eigen's thread pool off (compile_options)
+@functools.partial(jax.jit, static_argnames=("pot", "max_steps", "save_every", "objective", "train"),
+                   compiler_options=compile_options(0))
 def _order_gd(pot, T, b, params, lr, *, max_steps, save_every, objective, train):
     step = _step_fn(pot.fn, T, b, objective, train, lr, flow=False)
     n_chunks = -(-max_steps // save_every)
