@@ -38,12 +38,12 @@ import itertools
 import json
 import pathlib
 import tomllib
-from typing import Dict, List, Optional, Union
+from typing import Annotated, Dict, List, Optional, Union
 
 import numpy as np
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, \
-    model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError,
+                      field_validator, model_validator)
 
 from earnshaw.activations import ACTIVATIONS, ALIASES
 from earnshaw.dynamics.descent import gradient_descent, hessian_descent, perturbed_gd, second_gd
@@ -106,6 +106,10 @@ def _check_unit_activations(v):
     return _check_activation_name(v)
 
 
+# a side's activation: one name for all its units or one per unit
+UnitActivations = Annotated[Optional[Union[str, List[str]]], AfterValidator(_check_unit_activations)]
+
+
 class ConfigError(ValueError):
     """An invalid config; the message has one line per problem, each starting with the field path."""
 
@@ -145,13 +149,8 @@ class TeacherConfig(_Model):
     b: Optional[Union[float, List[float]]] = Field(None, description="output weights of an explicit teacher")
     bias_scale: Optional[float] = Field(None, ge=0, description="random teacher: biases ~ N(0, bias_scale^2)")
     bias: Optional[Union[float, List[float]]] = Field(None, description="biases of an explicit teacher")
-    activation: Optional[Union[str, List[str]]] = Field(
+    activation: UnitActivations = Field(
         None, description="the teacher's activation, or one per unit; default: the top-level activation")
-
-    @field_validator("activation")
-    @classmethod
-    def _activation(cls, v):
-        return _check_unit_activations(v)
 
     @field_validator("convention")
     @classmethod
@@ -248,13 +247,8 @@ class StudentConfig(_Model):
     a: Optional[Union[float, List[float]]] = Field(None, description="initial output weights (instead of random)")
     paired: StrictBool = Field(False, description="the same starts for cells that differ only in the activation")
     bias_scale: Optional[float] = Field(None, ge=0, description="student biases ~ N(0, bias_scale^2); none if unset")
-    activation: Optional[Union[str, List[str]]] = Field(
+    activation: UnitActivations = Field(
         None, description="the student's activation, or one per unit; default: the top-level activation")
-
-    @field_validator("activation")
-    @classmethod
-    def _activation(cls, v):
-        return _check_unit_activations(v)
 
 
 class AlgorithmConfig(_Model):
