@@ -99,3 +99,33 @@ def test_certify_rejects_what_it_cannot_evaluate():
         es.certify("tanh", TEACHER, es.Student(a=TEACHER.b, theta=TEACHER.w))
     with pytest.raises(ValueError, match="one point"):
         es.certify("erf", TEACHER, es.random_student(jax.random.key(0), d=2, k=2, batch=2))
+
+
+@pytest.mark.parametrize("name", ["relu", "hermite3"])
+def test_ball_derivatives_contain_float64_autodiff(name):
+    """The chain rule over Gram triples (value, gradient, Hessian in balls) against JAX's float64 autodiff at a
+    generic point, every coordinate trained: the balls must hold the float64 numbers to rounding."""
+    import flint
+    from flint import arb
+
+    from earnshaw.landscape.certify import _objective
+
+    rng = np.random.default_rng(1)
+    k, d = 3, 4
+    t = es.Teacher(b=jnp.array(rng.normal(size=2)), w=jnp.array(rng.normal(size=(2, d))))
+    problem = es.Problem(es.potential(name), t)
+    x = rng.normal(size=k * (d + 1))
+    old = flint.ctx.prec
+    flint.ctx.prec = 106
+    try:
+        hd = _objective(problem, [arb(float(v)) for v in x], k, d)
+    finally:
+        flint.ctx.prec = old
+    xj = jnp.asarray(x)  # tests run in float64 (conftest)
+    f, g = jax.jit(type(problem).flat_value_and_grad)(problem, xj)
+    H = es.hessian(problem, problem.unflatten(xj))
+    mid = lambda a: np.array([float(v.mid()) for v in np.ravel(a)])  # noqa: E731
+    scale = 1 + np.abs(np.asarray(H)).max()
+    assert abs(float(hd.v.mid()) - float(f)) < 1e-12 * scale
+    np.testing.assert_allclose(mid(hd.g), np.asarray(g), atol=1e-11 * scale)
+    np.testing.assert_allclose(mid(hd.h), np.asarray(H).ravel(), atol=1e-11 * scale)

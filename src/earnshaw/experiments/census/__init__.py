@@ -77,7 +77,7 @@ class CensusConfig(BaseModel):
     round_steps: StrictInt = Field(1000, ge=1)
     chunk: StrictInt = Field(128, ge=1)
     certify: StrictBool = True
-    certify_max_coords: StrictInt = Field(80, ge=0)
+    certify_max_coords: StrictInt = Field(500, ge=0)
     eps: float = Field(0.5, gt=0)
 
     @field_validator("activations")
