@@ -47,6 +47,30 @@ def test_teacher_symmetries_merge_images_of_a_point():
     assert merged.families[0].kind == "not converged"  # a random point is no critical point
 
 
+@pytest.mark.parametrize("odd", [False, True])
+def test_whole_coordinate_group_matched_directly_at_d_12(odd):
+    """At d = 12 the orbit of a point has up to 12! images: census matches units and coordinates directly.
+    An image under random unit and coordinate permutations (and unit flips for an odd activation) is found
+    at distance 0; the permutation-invariant summaries never exceed the distance, so they only rule out."""
+    from earnshaw.landscape.census import _invariants, _match_units_and_coordinates
+
+    rng = np.random.default_rng(3)
+    d = 12
+    x = es.Student(a=jnp.asarray(rng.normal(size=d)), theta=jnp.asarray(rng.normal(size=(d, d))))
+    rows, cols = rng.permutation(d), rng.permutation(d)
+    flips = rng.choice([-1.0, 1.0], size=d) if odd else np.ones(d)
+    image = es.Student(a=x.a[rows] * flips, theta=x.theta[rows][:, cols] * flips[:, None])
+    assert _match_units_and_coordinates(x, image, odd) < 1e-12
+    other = es.Student(a=x.a, theta=x.theta + 0.05 * jnp.asarray(rng.normal(size=(d, d))))
+    gap = _match_units_and_coordinates(x, other, odd)  # an upper bound on the distance modulo the group
+    assert all(np.linalg.norm(u - v) <= gap + 1e-12 for u, v in zip(_invariants(x, odd), _invariants(other, odd)))
+    t = es.Teacher(b=jnp.ones(d), w=jnp.eye(d))
+    pts = es.Student(a=jnp.stack([x.a, image.a, other.a]), theta=jnp.stack([x.theta, image.theta, other.theta]))
+    cen = es.census("erf" if odd else "relu", t, pts, refine=False, analyze_all=False,
+                    symmetries=coordinate_permutations(d))
+    assert cen.family_of.tolist()[:2] == [cen.family_of[0]] * 2 and cen.family_of[2] != cen.family_of[0]
+
+
 def test_census_over_theta_with_fixed_output_weights_counts_gd_end_points():
     """The soft committee machine (a fixed at 1, relu, w_j = e_j): GD's end points, grouped over theta alone;
     every start is in exactly one family and the fractions add up to 1."""

@@ -87,6 +87,13 @@ def test_preset_is_safran_and_shamirs_protocol():
     assert (cfg.lr, cfg.gtol, cfg.spurious, cfg.train) == (0.1, 1.6e-10, 1e-3, "theta")
     with pytest.raises(ValueError, match="valid: safran-shamir"):
         preset("nope")
+    # per-activation potential options: the preset's follow its activations; unknown ones are refused
+    assert preset("paper-activations").potential_options["tanh"] == {"method": "fast"}
+    assert preset("paper-activations", activations=["erf"]).potential_options == {}
+    with pytest.raises(ValueError, match="not among the activations"):
+        preset("paper-activations", activations=["erf"], potential_options={"tanh": {"method": "fast"}})
+    with pytest.raises(ValueError, match="valid: method, order"):
+        preset("safran-shamir", potential_options={"relu": {"nodes": 3}})
 
 
 def test_unit_gtol_stops_on_the_largest_unit_gradient(getkey):
@@ -130,3 +137,8 @@ def test_descend_rounds_equal_one_long_run(getkey):
     np.testing.assert_array_equal(rounds.steps, np.asarray(one.n_steps))
     np.testing.assert_allclose(np.asarray(rounds.final.theta), np.asarray(one.final.theta), atol=1e-13)
     assert rounds.seed_steps <= 2 * 3 * 4000  # chunks of 2: never more than the padded seeds times the budget
+    # a batch of 16 shrinks to 4 once at most 4 seeds run: the same end points for less padded work
+    small = descend(p, s, lr=0.05, gtol=1e-8, max_steps=4000, round_steps=300, chunk=16)
+    np.testing.assert_array_equal(small.steps, rounds.steps)
+    np.testing.assert_allclose(np.asarray(small.final.theta), np.asarray(one.final.theta), atol=1e-13)
+    assert small.seed_steps < 16 * 300 * int(np.ceil(small.steps.max() / 300))

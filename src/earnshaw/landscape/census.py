@@ -14,6 +14,13 @@ Two points are in one family when the smallest distance between one and any imag
 these symmetries (units matched by the Hungarian algorithm on the flattened ``(a_i, theta_i)``) is below
 ``tol * (1 + |x|)``. Each family's basin fraction (the share of starts that reached it) carries a
 Wilson score interval.
+
+Teacher symmetries given as maps are applied by enumerating each family's orbit (at most 5040 images).
+The group of :func:`coordinate_permutations` (all ``d!`` permutations of the input coordinates, with the
+units' own permutations) is matched directly instead: summaries that no symmetry changes (sorted entries,
+sorted unit and column norms, each moving by at most the distance) rule out most families, and alternating
+Hungarian matchings of units and of coordinates find the image of the rest; an orbit is enumerated only
+when the summaries agree and the matchings do not reach ``tol``.
 """
 from __future__ import annotations
 
@@ -30,7 +37,7 @@ from earnshaw.landscape.analyze import analyze
 from earnshaw.potentials.mixed import check_single
 from earnshaw.problem import resolve
 
-__all__ = ["Census", "Family", "census", "symmetric_distance", "coordinate_permutations"]
+__all__ = ["Census", "Family", "census", "symmetric_distance", "coordinate_permutations", "CoordinatePermutations"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,20 +109,83 @@ class Census:
         return "\n".join(lines)
 
 
-def coordinate_permutations(d: int) -> list:
+class CoordinatePermutations(list):
+    """The maps of :func:`coordinate_permutations` (a list of ``Student -> Student``), marked so that
+    :func:`census` can match points under the whole group at once instead of enumerating orbits."""
+
+
+def coordinate_permutations(d: int) -> CoordinatePermutations:
     """The teacher symmetries of ``w_j = e_j`` (``m = d``) with equal output weights: permuting the input
     coordinates permutes the teacher's units, so ``theta -> theta[:, perm]`` maps critical points to critical
     points. Returns the ``d - 1`` transpositions ``(0 j)``, which generate the whole symmetric group.
 
+    :func:`census` recognises the result and matches two points under all ``d!`` permutations at once
+    (permutation-invariant summaries first, then alternating Hungarian matchings of units and coordinates),
+    so grouping costs the same at ``d = 20`` as at ``d = 4``.
+
     >>> len(coordinate_permutations(4))
     3
     """
-    maps = []
+    maps = CoordinatePermutations()
     for j in range(1, d):
         perm = np.arange(d)
         perm[[0, j]] = perm[[j, 0]]
         maps.append(lambda s, p=perm: Student(a=s.a, theta=s.theta[..., p], bias=s.bias))
     return maps
+
+
+def _invariants(x: Student, odd: bool) -> tuple:
+    """Summaries of ``x`` unchanged by permuting units, input coordinates (and flipping units, ``odd``), each
+    1-Lipschitz in the distance up to those symmetries: sorted entries, sorted unit norms, sorted column norms."""
+    theta = np.asarray(x.theta)
+    entries = np.sort((np.abs(theta) if odd else theta).ravel())
+    return entries, np.sort(np.linalg.norm(_units(x), axis=1)), np.sort(np.linalg.norm(theta, axis=0))
+
+
+def _match_units_and_coordinates(x: Student, y: Student, odd: bool, sweeps: int = 3) -> float:
+    """Distance from ``x`` to an image of ``y`` under a permutation of units and one of input coordinates (and
+    unit flips, ``odd``), the permutations found by alternating Hungarian matchings: an upper bound on the
+    distance modulo the group, which reaches 0 when the two are images of each other and the summaries below
+    tell their columns or units apart.
+
+    Two starts: coordinates matched by their sorted columns (invariant under unit permutations), and units
+    matched by their sorted entries (invariant under coordinate permutations)."""
+    X, Y = _units(x), _units(y)
+    d = np.asarray(x.theta).shape[1]
+    th = slice(1, 1 + d)  # theta's columns in a unit row (a_i, theta_i[, c_i])
+
+    def fold(M):
+        return np.abs(M) if odd else M
+
+    def units_given(cols):
+        Yc = Y.copy()
+        Yc[:, th] = Y[:, th][:, cols]
+        cost = np.sum((X[:, None, :] - Yc[None, :, :]) ** 2, -1)
+        signs = np.ones_like(cost)
+        if odd:
+            flip = np.sum((X[:, None, :] + Yc[None, :, :]) ** 2, -1)
+            signs = np.where(flip < cost, -1.0, 1.0)
+            cost = np.minimum(cost, flip)
+        rows = linear_sum_assignment(cost)[1]
+        idx = np.arange(len(rows))
+        return rows, signs[idx, rows], float(np.sqrt(max(cost[idx, rows].sum(), 0.0)))
+
+    def coordinates_given(rows, signs):
+        Yr = Y[rows][:, th] * signs[:, None]
+        return linear_sum_assignment(np.sum((X[:, th][:, :, None] - Yr[:, None, :]) ** 2, axis=0))[1]
+
+    best = np.inf
+    by_columns = np.sum((np.sort(fold(X[:, th]), 0)[:, :, None] - np.sort(fold(Y[:, th]), 0)[:, None, :]) ** 2, 0)
+    by_units = np.sum((np.sort(fold(X), 1)[:, None, :] - np.sort(fold(Y), 1)[None, :, :]) ** 2, -1)
+    rows0 = linear_sum_assignment(by_units)[1]
+    for cols in (linear_sum_assignment(by_columns)[1], coordinates_given(rows0, np.ones(len(rows0)))):
+        for _ in range(sweeps):
+            rows, signs, dist = units_given(cols)
+            best = min(best, dist)
+            if best == 0.0:
+                return best
+            cols = coordinates_given(rows, signs)
+    return best
 
 
 def _unit_matrix(a, theta, bias=None):
@@ -274,12 +344,17 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
     energy = float(np.asarray(problem.teacher_energy())) if pot.bounded else 0.0
     at_zero = (loss <= loss_tol * energy) if pot.bounded else np.zeros(n, bool)
     zero_family = -1
+    # the whole group S_d of coordinate permutations is matched directly (summaries, then Hungarian
+    # matchings), not by enumerating orbits, which at d = 20 are thousands of points per family
+    direct = isinstance(symmetries, CoordinatePermutations)
+    summaries = []
     # lowest gradient first: each family's representative is its best-polished member
     for i in np.argsort(gn, kind="stable"):
         if at_zero[i]:
             if zero_family < 0:
                 reps.append(i)
                 orbits.append(None)
+                summaries.append(None)
                 members.append([])
                 zero_family = len(reps) - 1
             members[zero_family].append(int(i))
@@ -288,15 +363,32 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
         x = _at(a, theta, bias, i)
         scale = 1.0 + float(np.linalg.norm(_units(x)))
         found = -1
+        inv = _invariants(x, odd) if direct else None
         for f, orbit in enumerate(orbits):
             if orbit is None or abs(loss[i] - loss[reps[f]]) > tol * (1.0 + abs(loss[i])) + 1e-12:
                 continue  # different losses: different critical points, no matching needed
+            if direct:
+                # each summary moves by at most the distance modulo the group: a larger gap rules f out
+                if any(np.linalg.norm(u - v) > tol * scale for u, v in zip(inv, summaries[f])):
+                    continue
+                if _match_units_and_coordinates(x, orbit, odd) <= tol * scale:
+                    found = f
+                    break
+                if not _near_orbit(x, _closure(symmetries, orbit, odd=odd), tol * scale, odd):
+                    continue  # the summaries agree but no image is near: a different critical point
+                found = f
+                break
             if _near_orbit(x, orbit, tol * scale, odd):
                 found = f
                 break
         if found < 0:
             reps.append(i)
-            orbits.append(_closure(symmetries, x, odd=odd) if symmetries else [x])
+            if direct:
+                orbits.append(x)
+                summaries.append(inv)
+            else:
+                orbits.append(_closure(symmetries, x, odd=odd) if symmetries else [x])
+                summaries.append(None)
             members.append([])
             found = len(reps) - 1
         members[found].append(int(i))

@@ -63,7 +63,8 @@ def descend(problem, student: Student, *, lr: float, gtol: float, max_steps: int
       gtol: the per-unit gradient threshold (``gtol_norm="unit"``).
       max_steps: the step budget of each seed.
       round_steps: steps per round; the seeds still running are re-packed between rounds.
-      chunk: seeds per compiled batch (the last batch of a round is padded with copies).
+      chunk: seeds per compiled batch (the last batch of a round is padded with copies); rounds with at most
+        a quarter of it still running use batches 4x, 16x, ... smaller.
       saves_per_round: loss points saved per round and seed.
       max_points: each curve is thinned to at most this many points (log-spaced in steps, ends kept).
 
@@ -91,13 +92,18 @@ def descend(problem, student: Student, *, lr: float, gtol: float, max_steps: int
         # every running seed has taken the same whole rounds: one budget for the round
         budget = int(min(round_steps, max_steps - steps[running[0]]))
         next_running = []
-        for lo in range(0, running.size, chunk):
-            idx = running[lo:lo + chunk]
-            pad = np.concatenate([idx, np.repeat(idx[:1], chunk - idx.size)]) if idx.size < chunk else idx
+        # a few stragglers would pay for a whole padded chunk each round: shrink the batch by 4x (one more
+        # compiled program per size) while the seeds still running fit in a quarter of it
+        size = chunk
+        while size > 1 and running.size <= size // 4:
+            size //= 4
+        for lo in range(0, running.size, size):
+            idx = running[lo:lo + size]
+            pad = np.concatenate([idx, np.repeat(idx[:1], size - idx.size)]) if idx.size < size else idx
             part = Student(a=jnp.asarray(a[pad]), theta=jnp.asarray(theta[pad]))
             traj = gradient_descent(problem, part, lr=lr, max_steps=budget, save_every=min(save_every, budget),
                                     gtol=gtol, gtol_norm="unit", on_divergence="ignore")
-            seed_steps += chunk * int(np.max(np.asarray(traj.n_steps)))
+            seed_steps += size * int(np.max(np.asarray(traj.n_steps)))
             fa, ft = np.asarray(traj.final.a), np.asarray(traj.final.theta)
             st, ns = np.asarray(traj.status), np.asarray(traj.n_steps)
             ts, ls, sv = np.asarray(traj.ts), np.asarray(traj.losses), np.asarray(traj.saved)
