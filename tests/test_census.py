@@ -62,8 +62,15 @@ def test_whole_coordinate_group_matched_directly_at_d_12(odd):
     image = es.Student(a=x.a[rows] * flips, theta=x.theta[rows][:, cols] * flips[:, None])
     assert _match_units_and_coordinates(x, image, odd) < 1e-12
     other = es.Student(a=x.a, theta=x.theta + 0.05 * jnp.asarray(rng.normal(size=(d, d))))
-    gap = _match_units_and_coordinates(x, other, odd)  # an upper bound on the distance modulo the group
+    assert _match_units_and_coordinates(x, other, odd) == np.inf  # no image: refused, not approximated
+    gap = symmetric_distance(x, other, odd=odd)  # an upper bound on the distance modulo the group
     assert all(np.linalg.norm(u - v) <= gap + 1e-12 for u, v in zip(_invariants(x, odd), _invariants(other, odd)))
+    # a symmetric point (units that tie under every summary) and a permuted image of it: still found
+    sym = np.full((d, d), 0.1) + np.diag(np.r_[np.full(6, 0.9), np.full(6, 0.5)])
+    sym[0, 1] = sym[1, 0] = -0.3
+    s1 = es.Student(a=jnp.ones(d), theta=jnp.asarray(sym))
+    s2 = es.Student(a=jnp.ones(d), theta=jnp.asarray(sym[rows][:, cols] + 1e-10))
+    assert _match_units_and_coordinates(s1, s2, odd) < 1e-8
     t = es.Teacher(b=jnp.ones(d), w=jnp.eye(d))
     pts = es.Student(a=jnp.stack([x.a, image.a, other.a]), theta=jnp.stack([x.theta, image.theta, other.theta]))
     cen = es.census("erf" if odd else "relu", t, pts, refine=False, analyze_all=False,
@@ -98,3 +105,21 @@ def test_census_rejects_bad_input():
     tb = es.random_teacher(jax.random.key(0), d=3, k=2, batch=2)
     with pytest.raises(ValueError, match="one teacher"):
         es.census("erf", tb, es.random_student(jax.random.key(1), d=3, k=2, batch=2))
+
+
+def test_end_points_short_of_a_critical_point_join_its_family_once_polished():
+    """analyze_all=False groups the end points as they are: two that stopped 1e-4 apart near one isolated
+    spurious minimum are two groups at tol = 1e-6, and become one family once the representatives are polished."""
+    t = es.Teacher(b=jnp.array([1.0, -0.5]), w=jnp.array([[1.0, 0.0], [0.3, 0.8]]))
+    problem = es.Problem("erf", t, train="theta")
+    start = es.Student(a=t.b, theta=jnp.array([[0.169, -0.2805], [-1.6957, 0.0088]]))  # near a spurious minimum
+    p, gn = es.refine(problem, start, max_steps=50)
+    assert float(gn) < 1e-12
+    shift = 1e-4 * jnp.array([[1.0, -2.0], [0.5, 1.0]])
+    x0 = es.Student(a=p.a, theta=p.theta + shift)
+    x1 = es.Student(a=p.a[::-1], theta=p.theta[::-1] - shift[::-1])  # units permuted, shifted the other way
+    assert symmetric_distance(x0, x1) > 1e-4
+    pts = es.Student(a=jnp.stack([x0.a, x1.a]), theta=jnp.stack([x0.theta, x1.theta]))
+    c = es.census(problem, pts, analyze_all=False, tol=1e-6)
+    assert len(c.families) == 1 and c.families[0].seeds == (0, 1) and c.families[0].kind == "spurious local minimum"
+    assert c.family_of.tolist() == [0, 0]

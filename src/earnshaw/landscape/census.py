@@ -18,9 +18,9 @@ Wilson score interval.
 Teacher symmetries given as maps are applied by enumerating each family's orbit (at most 5040 images).
 The group of :func:`coordinate_permutations` (all ``d!`` permutations of the input coordinates, with the
 units' own permutations) is matched directly instead: summaries that no symmetry changes (sorted entries,
-sorted unit and column norms, each moving by at most the distance) rule out most families, and alternating
-Hungarian matchings of units and of coordinates find the image of the rest; an orbit is enumerated only
-when the summaries agree and the matchings do not reach ``tol``.
+sorted unit and column norms, each moving by at most the distance) rule out most families, and for the rest
+colour refinement with individualisation, as in graph-isomorphism tools, finds the unit and coordinate
+permutations that map one point's entries (equal to ``tol / 100`` relative) onto the other's.
 """
 from __future__ import annotations
 
@@ -120,8 +120,8 @@ def coordinate_permutations(d: int) -> CoordinatePermutations:
     points. Returns the ``d - 1`` transpositions ``(0 j)``, which generate the whole symmetric group.
 
     :func:`census` recognises the result and matches two points under all ``d!`` permutations at once
-    (permutation-invariant summaries first, then alternating Hungarian matchings of units and coordinates),
-    so grouping costs the same at ``d = 20`` as at ``d = 4``.
+    (permutation-invariant summaries first, then colour refinement of the unit-coordinate graph), so grouping
+    costs about the same at ``d = 20`` as at ``d = 4``.
 
     >>> len(coordinate_permutations(4))
     3
@@ -142,50 +142,87 @@ def _invariants(x: Student, odd: bool) -> tuple:
     return entries, np.sort(np.linalg.norm(_units(x), axis=1)), np.sort(np.linalg.norm(theta, axis=0))
 
 
-def _match_units_and_coordinates(x: Student, y: Student, odd: bool, sweeps: int = 3) -> float:
-    """Distance from ``x`` to an image of ``y`` under a permutation of units and one of input coordinates (and
-    unit flips, ``odd``), the permutations found by alternating Hungarian matchings: an upper bound on the
-    distance modulo the group, which reaches 0 when the two are images of each other and the summaries below
-    tell their columns or units apart.
+def _labels(X, Y, gap):
+    """Integer labels of the entries of ``X`` and ``Y`` shared between them: sorted values closer than ``gap``
+    get one label (single linkage), so entries equal up to rounding and polishing error compare equal."""
+    v = np.concatenate([X.ravel(), Y.ravel()])
+    order = np.argsort(v, kind="stable")
+    lab = np.empty(v.size, np.int64)
+    lab[order] = np.concatenate([[0], np.cumsum(np.diff(v[order]) > gap)])
+    return lab[:X.size].reshape(X.shape), lab[X.size:].reshape(Y.shape)
 
-    Two starts: coordinates matched by their sorted columns (invariant under unit permutations), and units
-    matched by their sorted entries (invariant under coordinate permutations)."""
+
+def _refine(LX, LY, rows, cols):
+    """Colour refinement of two edge-labelled bipartite graphs (units x coordinates) at once: a unit's new
+    colour is its colour and the multiset of (label, coordinate colour) of its row, likewise for coordinates,
+    until no class splits. Colours mean the same in both graphs (one table of signatures)."""
+    k, d = LX.shape
+    while True:
+        table = {}
+        sig_r = [(rows[i], tuple(sorted(zip(L[i % k], cols[(i // k) * d:(i // k + 1) * d]))))
+                 for i, L in ((i, LX if i < k else LY) for i in range(2 * k))]
+        new_rows = [table.setdefault(("r",) + s_, len(table)) for s_ in sig_r]
+        sig_c = [(cols[j], tuple(sorted(zip(L[:, j % d], new_rows[(j // d) * k:(j // d + 1) * k]))))
+                 for j, L in ((j, LX if j < d else LY) for j in range(2 * d))]
+        new_cols = [table.setdefault(("c",) + s_, len(table)) for s_ in sig_c]
+        if len(set(new_rows)) == len(set(rows)) and len(set(new_cols)) == len(set(cols)):
+            return new_rows, new_cols
+        rows, cols = new_rows, new_cols
+
+
+def _isomorphism(LX, LY, rows, cols, budget):
+    """Unit and coordinate permutations ``(r, c)`` with ``LY[r][:, c] == LX`` (and the fixed columns' colours
+    in ``rows`` equal), by colour refinement and individualisation with backtracking; None if none is found
+    within ``budget[0]`` individualisations."""
+    k, d = LX.shape
+    rows, cols = _refine(LX, LY, rows, cols)
+    if sorted(rows[:k]) != sorted(rows[k:]) or sorted(cols[:d]) != sorted(cols[d:]):
+        return None
+    for side, n, colours in (("r", k, rows), ("c", d, cols)):
+        tied = [i for i in range(n) if colours[:n].count(colours[i]) > 1]
+        if tied:
+            break
+    else:  # every class a singleton: the colours are the permutations
+        r = [rows[k:].index(c_) for c_ in rows[:k]]
+        c = [cols[d:].index(c_) for c_ in cols[:d]]
+        return (np.array(r), np.array(c)) if np.array_equal(LY[r][:, c], LX) else None
+    i0 = tied[0]
+    fresh = max(rows + cols) + 1
+    for j in [n + j for j in range(n) if colours[n + j] == colours[i0]]:
+        if budget[0] <= 0:
+            return None
+        budget[0] -= 1
+        new = list(colours)
+        new[i0] = new[j] = fresh
+        found = _isomorphism(LX, LY, new, cols, budget) if side == "r" else _isomorphism(LX, LY, rows, new, budget)
+        if found is not None:
+            return found
+    return None
+
+
+def _match_units_and_coordinates(x: Student, y: Student, odd: bool, tol: float = 1e-7, budget: int = 50) -> float:
+    """Distance from ``x`` to an image of ``y`` under a permutation of units and one of input coordinates (and
+    unit flips, ``odd``); ``inf`` when no image is found.
+
+    Entries equal to within ``tol`` get one label (their absolute values for ``odd``); colour refinement of
+    the two labelled unit-coordinate graphs with individualisation (the method of graph-isomorphism tools)
+    finds the permutations that map one labelling to the other, and the distance is measured on the values."""
     X, Y = _units(x), _units(y)
     d = np.asarray(x.theta).shape[1]
-    th = slice(1, 1 + d)  # theta's columns in a unit row (a_i, theta_i[, c_i])
-
-    def fold(M):
-        return np.abs(M) if odd else M
-
-    def units_given(cols):
-        Yc = Y.copy()
-        Yc[:, th] = Y[:, th][:, cols]
-        cost = np.sum((X[:, None, :] - Yc[None, :, :]) ** 2, -1)
-        signs = np.ones_like(cost)
-        if odd:
-            flip = np.sum((X[:, None, :] + Yc[None, :, :]) ** 2, -1)
-            signs = np.where(flip < cost, -1.0, 1.0)
-            cost = np.minimum(cost, flip)
-        rows = linear_sum_assignment(cost)[1]
-        idx = np.arange(len(rows))
-        return rows, signs[idx, rows], float(np.sqrt(max(cost[idx, rows].sum(), 0.0)))
-
-    def coordinates_given(rows, signs):
-        Yr = Y[rows][:, th] * signs[:, None]
-        return linear_sum_assignment(np.sum((X[:, th][:, :, None] - Yr[:, None, :]) ** 2, axis=0))[1]
-
-    best = np.inf
-    by_columns = np.sum((np.sort(fold(X[:, th]), 0)[:, :, None] - np.sort(fold(Y[:, th]), 0)[:, None, :]) ** 2, 0)
-    by_units = np.sum((np.sort(fold(X), 1)[:, None, :] - np.sort(fold(Y), 1)[None, :, :]) ** 2, -1)
-    rows0 = linear_sum_assignment(by_units)[1]
-    for cols in (linear_sum_assignment(by_columns)[1], coordinates_given(rows0, np.ones(len(rows0)))):
-        for _ in range(sweeps):
-            rows, signs, dist = units_given(cols)
-            best = min(best, dist)
-            if best == 0.0:
-                return best
-            cols = coordinates_given(rows, signs)
-    return best
+    fold = np.abs if odd else (lambda M: M)
+    LX, LY = _labels(fold(X), fold(Y), tol)
+    fixed = [c for c in range(X.shape[1]) if not 1 <= c < 1 + d]  # a (and the bias): not permuted
+    rows = [hash(tuple(L[i, fixed])) for L in (LX, LY) for i in range(X.shape[0])]
+    found = _isomorphism(LX[:, 1:1 + d], LY[:, 1:1 + d], rows, [0] * (2 * d), [budget])
+    if found is None:
+        return np.inf
+    r, c = found
+    Yp = Y[r].copy()
+    Yp[:, 1:1 + d] = Yp[:, 1:1 + d][:, c]
+    diff = np.sum((X - Yp) ** 2, axis=1)
+    if odd:
+        diff = np.minimum(diff, np.sum((X + Yp) ** 2, axis=1))
+    return float(np.sqrt(diff.sum()))
 
 
 def _unit_matrix(a, theta, bias=None):
@@ -262,6 +299,16 @@ def _near_orbit(x: Student, orbit: list, bound: float, odd: bool) -> bool:
         if cost[j][rows, cols].sum() <= bound * bound:
             return True
     return False
+
+
+def _same(x: Student, y: Student, symmetries, direct: bool, tol: float, odd: bool) -> bool:
+    """Whether ``x`` is within ``tol (1 + |x|)`` of an image of ``y`` under the problem's symmetries."""
+    scale = 1.0 + float(np.linalg.norm(_units(x)))
+    if direct:
+        if any(np.linalg.norm(u - v) > tol * scale for u, v in zip(_invariants(x, odd), _invariants(y, odd))):
+            return False
+        return _match_units_and_coordinates(x, y, odd, tol=0.01 * tol * scale) <= tol * scale
+    return _near_orbit(x, _closure(symmetries, y, odd=odd) if symmetries else [y], tol * scale, odd)
 
 
 def _arrays(points: Student) -> tuple:
@@ -371,13 +418,10 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
                 # each summary moves by at most the distance modulo the group: a larger gap rules f out
                 if any(np.linalg.norm(u - v) > tol * scale for u, v in zip(inv, summaries[f])):
                     continue
-                if _match_units_and_coordinates(x, orbit, odd) <= tol * scale:
+                if _match_units_and_coordinates(x, orbit, odd, tol=0.01 * tol * scale) <= tol * scale:
                     found = f
                     break
-                if not _near_orbit(x, _closure(symmetries, orbit, odd=odd), tol * scale, odd):
-                    continue  # the summaries agree but no image is near: a different critical point
-                found = f
-                break
+                continue
             if _near_orbit(x, orbit, tol * scale, odd):
                 found = f
                 break
@@ -394,7 +438,6 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
         members[found].append(int(i))
         family_of[i] = found
     order = sorted(range(len(reps)), key=lambda f: (-len(members[f]), loss[reps[f]]))
-    renumber = {f: j for j, f in enumerate(order)}
     if report is None:  # one representative per family, polished and analysed in one batch
         idx = np.array([reps[f] for f in order])
         report = analyze(problem, _at(a, theta, bias, idx), **options)
@@ -402,6 +445,22 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
         a, theta, bias = _arrays(report.point)
         loss, gn = np.asarray(report.loss), np.asarray(report.grad_norm)
         reps = {f: at[f] for f in order}
+        # End points short of a critical point (a small Hessian eigenvalue leaves them 1e-6 away at a gradient
+        # threshold) can miss their family's representative by more than tol; polished, they agree to rounding.
+        # So the polished representatives are grouped once more and their families merged.
+        kept = []
+        for f in order:
+            xf = _at(a, theta, bias, reps[f])
+            target = next((g for g in kept if g != zero_family and f != zero_family and
+                           abs(loss[reps[f]] - loss[reps[g]]) <= tol * (1.0 + abs(loss[reps[f]])) + 1e-12 and
+                           _same(xf, _at(a, theta, bias, reps[g]), symmetries, direct, tol, odd)), None)
+            if target is None:
+                kept.append(f)
+            else:
+                members[target].extend(members[f])
+                family_of[members[f]] = target
+        order = sorted(kept, key=lambda f: (-len(members[f]), loss[reps[f]]))
+    renumber = {f: j for j, f in enumerate(order)}
     from scipy.stats import binomtest  # scipy.stats costs ~0.4 s to import: every CLI call would pay it
 
     families = []
