@@ -323,7 +323,8 @@ def certify(*args, radius=None, prec: int = 106, shifts: int = 3) -> Certificate
 
     Args:
       args: ``problem, student`` or ``pot, teacher, student``; the potential one of :data:`CERTIFIABLE`.
-      radius: the box half-width to try; default: radii from ``1e3 |Newton step|`` up to ``1e-4 (1 + |x|)``.
+      radius: the box half-width to try; default: radii from ``10 |Newton step|`` up by ``sqrt(10)`` to
+        ``1e-4 (1 + |x|)``, stopping at the first that fails for a reason other than the step's size.
       prec: arb working precision in bits.
       shifts: how many shifts to try when bounding the smallest eigenvalue of a minimum.
 
@@ -370,18 +371,24 @@ def certify(*args, radius=None, prec: int = 106, shifts: int = 3) -> Certificate
     scale = 1.0 + float(np.max(np.abs(x)))
     if radius is not None:
         radii = [float(radius)]
-    else:  # from well above the Newton step's size up to 1e-4 relative: the smallest box that works is the sharpest
-        start = max(1e3 * step, 1e-13 * scale)
-        radii = [start * 10.0**p for p in range(12) if start * 10.0**p <= 1e-4 * scale] or [1e-4 * scale]
+    else:  # from above the Newton step's size up to 1e-4 relative: the smallest box that works is the sharpest
+        start = max(10 * step, 1e-14 * scale)
+        radii = [start * 10.0 ** (p / 2) for p in range(40) if start * 10.0 ** (p / 2) <= 1e-4 * scale]
+        radii = radii or [1e-4 * scale]
     old = flint.ctx.prec
     flint.ctx.prec = prec
     try:
         reason = "no radius tried"
         mid = _objective(problem, [arb(float(v)) for v in x], k, d)  # the centre's balls: the same for every radius
         for r in radii:
-            ok, reason, cert = _try(problem, x, free, C, r, k, d, shifts, H, mid)
+            ok, reason, cert, worst = _try(problem, x, free, C, r, k, d, shifts, H, mid)
             if ok:
                 return cert
+            # A box barely larger than the Newton step fails by the step itself (|K - x| ~ |C grad f|); past
+            # that, failures come from the Hessian's variation over the box, which only grows with r: near a
+            # kink (a unit nearly parallel to another) the radii that work end early, so stop at the first.
+            if worst > 2 * step:
+                return _fail(x[free], r, reason)
         return _fail(x[free], radii[-1] if radii else 0.0, reason)
     finally:
         flint.ctx.prec = old
@@ -404,7 +411,8 @@ def _try(problem, x, free, C, r, k, d, shifts, H_float, mid):
     F = mid.g[free]
     Jo = box.h[np.ix_(free, free)]
     if not all(v.is_finite() for v in Jo.ravel()) or not all(v.is_finite() for v in F):
-        return False, f"the objective is not twice differentiable on the box of radius {r:.1e} (arb: not finite)", None
+        return (False, f"the objective is not twice differentiable on the box of radius {r:.1e} (arb: not finite)",
+                None, math.inf)
     J = flint.arb_mat(Jo.tolist())
     Ca = flint.arb_mat(C.tolist())
     M = flint.arb_mat(nf, nf)
@@ -418,15 +426,15 @@ def _try(problem, x, free, C, r, k, d, shifts, H_float, mid):
     if not all(ball.contains_interior(v) for v in Kv):
         worst = max(float(abs(v).upper()) for v in Kv)
         return False, (f"Krawczyk's test failed at radius {r:.1e} (|K - x| <= {worst:.1e}): no isolated critical point "
-                       "certified there"), None
+                       "certified there"), None, worst
     lam, vecs = np.linalg.eigh(0.5 * (H_float + H_float.T))
     Q = flint.arb_mat(vecs.tolist())
     G = Q.transpose() * Q
     if _dominant_signs(G) is None:  # pragma: no cover - an orthogonal matrix in floating point always passes
-        return False, "the floating eigenvector basis is not provably non-singular", None
+        return False, "the floating eigenvector basis is not provably non-singular", None, math.inf
     signs = _inertia(J, Q, G)
     if signs is None:
-        return False, f"the Hessian's inertia is not constant over the box of radius {r:.1e}", None
+        return False, f"the Hessian's inertia is not constant over the box of radius {r:.1e}", None, math.inf
     index = int(sum(1 for s_ in signs if not s_))
     lam_lower = None
     if index == 0:
@@ -439,4 +447,4 @@ def _try(problem, x, free, C, r, k, d, shifts, H_float, mid):
     loss = box.v
     cert = Certificate(True, "strict local minimum" if index == 0 else "saddle", index, float(r), x[free],
                        (float(loss.lower()), float(loss.upper())), lam_lower, "")
-    return True, "", cert
+    return True, "", cert, 0.0
