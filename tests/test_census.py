@@ -123,3 +123,7 @@ def test_end_points_short_of_a_critical_point_join_its_family_once_polished():
     c = es.census(problem, pts, analyze_all=False, tol=1e-6)
     assert len(c.families) == 1 and c.families[0].seeds == (0, 1) and c.families[0].kind == "spurious local minimum"
     assert c.family_of.tolist() == [0, 0]
+    # the same for the global minimum: a point short of it joins the zero-loss family once polished
+    g = es.Student(a=jnp.stack([t.b, t.b]), theta=jnp.stack([t.w, t.w + 1e-3]))
+    c = es.census(es.Problem("erf", t, train="theta"), g, analyze_all=False, tol=1e-6)
+    assert [f.kind for f in c.families] == ["global minimum"] and c.families[0].seeds == (0, 1)

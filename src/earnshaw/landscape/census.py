@@ -451,9 +451,16 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
         kept = []
         for f in order:
             xf = _at(a, theta, bias, reps[f])
-            target = next((g for g in kept if g != zero_family and f != zero_family and
-                           abs(loss[reps[f]] - loss[reps[g]]) <= tol * (1.0 + abs(loss[reps[f]])) + 1e-12 and
-                           _same(xf, _at(a, theta, bias, reps[g]), symmetries, direct, tol, odd)), None)
+            if pot.bounded and f != zero_family and loss[reps[f]] <= loss_tol * energy:  # polished to zero loss
+                if zero_family < 0:
+                    zero_family = f
+                    kept.append(f)
+                    continue
+                target = zero_family
+            else:
+                target = next((g for g in kept if g != zero_family and f != zero_family and
+                               abs(loss[reps[f]] - loss[reps[g]]) <= tol * (1.0 + abs(loss[reps[f]])) + 1e-12 and
+                               _same(xf, _at(a, theta, bias, reps[g]), symmetries, direct, tol, odd)), None)
             if target is None:
                 kept.append(f)
             else:
