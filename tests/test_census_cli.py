@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import earnshaw as es
-from earnshaw.experiments.census import preset
+from earnshaw.experiments.census import Cell, cell_problem, preset
 from earnshaw.experiments.census.descend import descend
 
 EARNSHAW = [sys.executable, "-c", "from earnshaw.cli import main; main()"]
@@ -88,8 +88,9 @@ def test_preset_is_safran_and_shamirs_protocol():
     with pytest.raises(ValueError, match="valid: safran-shamir"):
         preset("nope")
     # per-activation potential options: the preset's follow its activations; unknown ones are refused
-    assert preset("paper-activations").potential_options["tanh"] == {"method": "fast"}
-    assert preset("paper-activations", activations=["erf"]).potential_options == {}
+    cfg = preset("paper-activations", potential_options={"tanh": {"order": 48}})
+    assert cfg.potential_options == {"tanh": {"order": 48}}
+    assert cell_problem(cfg, Cell("tanh", 3, 3))[0].pot == es.potential("tanh", order=48)
     with pytest.raises(ValueError, match="not among the activations"):
         preset("paper-activations", activations=["erf"], potential_options={"tanh": {"method": "fast"}})
     with pytest.raises(ValueError, match="valid: method, order"):

@@ -154,10 +154,7 @@ PRESETS: Dict[str, dict] = {
     "paper-activations": dict(name="paper-activations", activations=["erf", "tanh", "sigmoid_pm1", "sign",
                                                                      "almost_harmonic"],
                               k=[3, 4, 5, 6], extra_units=[0], seeds=200, train="both", lr=0.1, gtol=1e-8,
-                              max_steps=20_000, spurious=1e-3,
-                              # the Hermite tables (1e-12 where norms stay below 1.1, as near this unit-norm
-                              # teacher) instead of order-128 quadrature: about 100x less time per step
-                              potential_options={"tanh": {"method": "fast"}, "sigmoid_pm1": {"method": "fast"}}),
+                              max_steps=20_000, spurious=1e-3),
 }
 
 
