@@ -64,7 +64,7 @@ def descend(problem, student: Student, *, lr: float, gtol: float, max_steps: int
       max_steps: the step budget of each seed.
       round_steps: steps per round; the seeds still running are re-packed between rounds.
       chunk: seeds per compiled batch (the last batch of a round is padded with copies); rounds with at most
-        a quarter of it still running use batches 4x, 16x, ... smaller.
+        a sixteenth of it still running (and four rounds of budget left) use batches 16x smaller.
       saves_per_round: loss points saved per round and seed.
       max_points: each curve is thinned to at most this many points (log-spaced in steps, ends kept).
 
@@ -92,11 +92,12 @@ def descend(problem, student: Student, *, lr: float, gtol: float, max_steps: int
         # every running seed has taken the same whole rounds: one budget for the round
         budget = int(min(round_steps, max_steps - steps[running[0]]))
         next_running = []
-        # a few stragglers would pay for a whole padded chunk each round: shrink the batch by 4x (one more
-        # compiled program per size) while the seeds still running fit in a quarter of it
+        # A few stragglers would pay for a whole padded chunk each round: once at most a sixteenth of it is
+        # still running, with at least four rounds of budget left, they run in batches 16x smaller (one more
+        # compiled program, worth it only when the padding would cost more than compiling it).
         size = chunk
-        while size > 1 and running.size <= size // 4:
-            size //= 4
+        if chunk >= 32 and running.size <= chunk // 16 and max_steps - steps[running[0]] >= 4 * round_steps:
+            size = chunk // 16
         for lo in range(0, running.size, size):
             idx = running[lo:lo + size]
             pad = np.concatenate([idx, np.repeat(idx[:1], size - idx.size)]) if idx.size < size else idx
