@@ -301,14 +301,22 @@ def _near_orbit(x: Student, orbit: list, bound: float, odd: bool) -> bool:
     return False
 
 
-def _same(x: Student, y: Student, symmetries, direct: bool, tol: float, odd: bool) -> bool:
-    """Whether ``x`` is within ``tol (1 + |x|)`` of an image of ``y`` under the problem's symmetries."""
+def _same(x: Student, held, direct: bool, tol: float, odd: bool) -> bool:
+    """Whether ``x`` is within ``tol (1 + |x|)`` of an image of a family's point under the problem's symmetries.
+
+    ``held`` is the family's point when the coordinate group is matched ``direct``-ly, else its orbit (a list)."""
     scale = 1.0 + float(np.linalg.norm(_units(x)))
     if direct:
-        if any(np.linalg.norm(u - v) > tol * scale for u, v in zip(_invariants(x, odd), _invariants(y, odd))):
+        # each summary moves by at most the distance modulo the group: a larger gap rules the pair out
+        if any(np.linalg.norm(u - v) > tol * scale for u, v in zip(_invariants(x, odd), _invariants(held, odd))):
             return False
-        return _match_units_and_coordinates(x, y, odd, tol=0.01 * tol * scale) <= tol * scale
-    return _near_orbit(x, _closure(symmetries, y, odd=odd) if symmetries else [y], tol * scale, odd)
+        return _match_units_and_coordinates(x, held, odd, tol=0.01 * tol * scale) <= tol * scale
+    return _near_orbit(x, held, tol * scale, odd)
+
+
+def _held(y: Student, symmetries, direct: bool, odd: bool):
+    """What :func:`_same` compares against: ``y`` itself (direct matching) or its orbit under ``symmetries``."""
+    return y if direct else _closure(symmetries, y, odd=odd) if symmetries else [y]
 
 
 def _arrays(points: Student) -> tuple:
@@ -391,48 +399,27 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
     energy = float(np.asarray(problem.teacher_energy())) if pot.bounded else 0.0
     at_zero = (loss <= loss_tol * energy) if pot.bounded else np.zeros(n, bool)
     zero_family = -1
-    # the whole group S_d of coordinate permutations is matched directly (summaries, then Hungarian
-    # matchings), not by enumerating orbits, which at d = 20 are thousands of points per family
+    # the whole group S_d of coordinate permutations is matched directly (summaries, then colour refinement),
+    # not by enumerating orbits, which at d = 20 are thousands of points per family
     direct = isinstance(symmetries, CoordinatePermutations)
-    summaries = []
     # lowest gradient first: each family's representative is its best-polished member
     for i in np.argsort(gn, kind="stable"):
         if at_zero[i]:
             if zero_family < 0:
                 reps.append(i)
                 orbits.append(None)
-                summaries.append(None)
                 members.append([])
                 zero_family = len(reps) - 1
             members[zero_family].append(int(i))
             family_of[i] = zero_family
             continue
         x = _at(a, theta, bias, i)
-        scale = 1.0 + float(np.linalg.norm(_units(x)))
-        found = -1
-        inv = _invariants(x, odd) if direct else None
-        for f, orbit in enumerate(orbits):
-            if orbit is None or abs(loss[i] - loss[reps[f]]) > tol * (1.0 + abs(loss[i])) + 1e-12:
-                continue  # different losses: different critical points, no matching needed
-            if direct:
-                # each summary moves by at most the distance modulo the group: a larger gap rules f out
-                if any(np.linalg.norm(u - v) > tol * scale for u, v in zip(inv, summaries[f])):
-                    continue
-                if _match_units_and_coordinates(x, orbit, odd, tol=0.01 * tol * scale) <= tol * scale:
-                    found = f
-                    break
-                continue
-            if _near_orbit(x, orbit, tol * scale, odd):
-                found = f
-                break
+        found = next((f for f, held in enumerate(orbits) if held is not None and
+                      abs(loss[i] - loss[reps[f]]) <= tol * (1.0 + abs(loss[i])) + 1e-12 and  # else: different points
+                      _same(x, held, direct, tol, odd)), -1)
         if found < 0:
             reps.append(i)
-            if direct:
-                orbits.append(x)
-                summaries.append(inv)
-            else:
-                orbits.append(_closure(symmetries, x, odd=odd) if symmetries else [x])
-                summaries.append(None)
+            orbits.append(_held(x, symmetries, direct, odd))
             members.append([])
             found = len(reps) - 1
         members[found].append(int(i))
@@ -460,7 +447,7 @@ def census(*args, objective=None, train=None, symmetries: Sequence[Callable] = (
             else:
                 target = next((g for g in kept if g != zero_family and f != zero_family and
                                abs(loss[reps[f]] - loss[reps[g]]) <= tol * (1.0 + abs(loss[reps[f]])) + 1e-12 and
-                               _same(xf, _at(a, theta, bias, reps[g]), symmetries, direct, tol, odd)), None)
+                               _same(xf, _held(_at(a, theta, bias, reps[g]), symmetries, direct, odd), direct, tol, odd)), None)
             if target is None:
                 kept.append(f)
             else:
