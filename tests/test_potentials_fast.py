@@ -1,6 +1,7 @@
 """New activations (issue 16 items 3-5): closed forms against quadrature and Monte Carlo, the fast Hermite tables
 and the ELU/SELU half-range rule against order-200 Gauss-Hermite / 2-D adaptive quadrature, gradients against
 finite differences, Hermite tail bounds, options and errors."""
+import functools
 import math
 
 import jax
@@ -163,3 +164,76 @@ def test_config_potential_options():
     assert dict(cfg.build_potential().params)["order"] == 40
     with pytest.raises(Exception, match="degree"):
         parse_config({**base, "potential_options": {"degree": 40}})
+
+
+def _loss_and_derivatives(pot, t, s, hessian=False):
+    loss = lambda th: es.population_loss(pot, t, es.Student(theta=th, a=s.a))  # noqa: E731
+    value, grad = jax.value_and_grad(loss)(s.theta)
+    return float(value), np.asarray(grad), np.asarray(jax.hessian(loss)(s.theta)) if hessian else None
+
+
+def _unit_teacher_and_student(getkey, d=4, k=3, norm=0.9):
+    t = es.random_teacher(getkey(), d=d, k=k)
+    t = es.Teacher(w=t.w / jnp.linalg.norm(t.w, axis=-1, keepdims=True), b=t.b)
+    s = es.random_student(getkey(), d=d, k=k)
+    return t, es.Student(theta=norm * s.theta / jnp.linalg.norm(s.theta, axis=-1, keepdims=True), a=s.a)
+
+
+@pytest.mark.slow
+def test_fast_table_hessian(getkey):
+    """The Hessian through the custom JVP (forward over reverse) against order-200 quadrature's (Price's
+    theorem), and symmetric; slow: compiling the fallback branch's fourth derivatives takes ~30 s."""
+    with jax.enable_x64(True):
+        t, s = _unit_teacher_and_student(getkey)
+        h = _loss_and_derivatives(es.potential("tanh", method="fast"), t, s, hessian=True)[2]
+        h_ref = _loss_and_derivatives(es.potential("tanh", order=200), t, s, hessian=True)[2]
+        np.testing.assert_allclose(h, h_ref, atol=1e-9)
+        np.testing.assert_allclose(h, np.swapaxes(np.swapaxes(h, 0, 2), 1, 3), atol=1e-12)
+
+
+def test_fast_table_loss_gradient_and_fallback(getkey):
+    """The fast tanh table's value and one-pass partials (custom JVP) against order-200 quadrature; outside its
+    certified region, and for a batch with one instance outside, quadrature's numbers."""
+    with jax.enable_x64(True):
+        fast_pot, ref = es.potential("tanh", method="fast"), es.potential("tanh", order=200)
+        t, s = _unit_teacher_and_student(getkey)
+        v, g, _ = _loss_and_derivatives(fast_pot, t, s)
+        v_ref, g_ref, _ = _loss_and_derivatives(ref, t, s)
+        assert abs(v - v_ref) < 1e-12
+        np.testing.assert_allclose(g, g_ref, atol=1e-11)
+        # the teacher's partials are skipped when it has no tangent; with one, the student's part is unchanged
+        both = jax.grad(lambda th, w: es.population_loss(fast_pot, es.Teacher(w=w, b=t.b),
+                                                         es.Student(theta=th, a=s.a)), argnums=(0, 1))(s.theta, t.w)
+        np.testing.assert_allclose(np.asarray(both[0]), g, atol=1e-14)
+        w_ref = jax.grad(lambda w: es.population_loss(ref, es.Teacher(w=w, b=t.b), s))(t.w)
+        np.testing.assert_allclose(np.asarray(both[1]), np.asarray(w_ref), atol=1e-11)
+        # a long unit parallel to a teacher unit is outside: quadrature of the table's order (128), derivatives too
+        out = es.Student(theta=s.theta.at[0].set(2.5 * t.w[0]), a=s.a)
+        quad = es.potential("tanh", order=128)
+        v, g, _ = _loss_and_derivatives(fast_pot, t, out)
+        v_q, g_q, _ = _loss_and_derivatives(quad, t, out)
+        assert abs(v - v_q) < 1e-12  # summed in another order (one outer node at a time)
+        np.testing.assert_allclose(g, g_q, atol=1e-12)
+        # in a batch, one instance outside sends the whole batch to order-128 quadrature (itself off by 5e-5 from
+        # order 200 at norm 2.5, so the first instance is the one compared with order 200)
+        batch = es.Student(theta=jnp.stack([s.theta, out.theta]), a=jnp.stack([s.a, s.a]))
+        vals = jax.vmap(lambda st: es.population_loss(fast_pot, t, st))(batch)
+        assert abs(float(vals[0]) - v_ref) < 1e-10 and abs(float(vals[1]) - v_q) < 1e-12
+
+
+def test_fast_table_even_and_general_parity():
+    """The series with even degrees only (x = rho^2, the rho-derivative one degree lower) and with all degrees,
+    against order-200 quadrature: values, partials in (|u|^2, u.v, |v|^2)."""
+    from earnshaw.potentials import fast
+    logcosh = lambda z: jnp.log(jnp.cosh(z))  # noqa: E731
+    softplus = jax.nn.softplus
+    with jax.enable_x64(True):
+        for fn, odd in ((logcosh, False), (softplus, None)):
+            table = fast.build_table(fn, odd=odd)
+            assert table.degrees[0] == 0 and (table.degrees[1] == 2) == (odd is False)
+            x = jnp.asarray([(0.81, 0.3, 0.64), (1.0, -0.95, 0.99), (0.5, 0.0, 1.2)])
+            both = [jax.vmap(jax.value_and_grad(lambda x: f(*x)))(x) for f in (
+                functools.partial(fast.fast_potential_fn, fn, table),
+                functools.partial(inner.gauss_hermite, fn, fn, 200))]
+            np.testing.assert_allclose(np.asarray(both[0][0]), np.asarray(both[1][0]), atol=1e-12)
+            np.testing.assert_allclose(np.asarray(both[0][1]), np.asarray(both[1][1]), atol=1e-11)

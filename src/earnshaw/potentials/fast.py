@@ -1,10 +1,12 @@
 r"""Fast potentials for activations without a closed form: a Hermite series with tabulated norm coefficients.
 
 ``Phi(u, v) = sum_{n <= N} c_n(|u|) c_n(|v|) rho^n`` (docs/math.md section 1d) with each ``c_n(r)`` a Chebyshev
-interpolant in ``r`` on ``[0, radius]``, built once per activation from :func:`~earnshaw.potentials.hermite.
-hermite_coefficients`. Per unit the cost is one small matrix product (Chebyshev values times the table); per
-pair it is ``N`` (``N / 2`` for odd or even activations) multiply-adds, about the cost of the arcsine in the
-erf closed form. Derivatives are JAX's derivatives of this approximant.
+interpolant of degree 8 on each of 64 panels of ``[0, radius]``, built once per activation from
+:func:`~earnshaw.potentials.hermite.hermite_coefficients`. Per unit the cost is one panel's small matrix product
+(Chebyshev values times the table, with ``c_n'`` alongside when a derivative is asked for); per pair it is a few
+multiply-adds per kept degree (``N / 2`` of them for odd or even activations). Derivatives are exact derivatives
+of this approximant, computed with the value in one pass (a ``custom_jvp`` that skips the partials of arguments
+without a tangent, such as the teacher's).
 
 Every evaluation checks the rigorous truncation bound ``|rho|^N sqrt(T'_N(|u|) T'_N(|v|)) <= tol`` of
 :mod:`~earnshaw.potentials.hermite` (which bounds the error of ``Phi`` and of its ``rho``-derivative) on every
@@ -21,6 +23,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from earnshaw.potentials import hermite as _hermite
 from earnshaw.potentials import inner
@@ -28,7 +31,10 @@ from earnshaw.potentials._safe import safe_sqrt
 
 __all__ = ["FastTable", "build_table", "fast_potential_fn"]
 
-_CHEB_NODES = 64
+# c_n(r) on [0, radius] is a Chebyshev interpolant of this degree on each of this many equal panels: a unit
+# evaluates one panel (9 x K multiply-adds), not a global degree-63 series (64 x K)
+_PANELS = 64
+_DEGREE = 8
 _TAIL_GRID = 512
 _MAX_TERMS = 400
 # norms up to this are on the fast path at every angle with the default number of terms
@@ -41,12 +47,13 @@ class FastTable:
 
     Attributes:
       degrees: the Hermite degrees kept, ``(K,)`` (one parity for odd/even activations).
-      cheb: Chebyshev coefficients, ``(M, K)``: ``c_{degrees[k]}(r) = sum_m cheb[m, k] T_m(2 r / radius - 1)``.
+      cheb: per-panel Chebyshev coefficients, ``(P, Q, K)``: on panel ``p`` (``r`` in ``[p h, (p + 1) h]``,
+        ``h = radius / P``) ``c_{degrees[k]}(r) = sum_q cheb[p, q, k] T_q(2 (r - p h) / h - 1)``.
       radius: the table covers ``0 <= r <= radius``.
       log_tail: ``log T'_N`` upper bounds on a uniform grid of ``r`` (running maximum), ``(G,)``.
       terms: ``N``, the truncation degree.
       tol: the accuracy checked on every pair.
-      table_error: max interpolation error of the ``c_n`` measured on a grid 8x finer than the nodes.
+      table_error: max interpolation error of the ``c_n`` measured on a grid 4x finer than the nodes.
       order: the Gauss-Hermite order of the fallback.
     """
 
@@ -60,9 +67,8 @@ class FastTable:
     order: int
 
 
-def _cheb_points(m, radius):
-    x = np.cos(np.pi * (np.arange(m) + 0.5) / m)
-    return x, 0.5 * radius * (x + 1.0)
+def _cheb_points(m):
+    return np.cos(np.pi * (np.arange(m) + 0.5) / m)
 
 
 def _cheb_values(x, m, xp=np):
@@ -71,6 +77,14 @@ def _cheb_values(x, m, xp=np):
     for _ in range(m - 2):
         out.append(2.0 * x * out[-1] - out[-2])
     return xp.stack(out[:m], axis=-1)
+
+
+def _panel_of(r, radius, xp=np):
+    """Panel index and local coordinate in ``[-1, 1]`` of each ``r`` (clipped to ``[0, radius]``)."""
+    h = radius / _PANELS
+    r = xp.clip(r, 0.0, radius)
+    idx = xp.clip(xp.floor(r / h), 0, _PANELS - 1).astype(np.int32)
+    return idx, 2.0 * (r - idx * h) / h - 1.0
 
 
 @functools.lru_cache(maxsize=None)
@@ -98,8 +112,13 @@ def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=3.0, order=128) -
         raise ValueError(f"fast potential: tol must be a float in (0, 1), got tol={tol!r}")
     if not (isinstance(radius, (int, float)) and 0 < radius <= 10):
         raise ValueError(f"fast potential: radius must be in (0, 10], got radius={radius!r}")
-    x, nodes = _cheb_points(_CHEB_NODES, float(radius))
-    grid = np.linspace(0.0, float(radius), _TAIL_GRID)
+    radius = float(radius)
+    q = _DEGREE + 1
+    x = _cheb_points(q)
+    h = radius / _PANELS
+    nodes = (np.arange(_PANELS)[:, None] * h + 0.5 * h * (x[None, :] + 1.0)).ravel()
+    n_nodes = nodes.size
+    grid = np.linspace(0.0, radius, _TAIL_GRID)
     hc = _hermite.hermite_coefficients(fn, np.concatenate([nodes, grid, [_UNIT_COVER]]), _MAX_TERMS)
     if terms is None:
         unit = np.array([_hermite.tail_bound(_slice(hc, -1), n, weighted=True)[0] for n in range(_MAX_TERMS)])
@@ -115,22 +134,22 @@ def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=3.0, order=128) -
         degrees = degrees[1::2]
     elif odd is False:
         degrees = degrees[0::2]
-    vals = hc.c[:_CHEB_NODES][:, degrees]
-    # Chebyshev interpolation at the first-kind points (a discrete cosine transform)
-    T = _cheb_values(x, _CHEB_NODES)
-    cheb = np.linalg.solve(T, vals)
-    check_r = np.linspace(0.0, float(radius), 8 * _CHEB_NODES + 1)
+    vals = hc.c[:n_nodes][:, degrees].reshape(_PANELS, q, degrees.size)
+    # Chebyshev interpolation at the first-kind points of each panel (a discrete cosine transform)
+    cheb = np.einsum("qm,pmk->pqk", np.linalg.inv(_cheb_values(x, q)), vals)
+    check_r = np.linspace(0.0, radius, 4 * n_nodes + 1)
     check = _hermite.hermite_coefficients(fn, check_r, int(degrees[-1]))
-    approx = _cheb_values(2.0 * check_r / radius - 1.0, _CHEB_NODES) @ cheb
+    idx, t = _panel_of(check_r, radius)
+    approx = np.einsum("rq,rqk->rk", _cheb_values(t, q), cheb[idx])
     table_error = float(np.abs(approx - check.c[:, degrees]).max() + check.eps)
-    tails = _hermite.tail_bound(_slice(hc, slice(_CHEB_NODES, _CHEB_NODES + _TAIL_GRID)), terms, weighted=True)
+    tails = _hermite.tail_bound(_slice(hc, slice(n_nodes, n_nodes + _TAIL_GRID)), terms, weighted=True)
     # the interpolation error adds at most table_error * sum_n (|c_n(a)| + |c_n(b)| + table_error) to the sum
-    extra = 2.0 * table_error * (np.abs(hc.c[_CHEB_NODES:_CHEB_NODES + _TAIL_GRID][:, degrees]).sum(1).max() + 1.0)
+    extra = 2.0 * table_error * (np.abs(hc.c[n_nodes:n_nodes + _TAIL_GRID][:, degrees]).sum(1).max() + 1.0)
     if extra > 0.5 * tol:
         raise ValueError(f"fast potential: the table's own error ({extra:.1e}) exceeds tol/2 at radius={radius}; "
                          "lower radius or raise tol")
     log_tail = np.log(np.maximum.accumulate(tails) + 1e-300)
-    return FastTable(degrees=degrees, cheb=cheb, radius=float(radius), log_tail=log_tail, terms=terms,
+    return FastTable(degrees=degrees, cheb=cheb, radius=radius, log_tail=log_tail, terms=terms,
                      tol=float(tol) - extra, table_error=table_error, order=int(order))
 
 
@@ -140,11 +159,47 @@ def _slice(hc, idx):
                                         slope_moment=hc.slope_moment[idx], eps=hc.eps)
 
 
-def _coefficients(table, r):
-    """``c_n(r)`` for the kept degrees, ``(..., K)``."""
-    dtype = r.dtype
-    x = 2.0 * jnp.minimum(r, table.radius) / table.radius - 1.0
-    return _cheb_values(x, _CHEB_NODES, jnp) @ jnp.asarray(table.cheb, dtype)
+def _coefficients(table, r, derivative):
+    """``c_n(r)`` for the kept degrees, degree-major ``(K, ...)``, and ``c_n'(r)`` if ``derivative`` (else ``None``).
+
+    Degree-major, so that each Horner step below reads a contiguous slice. The derivative contracts the same
+    gathered panel with ``T_q'``: the gather, not the arithmetic, is what a unit costs.
+    """
+    idx, t = _panel_of(r, table.radius, jnp)
+    q = _DEGREE + 1
+    block = jnp.asarray(table.cheb, r.dtype)[idx]
+    basis = _cheb_values(t, q, jnp)
+    if not derivative:
+        return jnp.einsum("...q,...qk->k...", basis, block), None
+    # c = sum_q T_q(t) C_q and c' = sum_q T_q'(t) C_q dt/dr from the same gathered panel
+    dbasis = (2.0 * _PANELS / table.radius) * _cheb_derivatives(t, q, jnp)
+    return jnp.einsum("...q,...qk->k...", basis, block), jnp.einsum("...q,...qk->k...", dbasis, block)
+
+
+def _cheb_derivatives(x, m, xp=np):
+    """``T_0'..T_{m-1}'`` at ``x``, ``(..., m)``, by ``T_q' = q U_{q-1}``."""
+    out = [xp.zeros_like(x), xp.ones_like(x)]
+    u_prev, u = xp.ones_like(x), 2.0 * x
+    for q in range(2, m):
+        out.append(q * u)
+        u_prev, u = u, 2.0 * x * u - u_prev
+    return xp.stack(out[:m], axis=-1)
+
+
+def _polynomials(x, coeffs, count):
+    """``sum_j coeffs(j)[i] x^j`` for ``j < count``, for every ``i``: Horner's rule on even and odd ``j`` apart
+    (``x^2`` steps), which gives the CPU two independent chains per sum."""
+    out = []
+    x2 = x * x
+    for parity in (0, 1):
+        acc = None
+        for j in range(count - 1 - ((count - 1 - parity) % 2), -1, -2):
+            terms = coeffs(j)
+            acc = list(terms) if acc is None else [p * x2 + t for p, t in zip(acc, terms)]
+        out.append(acc)
+    if out[1] is None:
+        return out[0]
+    return [e + x * o for e, o in zip(*out)]
 
 
 def _log_tail(table, r):
@@ -153,17 +208,81 @@ def _log_tail(table, r):
     return jnp.asarray(table.log_tail, r.dtype)[idx]
 
 
-def _fast(table, nu, c, nv):
-    a, b = safe_sqrt(nu), safe_sqrt(nv)
+def _fast(table, nu, c, nv, need):
+    """``Phi`` and, where ``need`` says, its partials in ``(nu, c, nv)`` from the truncated series.
+
+    With ``a = |u|``, ``b = |v|``, ``rho = c / (a b)`` and kept degrees ``n_j = n_0 + s j``:
+    ``Phi = rho^n_0 sum_j c_j(a) c_j(b) x^j`` with ``x = rho^s``; the partials in ``a``, ``b`` use the
+    tabulated ``c_n'``, the one in ``rho`` the series' own derivative, and the chain rule maps them to the
+    Gram triple. Every sum shares the powers ``x^j``, so a pair costs a few multiply-adds per kept degree.
+    """
+    need_u, need_c, need_v = need
+    shape = jnp.broadcast_shapes(nu.shape, c.shape, nv.shape)
+    a, b = jnp.sqrt(jnp.maximum(nu, 0.0)), jnp.sqrt(jnp.maximum(nv, 0.0))
     ab = a * b
-    rho = c / jnp.where(ab > 0, ab, 1.0)
-    ca, cb = _coefficients(table, a), _coefficients(table, b)
-    step = int(table.degrees[1] - table.degrees[0]) if table.degrees.size > 1 else 1
+    pos = ab > 0
+    rho = c / jnp.where(pos, ab, 1.0)
+    ca, dca = _coefficients(table, a, need_u)
+    cb, dcb = _coefficients(table, b, need_v)
+    deg = table.degrees
+    n0, step, count = int(deg[0]), (int(deg[1] - deg[0]) if deg.size > 1 else 1), deg.size
     x = rho * rho if step == 2 else rho
-    out = _hermite.series(ca, cb, x)
-    if table.degrees[0] == 1:
-        out = out * rho
+    lead = rho if n0 == 1 else 1.0
+    any_need = need_u or need_c or need_v
+    # d Phi / d rho = sum_j n_j c_j(a) c_j(b) rho^(n_j - 1): for odd activations (n_0 = 1) a polynomial in x
+    # that shares the Horner chains; otherwise the n_0 = 0 term drops and the rest is one degree lower
+    joint = any_need and n0 == 1
+
+    def coeffs(j):
+        a_j = ca[j] * cb[j]
+        out = [a_j]
+        if joint:
+            out.append(float(deg[j]) * a_j)
+        if need_u:
+            out.append(dca[j] * cb[j])
+        if need_v:
+            out.append(ca[j] * dcb[j])
+        return out
+    sums = iter(_polynomials(x, coeffs, count))
+    phi = lead * next(sums)
+    out = [jnp.broadcast_to(phi, shape), None, None, None]
+    if not any_need:
+        return out
+    if joint:
+        d_rho = next(sums)
+    elif count > 1:
+        d_rho = _polynomials(x, lambda j: [float(deg[j + 1]) * ca[j + 1] * cb[j + 1]], count - 1)[0]
+        d_rho = d_rho * rho if step == 2 else d_rho
+    else:
+        d_rho = jnp.zeros_like(rho)
+    d_a = lead * next(sums) if need_u else None
+    d_b = lead * next(sums) if need_v else None
+    inv_ab = jnp.where(pos, 1.0 / jnp.where(pos, ab, 1.0), 0.0)
+    if need_c:
+        out[2] = jnp.broadcast_to(d_rho * inv_ab, shape)
+    if need_u:
+        safe_a = jnp.where(a > 0, a, 1.0)
+        out[1] = jnp.broadcast_to(jnp.where(a > 0, (d_a - d_rho * rho / safe_a) / (2.0 * safe_a), 0.0), shape)
+    if need_v:
+        safe_b = jnp.where(b > 0, b, 1.0)
+        out[3] = jnp.broadcast_to(jnp.where(b > 0, (d_b - d_rho * rho / safe_b) / (2.0 * safe_b), 0.0), shape)
     return out
+
+
+def _quadrature(fn, order, nu, c, nv, need):
+    """The same as :func:`_fast` by Gauss-Hermite quadrature, the partials by Price's theorem
+    (``dPhi/dc = E[s'(U) s'(V)]``, ``dPhi/d|u|^2 = E[s''(U) s(V)] / 2``).
+
+    Each term is :func:`~earnshaw.potentials.inner.gauss_hermite_rows` (custom JVP, so higher derivatives
+    follow the same theorem), whose temporaries are ``pairs x order``: the fast branch pays for the arena of
+    the branch not taken, which at ``pairs x order^2`` cost more than the fast branch itself.
+    """
+    shape = jnp.broadcast_shapes(nu.shape, c.shape, nv.shape)
+    df = inner._derivative(fn)
+    ddf = inner._derivative(df)
+    terms = ((fn, fn, 1.0), (ddf, fn, 0.5), (df, df, 1.0), (fn, ddf, 0.5))
+    return [jnp.broadcast_to(scale * inner.gauss_hermite_rows(f, g, order, nu, c, nv), shape)
+            if wanted else None for (f, g, scale), wanted in zip(terms, (True, *need))]
 
 
 @jax.custom_batching.custom_vmap
@@ -199,13 +318,41 @@ def fast_potential_fn(fn, table: FastTable, nu, c, nv):
     True
     """
     dtype = jnp.result_type(nu, c, nv, float)
-    nu, c, nv = (jnp.asarray(t, dtype) for t in (nu, c, nv))
-    a, b = jax.lax.stop_gradient(safe_sqrt(nu)), jax.lax.stop_gradient(safe_sqrt(nv))
-    rho = jax.lax.stop_gradient(jnp.abs(c)) / jnp.maximum(a * b, 1e-300)
+    return _potential(fn, table, *(jnp.asarray(t, dtype) for t in (nu, c, nv)))
+
+
+def _evaluate(fn, table, nu, c, nv, need):
+    a, b = safe_sqrt(nu), safe_sqrt(nv)
+    rho = jnp.abs(c) / jnp.maximum(a * b, 1e-300)
     log_bound = table.terms * jnp.log(jnp.minimum(rho, 1.0) + 1e-300) + 0.5 * (_log_tail(table, a) +
                                                                                _log_tail(table, b))
     inside = _all((log_bound <= math.log(table.tol)) & (a <= table.radius) & (b <= table.radius))
     shape = jnp.broadcast_shapes(nu.shape, c.shape, nv.shape)
+    zero = jnp.zeros(shape, nu.dtype)
+
+    def branch(parts):
+        return [p if p is not None else zero for p in parts]
     return jax.lax.cond(inside,
-                        lambda: jnp.broadcast_to(_fast(table, nu, c, nv), shape),
-                        lambda: jnp.broadcast_to(inner.gauss_hermite(fn, fn, table.order, nu, c, nv), shape))
+                        lambda: branch(_fast(table, nu, c, nv, need)),
+                        lambda: branch(_quadrature(fn, table.order, nu, c, nv, need)))
+
+
+# The partials are computed inside the branch that runs and applied outside it, so reverse mode never
+# differentiates the lax.cond: JAX would keep residuals for both branches, the quadrature's (pairs x order^2)
+# ones zero-filled, which cost 4x the whole fast evaluation.
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _potential(fn, table, nu, c, nv):
+    return _evaluate(fn, table, nu, c, nv, (False, False, False))[0]
+
+
+def _potential_jvp(fn, table, primals, tangents):
+    need = tuple(not isinstance(t, SymbolicZero) for t in tangents)
+    out, *parts = _evaluate(fn, table, *primals, need)
+    tangent = jnp.zeros_like(out)
+    for wanted, part, t in zip(need, parts, tangents):
+        if wanted:
+            tangent = tangent + part * t
+    return out, tangent
+
+
+_potential.defjvp(_potential_jvp, symbolic_zeros=True)

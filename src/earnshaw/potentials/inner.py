@@ -181,19 +181,56 @@ def _derivative(f):
     return df
 
 
-def _gh_core(f, g, order, nu, c, nv):
+def _gh_setup(order, nu, c, nv):
     z, w = gauss_hermite_nodes(order)
     dtype = jnp.result_type(nu, c, nv, float)
-    z = jnp.asarray(z, dtype)
-    w = jnp.asarray(w, dtype)
-    nu, c, nv = (jnp.asarray(t, dtype)[..., None, None] for t in (nu, c, nv))
+    nu, c, nv = (jnp.asarray(t, dtype) for t in (nu, c, nv))
     su = safe_sqrt(nu)
     # V = beta Z1 + gamma Z2 with U = su Z1: beta = c / |u|, gamma^2 = nv - beta^2.
     beta = safe_where(nu > 0, lambda x: c / jnp.sqrt(x), nu, 0.0)
     gamma = safe_sqrt(nv - beta * beta)
+    return jnp.asarray(z, dtype), jnp.asarray(w, dtype), su, beta, gamma
+
+
+def _gh_core(f, g, order, nu, c, nv):
+    z, w, su, beta, gamma = (t[..., None, None] if i > 1 else t for i, t in enumerate(_gh_setup(order, nu, c, nv)))
     z1, z2 = z[:, None], z[None, :]
     vals = f(su * z1) * g(beta * z1 + gamma * z2)
     return jnp.sum(w[:, None] * w[None, :] * vals, axis=(-2, -1))
+
+
+def _gh_core_rows(f, g, order, nu, c, nv):
+    """:func:`_gh_core` one outer node at a time (``lax.scan``): temporaries of ``pairs x order``, not
+    ``pairs x order^2``."""
+    z, w, su, beta, gamma = _gh_setup(order, nu, c, nv)
+
+    def row(acc, zw):
+        zi, wi = zw
+        inner_sum = jnp.sum(w * g(beta[..., None] * zi + gamma[..., None] * z), axis=-1)
+        return acc + wi * f(su * zi) * inner_sum, None
+    shape = jnp.broadcast_shapes(su.shape, beta.shape, gamma.shape)
+    return jax.lax.scan(row, jnp.zeros(shape, z.dtype), (z, w))[0]
+
+
+def _ordered(core, f, g, order, nu, c, nv):
+    """The variable with the smaller variance on the outside."""
+    if f is g:
+        return core(f, f, order, jnp.minimum(nu, nv), c, jnp.maximum(nu, nv))
+    return jnp.where(nu <= nv, core(f, g, order, nu, c, nv), core(g, f, order, nv, c, nu))
+
+
+def _price_jvp(fun, f, g, order, primals, tangents):
+    """Price's theorem: ``d E[f(U) g(V)] = E[f' g'] dc + E[f'' g] dnu / 2 + E[f g''] dnv / 2``."""
+    nu, c, nv = primals
+    dnu, dc, dnv = tangents
+    out = fun(f, g, order, nu, c, nv)
+    df, dg = _derivative(f), _derivative(g)
+    tangent = (
+        fun(df, dg, order, nu, c, nv) * dc
+        + 0.5 * fun(_derivative(df), g, order, nu, c, nv) * dnu
+        + 0.5 * fun(f, _derivative(dg), order, nu, c, nv) * dnv
+    )
+    return out, tangent
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
@@ -215,20 +252,23 @@ def gauss_hermite(f, g, order, nu, c, nv):
     >>> round(float(gauss_hermite(jnp.sin, jnp.sin, 40, 1.0, 0.5, 1.0)), 10)   # e^-1 sinh(0.5)
     0.1916700063
     """
-    if f is g:
-        return _gh_core(f, f, order, jnp.minimum(nu, nv), c, jnp.maximum(nu, nv))
-    return jnp.where(nu <= nv, _gh_core(f, g, order, nu, c, nv), _gh_core(g, f, order, nv, c, nu))
+    return _ordered(_gh_core, f, g, order, nu, c, nv)
 
 
-@gauss_hermite.defjvp
-def _gauss_hermite_jvp(f, g, order, primals, tangents):
-    nu, c, nv = primals
-    dnu, dc, dnv = tangents
-    out = gauss_hermite(f, g, order, nu, c, nv)
-    df, dg = _derivative(f), _derivative(g)
-    tangent = (
-        gauss_hermite(df, dg, order, nu, c, nv) * dc
-        + 0.5 * gauss_hermite(_derivative(df), g, order, nu, c, nv) * dnu
-        + 0.5 * gauss_hermite(f, _derivative(dg), order, nu, c, nv) * dnv
-    )
-    return out, tangent
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def gauss_hermite_rows(f, g, order, nu, c, nv):
+    """:func:`gauss_hermite` computed one outer node at a time, for programs that must stay small in memory.
+
+    The same numbers (summed in another order); its temporaries hold ``order`` values per pair instead of
+    ``order^2``, at the cost of a loop of ``order`` steps. A fast potential's quadrature fallback uses it: XLA
+    sizes one temporary arena for a whole program, the branch not taken included.
+
+    >>> import jax.numpy as jnp
+    >>> round(float(gauss_hermite_rows(jnp.sin, jnp.sin, 40, 1.0, 0.5, 1.0)), 10)
+    0.1916700063
+    """
+    return _ordered(_gh_core_rows, f, g, order, nu, c, nv)
+
+
+gauss_hermite.defjvp(functools.partial(_price_jvp, gauss_hermite))
+gauss_hermite_rows.defjvp(functools.partial(_price_jvp, gauss_hermite_rows))
