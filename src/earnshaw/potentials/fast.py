@@ -341,8 +341,8 @@ def _evaluate(fn, table, nu, c, nv, need):
 
 
 # The partials are computed inside the branch that runs and applied outside it, so reverse mode never
-# differentiates the lax.cond: JAX would keep residuals for both branches, the quadrature's (pairs x order^2)
-# ones zero-filled, which cost 4x the whole fast evaluation.
+# differentiates the lax.cond: JAX would keep residuals for both branches, the quadrature's zero-filled ones
+# included (with the all-nodes-at-once quadrature they cost 4x the whole fast evaluation).
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _potential(fn, table, nu, c, nv):
     return _evaluate(fn, table, nu, c, nv, (False, False, False))[0]
