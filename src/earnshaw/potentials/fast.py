@@ -208,7 +208,19 @@ def _log_tail(table, r):
     return jnp.asarray(table.log_tail, r.dtype)[idx]
 
 
-def _fast(table, nu, c, nv, need):
+def _unit_coefficients(table, n, derivative):
+    """:func:`_coefficients` at ``sqrt(n)`` for squared norms ``n`` broadcast along one axis, ``(K,) + n.shape``.
+
+    Evaluated on the flattened norms: the student's units then give the same program in every Gram matrix
+    (rows of one, columns of the next), which XLA computes once.
+    """
+    flat = jnp.sqrt(jnp.maximum(n.reshape(-1), 0.0))
+    c, dc = _coefficients(table, flat, derivative)
+    k = table.degrees.size
+    return c.reshape((k,) + n.shape), None if dc is None else dc.reshape((k,) + n.shape)
+
+
+def _fast(table, nu, c, nv, need, units):
     """``Phi`` and, where ``need`` says, its partials in ``(nu, c, nv)`` from the truncated series.
 
     With ``a = |u|``, ``b = |v|``, ``rho = c / (a b)`` and kept degrees ``n_j = n_0 + s j``:
@@ -222,8 +234,7 @@ def _fast(table, nu, c, nv, need):
     ab = a * b
     pos = ab > 0
     rho = c / jnp.where(pos, ab, 1.0)
-    ca, dca = _coefficients(table, a, need_u)
-    cb, dcb = _coefficients(table, b, need_v)
+    (ca, dca), (cb, dcb) = units
     deg = table.degrees
     n0, step, count = int(deg[0]), (int(deg[1] - deg[0]) if deg.size > 1 else 1), deg.size
     x = rho * rho if step == 2 else rho
@@ -332,11 +343,13 @@ def _evaluate(fn, table, nu, c, nv, need):
     inside = _all((log_bound <= math.log(table.tol)) & (a <= table.radius) & (b <= table.radius))
     shape = jnp.broadcast_shapes(nu.shape, c.shape, nv.shape)
     zero = jnp.zeros(shape, nu.dtype)
+    # outside the cond, where XLA can share them between the Gram matrices of one loss
+    units = (_unit_coefficients(table, nu, need[0]), _unit_coefficients(table, nv, need[2]))
 
     def branch(parts):
         return [p if p is not None else zero for p in parts]
     return jax.lax.cond(inside,
-                        lambda: branch(_fast(table, nu, c, nv, need)),
+                        lambda: branch(_fast(table, nu, c, nv, need, units)),
                         lambda: branch(_quadrature(fn, table.order, nu, c, nv, need)))
 
 
