@@ -284,7 +284,7 @@ def _quadrature(fn, order, nu, c, nv, need):
     """The same as :func:`_fast` by Gauss-Hermite quadrature, the partials by Price's theorem
     (``dPhi/dc = E[s'(U) s'(V)]``, ``dPhi/d|u|^2 = E[s''(U) s(V)] / 2``).
 
-    Each term is :func:`~earnshaw.potentials.inner.gauss_hermite` (custom JVP, so higher derivatives
+    Each term is :func:`~earnshaw.potentials.inner.gauss_hermite_rows` (custom JVP, so higher derivatives
     follow the same theorem), whose temporaries are ``pairs x order``: the fast branch pays for the arena of
     the branch not taken, which at ``pairs x order^2`` cost more than the fast branch itself.
     """
@@ -292,7 +292,7 @@ def _quadrature(fn, order, nu, c, nv, need):
     df = inner._derivative(fn)
     ddf = inner._derivative(df)
     terms = ((fn, fn, 1.0), (ddf, fn, 0.5), (df, df, 1.0), (fn, ddf, 0.5))
-    return [jnp.broadcast_to(scale * inner.gauss_hermite(f, g, order, nu, c, nv), shape)
+    return [jnp.broadcast_to(scale * inner.gauss_hermite_rows(f, g, order, nu, c, nv), shape)
             if wanted else None for (f, g, scale), wanted in zip(terms, (True, *need))]
 
 
