@@ -202,10 +202,14 @@ def _polynomials(x, coeffs, count):
     return [e + x * o for e, o in zip(*out)]
 
 
-def _log_tail(table, r):
+def _reach(table, n):
+    """``s(r) = r (tol / T'_N(r))^(1 / 2N)`` at ``r = sqrt(n)`` (computed on the flattened ``n``), ``n.shape``:
+    a pair is inside the certified bound iff ``|u.v| <= s(|u|) s(|v|)``."""
+    r = safe_sqrt(n.reshape(-1))
     g = table.log_tail.size - 1
     idx = jnp.clip(jnp.ceil(r * (g / table.radius)).astype(jnp.int32), 0, g)
-    return jnp.asarray(table.log_tail, r.dtype)[idx]
+    log_tail = jnp.asarray(table.log_tail, r.dtype)[idx]
+    return (r * jnp.exp((math.log(table.tol) - log_tail) / (2.0 * table.terms))).reshape(n.shape)
 
 
 def _unit_coefficients(table, n, derivative):
@@ -336,11 +340,10 @@ def fast_potential_fn(fn, table: FastTable, nu, c, nv):
 # alone would dispatch hundreds of small computations
 @functools.partial(jax.jit, static_argnums=(0, 1, 5))
 def _evaluate(fn, table, nu, c, nv, need):
-    a, b = safe_sqrt(nu), safe_sqrt(nv)
-    rho = jnp.abs(c) / jnp.maximum(a * b, 1e-300)
-    log_bound = table.terms * jnp.log(jnp.minimum(rho, 1.0) + 1e-300) + 0.5 * (_log_tail(table, a) +
-                                                                               _log_tail(table, b))
-    inside = _all((log_bound <= math.log(table.tol)) & (a <= table.radius) & (b <= table.radius))
+    # |rho|^N sqrt(T'_N(a) T'_N(b)) <= tol  <=>  |c| <= s(a) s(b) with s(r) = r (tol / T'_N(r))^(1 / 2N): a
+    # product per pair instead of a logarithm, and s per unit (shared between Gram matrices, as below)
+    inside = _all((jnp.abs(c) <= _reach(table, nu) * _reach(table, nv)) & (nu <= table.radius**2)
+                  & (nv <= table.radius**2))
     shape = jnp.broadcast_shapes(nu.shape, c.shape, nv.shape)
     zero = jnp.zeros(shape, nu.dtype)
     # outside the cond, where XLA can share them between the Gram matrices of one loss
