@@ -193,26 +193,52 @@ def test_fast_table_hessian(getkey):
 
 def test_fast_table_loss_gradient_and_fallback(getkey):
     """The fast tanh table's value and one-pass partials (custom JVP) against order-200 quadrature; outside its
-    certified region, and for a batch with one instance outside, quadrature's numbers."""
+    certified region, and for a batch with one instance outside, its fallback's numbers. The fallback here is
+    order-16 quadrature, far from 1e-12, so each comparison also shows which branch ran."""
     with jax.enable_x64(True):
-        fast_pot, ref = es.potential("tanh", method="fast"), es.potential("tanh", order=200)
+        fast_pot, ref = es.potential("tanh", method="fast", order=16), es.potential("tanh", order=200)
+        quad = es.potential("tanh", order=16)
         t, s = _unit_teacher_and_student(getkey)
         v, g, _ = _loss_and_derivatives(fast_pot, t, s)
         v_ref, g_ref, _ = _loss_and_derivatives(ref, t, s)
+        v_q_in = float(es.population_loss(quad, t, s))
+        assert abs(v_q_in - v_ref) > 1e-9  # order 16 is distinguishable here
         assert abs(v - v_ref) < 1e-12
         np.testing.assert_allclose(g, g_ref, atol=1e-11)
-        # a long unit parallel to a teacher unit is outside: quadrature of the table's order (128), derivatives too
+
+        def fallback_loss(st):
+            """The student's two Gram matrices by the fallback, the teacher's (inside, unit norms) by the table."""
+            return float(st.a @ quad.self_gram(st.theta) @ st.a - 2.0 * st.a @ quad.gram(st.theta, t.w) @ t.b
+                         + t.b @ ref.self_gram(t.w) @ t.b)
+        # a long unit parallel to a teacher unit is outside: quadrature of the table's order, derivatives too
         out = es.Student(theta=s.theta.at[0].set(2.5 * t.w[0]), a=s.a)
-        quad = es.potential("tanh", order=128)
         v, g, _ = _loss_and_derivatives(fast_pot, t, out)
-        v_q, g_q, _ = _loss_and_derivatives(quad, t, out)
-        assert abs(v - v_q) < 1e-12  # summed in another order (one outer node at a time)
+        g_q = _loss_and_derivatives(quad, t, out)[1]
+        assert abs(v - fallback_loss(out)) < 1e-12  # summed in another order (one outer node at a time)
         np.testing.assert_allclose(g, g_q, atol=1e-12)
-        # in a batch, one instance outside sends the whole batch to order-128 quadrature (itself off by 5e-5 from
-        # order 200 at norm 2.5, so the first instance is the one compared with order 200)
+        # in a batch, one instance outside sends the whole batch's student Gram matrices to the fallback
         batch = es.Student(theta=jnp.stack([s.theta, out.theta]), a=jnp.stack([s.a, s.a]))
         vals = jax.vmap(lambda st: es.population_loss(fast_pot, t, st))(batch)
-        assert abs(float(vals[0]) - v_ref) < 1e-10 and abs(float(vals[1]) - v_q) < 1e-12
+        assert abs(float(vals[0]) - fallback_loss(s)) < 1e-12 and abs(float(vals[1]) - v) < 1e-12
+
+
+def test_fast_table_region_check_is_the_tail_bound():
+    """The per-pair test ``|u.v| <= s(|u|) s(|v|)`` equals the certified bound
+    ``N log|rho| + (log T'_N(|u|) + log T'_N(|v|)) / 2 <= log tol`` away from its boundary."""
+    from earnshaw.potentials import fast
+    rng = np.random.default_rng(3)
+    with jax.enable_x64(True):
+        table = fast.build_table(jnp.tanh, odd=True)
+        a, b = rng.uniform(0.05, 3.0, 4000), rng.uniform(0.05, 3.0, 4000)
+        rho = rng.uniform(-1.0, 1.0, 4000)
+        fast_check = np.abs(rho * a * b) <= np.asarray(fast._reach(table, jnp.asarray(a * a))
+                                                       * fast._reach(table, jnp.asarray(b * b)))
+        log_tail = lambda r: table.log_tail[np.clip(np.ceil(r * (table.log_tail.size - 1) / table.radius)  # noqa: E731
+                                                    .astype(int), 0, table.log_tail.size - 1)]
+        margin = table.terms * np.log(np.abs(rho)) + 0.5 * (log_tail(a) + log_tail(b)) - math.log(table.tol)
+        clear = np.abs(margin) > 1e-9
+        assert fast_check[margin < -1e-9].all() and 100 < fast_check.sum() < 3900
+        np.testing.assert_array_equal(fast_check[clear], (margin < 0)[clear])
 
 
 def test_fast_table_even_and_general_parity():

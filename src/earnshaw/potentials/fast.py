@@ -244,15 +244,17 @@ def _fast(table, nu, c, nv, need, units):
     x = rho * rho if step == 2 else rho
     lead = rho if n0 == 1 else 1.0
     any_need = need_u or need_c or need_v
-    # d Phi / d rho = sum_j n_j c_j(a) c_j(b) rho^(n_j - 1): for odd activations (n_0 = 1) a polynomial in x
-    # that shares the Horner chains; otherwise the n_0 = 0 term drops and the rest is one degree lower
-    joint = any_need and n0 == 1
+    # d Phi / d rho = sum_j n_j c_j(a) c_j(b) rho^(n_j - 1), in the same Horner chains: for odd activations
+    # (n_0 = 1) a polynomial in x; otherwise the n_0 = 0 term drops, the rest is x^(j-1) (times rho if s = 2)
 
     def coeffs(j):
         a_j = ca[j] * cb[j]
         out = [a_j]
-        if joint:
-            out.append(float(deg[j]) * a_j)
+        if any_need:
+            if n0 == 1:
+                out.append(float(deg[j]) * a_j)
+            else:
+                out.append(float(deg[j + 1]) * ca[j + 1] * cb[j + 1] if j + 1 < count else jnp.zeros_like(a_j))
         if need_u:
             out.append(dca[j] * cb[j])
         if need_v:
@@ -263,13 +265,9 @@ def _fast(table, nu, c, nv, need, units):
     out = [jnp.broadcast_to(phi, shape), None, None, None]
     if not any_need:
         return out
-    if joint:
-        d_rho = next(sums)
-    elif count > 1:
-        d_rho = _polynomials(x, lambda j: [float(deg[j + 1]) * ca[j + 1] * cb[j + 1]], count - 1)[0]
-        d_rho = d_rho * rho if step == 2 else d_rho
-    else:
-        d_rho = jnp.zeros_like(rho)
+    d_rho = next(sums)
+    if n0 == 0 and step == 2:
+        d_rho = d_rho * rho
     d_a = lead * next(sums) if need_u else None
     d_b = lead * next(sums) if need_v else None
     inv_ab = jnp.where(pos, 1.0 / jnp.where(pos, ab, 1.0), 0.0)

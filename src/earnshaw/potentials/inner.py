@@ -193,7 +193,8 @@ def _gh_setup(order, nu, c, nv):
 
 
 def _gh_core(f, g, order, nu, c, nv):
-    z, w, su, beta, gamma = (t[..., None, None] if i > 1 else t for i, t in enumerate(_gh_setup(order, nu, c, nv)))
+    z, w, su, beta, gamma = _gh_setup(order, nu, c, nv)
+    su, beta, gamma = (t[..., None, None] for t in (su, beta, gamma))
     z1, z2 = z[:, None], z[None, :]
     vals = f(su * z1) * g(beta * z1 + gamma * z2)
     return jnp.sum(w[:, None] * w[None, :] * vals, axis=(-2, -1))
