@@ -1,8 +1,33 @@
 """Tests run in float64 (landscape numerics need it), like diffrax's test/conftest.py."""
+import os
+import shutil
+import tempfile
+
 import jax
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+
+def pytest_configure(config):
+    # One persistent compilation cache for the whole session, as the CLI keeps one per user: the two xdist
+    # workers (spawned after this hook, inheriting the environment) and every CLI subprocess share it, so a
+    # program compiled anywhere in the session is compiled once. A fresh folder per session, removed at the
+    # end, so every run starts as a fresh machine does.
+    if hasattr(config, "workerinput") or os.environ.get("EARNSHAW_COMPILATION_CACHE", "1") == "0":
+        return
+    folder = tempfile.mkdtemp(prefix="earnshaw-test-jax-cache-")
+    config._earnshaw_cache = folder
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.05"
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_earnshaw_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

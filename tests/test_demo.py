@@ -1,5 +1,6 @@
 """``earnshaw demo`` end to end (a small configuration), and ``earnshaw results`` on every kind of run folder."""
 import json
+import os
 import subprocess
 import sys
 
@@ -76,3 +77,25 @@ def test_results_names_a_broken_run_folder(tmp_path):
     proc = subprocess.run([*EARNSHAW, "results", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode != 0 and "unreadable run folder" in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_keeps_compiled_programs_in_its_cache_folder_unless_turned_off(tmp_path):
+    """The CLI turns on JAX's persistent compilation cache under ``$XDG_CACHE_HOME/earnshaw/jax``; a second
+    run finds the first one's programs there (with ``JAX_LOG_COMPILES`` JAX reports each hit);
+    ``EARNSHAW_COMPILATION_CACHE=0`` leaves the folder untouched."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    on = dict(env, XDG_CACHE_HOME=str(tmp_path / "on"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+              JAX_LOG_COMPILES="1")
+    off = dict(env, XDG_CACHE_HOME=str(tmp_path / "off"), EARNSHAW_COMPILATION_CACHE="0")
+    args = [*EARNSHAW, "potential", "tanh", "--dim", "4"]
+    first = subprocess.run(args, capture_output=True, text=True, env=on, cwd=tmp_path, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    kept = list((tmp_path / "on" / "earnshaw" / "jax").glob("*-cache"))
+    assert kept, sorted(p.name for p in (tmp_path / "on").rglob("*"))
+    again = subprocess.run(args, capture_output=True, text=True, env=on, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0 and again.stdout == first.stdout
+    hits = [run.stderr.count("Persistent compilation cache hit") for run in (first, again)]
+    assert hits[1] >= 10 and hits[1] > hits[0], hits
+    skipped = subprocess.run(args, capture_output=True, text=True, env=off, cwd=tmp_path, timeout=300)
+    assert skipped.returncode == 0 and skipped.stdout == first.stdout
+    assert not (tmp_path / "off").exists()

@@ -192,31 +192,47 @@ def test_fast_table_hessian(getkey):
 
 
 def test_fast_table_loss_gradient_and_fallback(getkey):
-    """The fast tanh table's value and one-pass partials (custom JVP) against order-200 quadrature; outside its
-    certified region, and for a batch with one instance outside, its fallback's numbers. The fallback here is
-    order-16 quadrature, far from 1e-12, so each comparison also shows which branch ran."""
+    """The tanh tables' value and one-pass partials (custom JVP) against high-order quadrature, on each of the
+    three evaluations (:func:`~earnshaw.potentials.fast.tier`): inside the certified region the table of
+    ``terms``; a long unit parallel to a teacher's, the wide table (every degree to 399), as accurate there as
+    order-300 quadrature, where the ``terms`` table is not certified; past the radius the fallback, here
+    order-16 quadrature, far from 1e-12, so the comparison shows it ran; a vmapped batch takes its most
+    demanding instance's evaluation."""
+    from earnshaw.potentials import fast
     with jax.enable_x64(True):
         fast_pot, ref = es.potential("tanh", method="fast", order=16), es.potential("tanh", order=200)
+        table = fast.build_table(jnp.tanh, odd=True, order=16)
         quad = es.potential("tanh", order=16)
         t, s = _unit_teacher_and_student(getkey)
+        grams = lambda st: (jnp.sum(st.theta**2, -1), st.theta @ t.w.T, jnp.ones(len(t.b)))  # noqa: E731
+        tiers = lambda st: int(fast.tier(table, grams(st)[0][:, None], grams(st)[1], grams(st)[2][None, :]))  # noqa
         v, g, _ = _loss_and_derivatives(fast_pot, t, s)
         v_ref, g_ref, _ = _loss_and_derivatives(ref, t, s)
-        v_q_in = float(es.population_loss(quad, t, s))
-        assert abs(v_q_in - v_ref) > 1e-9  # order 16 is distinguishable here
+        assert tiers(s) == 0 and abs(float(es.population_loss(quad, t, s)) - v_ref) > 1e-9
         assert abs(v - v_ref) < 1e-12
         np.testing.assert_allclose(g, g_ref, atol=1e-11)
+        # norm 1.6 parallel to a teacher unit: outside the terms table's bound, inside the wide table's (1e-13)
+        wide = es.Student(theta=s.theta.at[0].set(1.6 * t.w[0]), a=s.a)
+        assert tiers(wide) == 1
+        # the terms table is not certified for this pair: |u.w| = 1.6 > s(1.6) s(1)
+        assert 1.6 > float(fast._reach(table, jnp.asarray(2.56)) * fast._reach(table, jnp.asarray(1.0)))
+        v, g, _ = _loss_and_derivatives(fast_pot, t, wide)
+        v_ref, g_ref, _ = _loss_and_derivatives(es.potential("tanh", order=300), t, wide)
+        assert abs(v - v_ref) < 1e-11
+        np.testing.assert_allclose(g, g_ref, atol=1e-10)
 
         def fallback_loss(st):
             """The student's two Gram matrices by the fallback, the teacher's (inside, unit norms) by the table."""
             return float(st.a @ quad.self_gram(st.theta) @ st.a - 2.0 * st.a @ quad.gram(st.theta, t.w) @ t.b
                          + t.b @ ref.self_gram(t.w) @ t.b)
-        # a long unit parallel to a teacher unit is outside: quadrature of the table's order, derivatives too
-        out = es.Student(theta=s.theta.at[0].set(2.5 * t.w[0]), a=s.a)
+        # past the radius (3): quadrature of the table's order, derivatives too
+        out = es.Student(theta=s.theta.at[0].set(3.2 * t.w[0]), a=s.a)
+        assert tiers(out) == 2
         v, g, _ = _loss_and_derivatives(fast_pot, t, out)
         g_q = _loss_and_derivatives(quad, t, out)[1]
         assert abs(v - fallback_loss(out)) < 1e-12  # summed in another order (one outer node at a time)
         np.testing.assert_allclose(g, g_q, atol=1e-12)
-        # in a batch, one instance outside sends the whole batch's student Gram matrices to the fallback
+        # in a batch, one instance past the radius sends the whole batch's student Gram matrices to the fallback
         batch = es.Student(theta=jnp.stack([s.theta, out.theta]), a=jnp.stack([s.a, s.a]))
         vals = jax.vmap(lambda st: es.population_loss(fast_pot, t, st))(batch)
         assert abs(float(vals[0]) - fallback_loss(s)) < 1e-12 and abs(float(vals[1]) - v) < 1e-12

@@ -26,6 +26,9 @@ for _name in COMMAND_MODULES:
 
 
 def main():
+    from earnshaw._cli.common import use_compilation_cache
+
+    use_compilation_cache()
     app()
 
 

@@ -1,5 +1,10 @@
-"""Helpers shared by the CLI commands: consoles, x64, errors, progress and backend options."""
+"""Helpers shared by the CLI commands: consoles, x64, the compilation cache, errors, progress and backend
+options."""
 from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
 
 import typer
 from rich.console import Console
@@ -13,6 +18,36 @@ def enable_x64():
     import jax
 
     jax.config.update("jax_enable_x64", True)
+
+
+def use_compilation_cache() -> str | None:
+    """Keep XLA's compiled programs on disk between ``earnshaw`` runs (JAX's persistent compilation cache).
+
+    A second ``earnshaw demo`` or ``verify`` then loads what the first compiled instead of compiling it again.
+    The folder is ``$JAX_COMPILATION_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/earnshaw/jax`` (``~/.cache``
+    by default); ``EARNSHAW_COMPILATION_CACHE=0`` turns it off. It is set in the environment too, so the
+    worker processes of ``--workers N`` and of a Ray cluster the command starts share it. Programs that compile in under 0.1 s are not
+    kept. With ``filelock`` installed the folder is capped at 2 GiB (least recently used programs go first)
+    and locked while written; without it JAX reads a half-written entry as a miss and compiles.
+
+    Returns:
+      The folder in use, or ``None`` when turned off.
+    """
+    if os.environ.get("EARNSHAW_COMPILATION_CACHE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    import jax
+
+    folder = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(
+        pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "earnshaw" / "jax")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+    if importlib.util.find_spec("filelock") is not None and "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
+        os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(2 << 30)
+        jax.config.update("jax_compilation_cache_max_size", 2 << 30)
+    return folder
 
 
 def use_cpu_cores(n: int) -> int:

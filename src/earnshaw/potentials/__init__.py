@@ -136,9 +136,11 @@ def _default_method(act):
         return "closed"
     if _base_name(act) in piecewise.PIECEWISE and _is_registry(act):
         return "piecewise"
-    # "fast" stays opt-in: where its certified region ends it falls back to quadrature, and the two differ by
-    # the quadrature's own error (3e-5 for tanh on the diagonal at |u| = 2.65), a jump that breaks identities
-    # such as Theorem 5's along a trajectory; plain quadrature is one smooth function everywhere
+    # "fast" stays opt-in although it is more accurate everywhere up to its radius (docs/math.md 1d): its table
+    # takes ~3 s to build per process, and second derivatives through its three evaluations compile ~10 s
+    # longer than quadrature's (a Hessian of tanh's loss at k = 3: 13 s against 2 s), which analyses that take
+    # one Hessian per problem would pay; its value jumps by quadrature's error (1e-4 for tanh at norm 3) where
+    # it hands over past its radius, while plain quadrature is one smooth function everywhere
     return "quadrature"
 
 

@@ -10,9 +10,12 @@ without a tangent, such as the teacher's).
 
 Every evaluation checks the rigorous truncation bound ``|rho|^N sqrt(T'_N(|u|) T'_N(|v|)) <= tol`` of
 :mod:`~earnshaw.potentials.hermite` (which bounds the error of ``Phi`` and of its ``rho``-derivative) on every
-pair, plus ``|u|, |v| <= radius``; if any pair fails, the whole call falls back to Gauss-Hermite quadrature
-(``lax.cond``; under ``vmap`` the check covers the whole batch, so still only one branch runs). Unit-norm pairs are inside the bound at every angle
-by construction of ``N``; long vectors at nearly parallel angles are not.
+pair. Where every pair passes, the table of ``N`` terms runs; otherwise, while every norm is at most ``radius``,
+the wide table of the same panels with every degree up to 399 (its error is that tail bound at ``N = 399``:
+below 1e-13 for norms up to 1.7 at any angle, 1e-11 at 2, 2e-7 at 3 for tanh, far below order-128
+quadrature's); beyond ``radius``, Gauss-Hermite quadrature (``lax.switch``; under ``vmap`` the choice covers the
+whole batch, so still only one branch runs). Unit-norm pairs are inside the bound at every angle by
+construction of ``N``; long vectors at nearly parallel angles are not.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from earnshaw.potentials import hermite as _hermite
 from earnshaw.potentials import inner
 from earnshaw.potentials._safe import safe_sqrt
 
-__all__ = ["FastTable", "build_table", "fast_potential_fn"]
+__all__ = ["FastTable", "build_table", "fast_potential_fn", "tier"]
 
 # c_n(r) on [0, radius] is a Chebyshev interpolant of this degree on each of this many equal panels: a unit
 # evaluates one panel (9 x K multiply-adds), not a global degree-63 series (64 x K)
@@ -54,7 +57,13 @@ class FastTable:
       terms: ``N``, the truncation degree.
       tol: the accuracy checked on every pair.
       table_error: max interpolation error of the ``c_n`` measured on a grid 4x finer than the nodes.
-      order: the Gauss-Hermite order of the fallback.
+      order: the Gauss-Hermite order of the fallback beyond ``radius``.
+      wide_degrees, wide_cheb: the same for every degree up to ``wide_terms`` (the table used where a pair
+        leaves the certified region of ``terms`` but every norm is within ``radius``); ``None`` when
+        ``terms`` is already the largest.
+      wide_terms: its truncation degree (0 when there is none).
+      wide_error: its largest error, the truncation bound at ``rho = 1`` and ``|u| = |v| = radius`` plus its
+        interpolation error (smaller norms and angles err less).
     """
 
     degrees: np.ndarray
@@ -65,6 +74,10 @@ class FastTable:
     tol: float
     table_error: float
     order: int
+    wide_degrees: np.ndarray | None = None
+    wide_cheb: np.ndarray | None = None
+    wide_terms: int = 0
+    wide_error: float = 0.0
 
 
 def _cheb_points(m):
@@ -129,19 +142,33 @@ def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=3.0, order=128) -
         terms = int(ok[0])
     if not (isinstance(terms, int) and 1 <= terms < _MAX_TERMS):
         raise ValueError(f"fast potential: terms must be an integer in [1, {_MAX_TERMS - 1}], got {terms!r}")
-    degrees = np.arange(terms + 1)
-    if odd is True:
-        degrees = degrees[1::2]
-    elif odd is False:
-        degrees = degrees[0::2]
-    vals = hc.c[:n_nodes][:, degrees].reshape(_PANELS, q, degrees.size)
-    # Chebyshev interpolation at the first-kind points of each panel (a discrete cosine transform)
-    cheb = np.einsum("qm,pmk->pqk", np.linalg.inv(_cheb_values(x, q)), vals)
+    wide_terms = _MAX_TERMS - 1 if terms < _MAX_TERMS - 1 else 0
     check_r = np.linspace(0.0, radius, 4 * n_nodes + 1)
-    check = _hermite.hermite_coefficients(fn, check_r, int(degrees[-1]))
+    check = _hermite.hermite_coefficients(fn, check_r, max(terms, wide_terms))
+    inverse = np.linalg.inv(_cheb_values(x, q))
     idx, t = _panel_of(check_r, radius)
-    approx = np.einsum("rq,rqk->rk", _cheb_values(t, q), cheb[idx])
-    table_error = float(np.abs(approx - check.c[:, degrees]).max() + check.eps)
+
+    def interpolate(n):
+        """Degrees kept up to ``n``, their per-panel Chebyshev coefficients and the interpolation error."""
+        degrees = np.arange(n + 1)
+        if odd is True:
+            degrees = degrees[1::2]
+        elif odd is False:
+            degrees = degrees[0::2]
+        vals = hc.c[:n_nodes][:, degrees].reshape(_PANELS, q, degrees.size)
+        # Chebyshev interpolation at the first-kind points of each panel (a discrete cosine transform)
+        cheb = np.einsum("qm,pmk->pqk", inverse, vals)
+        approx = np.einsum("rq,rqk->rk", _cheb_values(t, q), cheb[idx])
+        return degrees, cheb, float(np.abs(approx - check.c[:, degrees]).max() + check.eps)
+
+    degrees, cheb, table_error = interpolate(terms)
+    wide = dict(wide_degrees=None, wide_cheb=None, wide_terms=0, wide_error=0.0)
+    if wide_terms:
+        w_degrees, w_cheb, w_error = interpolate(wide_terms)
+        edge = _hermite.tail_bound(_slice(hc, n_nodes + _TAIL_GRID - 1), wide_terms, weighted=True)[0]
+        w_sum = np.abs(hc.c[n_nodes:n_nodes + _TAIL_GRID][:, w_degrees]).sum(1).max()
+        wide = dict(wide_degrees=w_degrees, wide_cheb=w_cheb, wide_terms=wide_terms,
+                    wide_error=float(edge + 2.0 * w_error * (w_sum + 1.0)))
     tails = _hermite.tail_bound(_slice(hc, slice(n_nodes, n_nodes + _TAIL_GRID)), terms, weighted=True)
     # the interpolation error adds at most table_error * sum_n (|c_n(a)| + |c_n(b)| + table_error) to the sum
     extra = 2.0 * table_error * (np.abs(hc.c[n_nodes:n_nodes + _TAIL_GRID][:, degrees]).sum(1).max() + 1.0)
@@ -150,7 +177,7 @@ def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=3.0, order=128) -
                          "lower radius or raise tol")
     log_tail = np.log(np.maximum.accumulate(tails) + 1e-300)
     return FastTable(degrees=degrees, cheb=cheb, radius=radius, log_tail=log_tail, terms=terms,
-                     tol=float(tol) - extra, table_error=table_error, order=int(order))
+                     tol=float(tol) - extra, table_error=table_error, order=int(order), **wide)
 
 
 def _slice(hc, idx):
@@ -159,20 +186,20 @@ def _slice(hc, idx):
                                         slope_moment=hc.slope_moment[idx], eps=hc.eps)
 
 
-def _coefficients(table, r, derivative):
+def _coefficients(cheb, radius, r, derivative):
     """``c_n(r)`` for the kept degrees, degree-major ``(K, ...)``, and ``c_n'(r)`` if ``derivative`` (else ``None``).
 
     Degree-major, so that each Horner step below reads a contiguous slice. The derivative contracts the same
     gathered panel with ``T_q'``: the gather, not the arithmetic, is what a unit costs.
     """
-    idx, t = _panel_of(r, table.radius, jnp)
+    idx, t = _panel_of(r, radius, jnp)
     q = _DEGREE + 1
-    block = jnp.asarray(table.cheb, r.dtype)[idx]
+    block = jnp.asarray(cheb, r.dtype)[idx]
     basis = _cheb_values(t, q, jnp)
     if not derivative:
         return jnp.einsum("...q,...qk->k...", basis, block), None
     # c = sum_q T_q(t) C_q and c' = sum_q T_q'(t) C_q dt/dr from the same gathered panel
-    dbasis = (2.0 * _PANELS / table.radius) * _cheb_derivatives(t, q, jnp)
+    dbasis = (2.0 * _PANELS / radius) * _cheb_derivatives(t, q, jnp)
     return jnp.einsum("...q,...qk->k...", basis, block), jnp.einsum("...q,...qk->k...", dbasis, block)
 
 
@@ -202,6 +229,13 @@ def _polynomials(x, coeffs, count):
     return [e + x * o for e, o in zip(*out)]
 
 
+def _polynomials_loop(x, coeffs, count):
+    """:func:`_polynomials` as one Horner chain in a ``fori_loop`` (``coeffs`` takes a traced index)."""
+    def step(i, acc):
+        return [p * x + t for p, t in zip(acc, coeffs(count - 2 - i))]
+    return jax.lax.fori_loop(0, count - 1, step, [jnp.broadcast_to(t, x.shape) for t in coeffs(count - 1)])
+
+
 def _reach(table, n):
     """``s(r) = r (tol / T'_N(r))^(1 / 2N)`` at ``r = sqrt(n)`` (computed on the flattened ``n``), ``n.shape``:
     a pair is inside the certified bound iff ``|u.v| <= s(|u|) s(|v|)``."""
@@ -212,25 +246,30 @@ def _reach(table, n):
     return (r * jnp.exp((math.log(table.tol) - log_tail) / (2.0 * table.terms))).reshape(n.shape)
 
 
-def _unit_coefficients(table, n, derivative):
-    """:func:`_coefficients` at ``sqrt(n)`` for squared norms ``n`` broadcast along one axis, ``(K,) + n.shape``.
+def _unit_coefficients(table, n, derivative, wide=False):
+    """:func:`_coefficients` at ``sqrt(n)`` for squared norms ``n`` broadcast along one axis, ``(K,) + n.shape``
+    (of the wide table if ``wide``).
 
     Evaluated on the flattened norms: the student's units then give the same program in every Gram matrix
     (rows of one, columns of the next), which XLA computes once.
     """
     flat = jnp.sqrt(jnp.maximum(n.reshape(-1), 0.0))
-    c, dc = _coefficients(table, flat, derivative)
-    k = table.degrees.size
+    cheb = table.wide_cheb if wide else table.cheb
+    c, dc = _coefficients(cheb, table.radius, flat, derivative)
+    k = cheb.shape[-1]
     return c.reshape((k,) + n.shape), None if dc is None else dc.reshape((k,) + n.shape)
 
 
-def _fast(table, nu, c, nv, need, units):
+def _fast(deg, nu, c, nv, need, units, loop=False):
     """``Phi`` and, where ``need`` says, its partials in ``(nu, c, nv)`` from the truncated series.
 
     With ``a = |u|``, ``b = |v|``, ``rho = c / (a b)`` and kept degrees ``n_j = n_0 + s j``:
     ``Phi = rho^n_0 sum_j c_j(a) c_j(b) x^j`` with ``x = rho^s``; the partials in ``a``, ``b`` use the
     tabulated ``c_n'``, the one in ``rho`` the series' own derivative, and the chain rule maps them to the
     Gram triple. Every sum shares the powers ``x^j``, so a pair costs a few multiply-adds per kept degree.
+    ``loop`` runs Horner's rule as a ``fori_loop`` over the degrees instead of unrolled: the wide table's
+    ~200 unrolled steps per sum would make every program (and its derivatives) that holds them compile for
+    tens of seconds.
     """
     need_u, need_c, need_v = need
     shape = jnp.broadcast_shapes(nu.shape, c.shape, nv.shape)
@@ -239,7 +278,6 @@ def _fast(table, nu, c, nv, need, units):
     pos = ab > 0
     rho = c / jnp.where(pos, ab, 1.0)
     (ca, dca), (cb, dcb) = units
-    deg = table.degrees
     n0, step, count = int(deg[0]), (int(deg[1] - deg[0]) if deg.size > 1 else 1), deg.size
     x = rho * rho if step == 2 else rho
     lead = rho if n0 == 1 else 1.0
@@ -247,20 +285,25 @@ def _fast(table, nu, c, nv, need, units):
     # d Phi / d rho = sum_j n_j c_j(a) c_j(b) rho^(n_j - 1), in the same Horner chains: for odd activations
     # (n_0 = 1) a polynomial in x; otherwise the n_0 = 0 term drops, the rest is x^(j-1) (times rho if s = 2)
 
-    def coeffs(j):
+    degf = jnp.asarray(deg, x.dtype)
+
+    def coeffs(j):  # j an int (unrolled) or traced (loop)
         a_j = ca[j] * cb[j]
         out = [a_j]
         if any_need:
             if n0 == 1:
-                out.append(float(deg[j]) * a_j)
-            else:
+                out.append((float(deg[j]) if isinstance(j, int) else degf[j]) * a_j)
+            elif isinstance(j, int):
                 out.append(float(deg[j + 1]) * ca[j + 1] * cb[j + 1] if j + 1 < count else jnp.zeros_like(a_j))
+            else:
+                nxt = jnp.minimum(j + 1, count - 1)
+                out.append(jnp.where(j + 1 < count, degf[nxt] * ca[nxt] * cb[nxt], 0.0))
         if need_u:
             out.append(dca[j] * cb[j])
         if need_v:
             out.append(ca[j] * dcb[j])
         return out
-    sums = iter(_polynomials(x, coeffs, count))
+    sums = iter(_polynomials_loop(x, coeffs, count) if loop else _polynomials(x, coeffs, count))
     phi = lead * next(sums)
     out = [jnp.broadcast_to(phi, shape), None, None, None]
     if not any_need:
@@ -309,8 +352,37 @@ def _all_batched(axis_size, in_batched, x):
     return jnp.all(x), False
 
 
+def tier(table: FastTable, nu, c, nv):
+    """Which evaluation a call gets: 0, the table of ``table.terms`` (every pair within its certified bound);
+    1, the wide table (every norm at most ``table.radius``); 2, Gauss-Hermite quadrature of ``table.order``.
+
+    One index for the whole call, a batch under ``vmap`` included (its most demanding instance decides), so
+    that only that branch runs.
+
+    Args:
+      table: from :func:`build_table`.
+      nu, c, nv: ``|u|^2``, ``u.v``, ``|v|^2``, broadcastable.
+
+    Returns:
+      An int32 scalar.
+
+    >>> import jax, jax.numpy as jnp
+    >>> with jax.enable_x64(True):
+    ...     t = build_table(jnp.tanh, odd=True)
+    ...     [int(tier(t, *x)) for x in ((1.0, 0.99, 1.0), (2.25, 2.2, 2.25), (16.0, 0.0, 1.0))]
+    [0, 1, 2]
+    """
+    nu, c, nv = (jnp.asarray(x) for x in (nu, c, nv))
+    # |rho|^N sqrt(T'_N(a) T'_N(b)) <= tol  <=>  |c| <= s(a) s(b) with s(r) = r (tol / T'_N(r))^(1 / 2N): a
+    # product per pair instead of a logarithm, and s per unit (shared between Gram matrices)
+    within = _all((nu <= table.radius**2) & (nv <= table.radius**2))
+    inside = within & _all(jnp.abs(c) <= _reach(table, nu) * _reach(table, nv))
+    return jnp.where(inside, 0, jnp.where(within & (table.wide_terms > 0), 1, 2)).astype(jnp.int32)
+
+
 def fast_potential_fn(fn, table: FastTable, nu, c, nv):
-    """``Phi`` from the table where every pair is within ``table.tol``; Gauss-Hermite quadrature otherwise.
+    """``Phi`` from the table where every pair is within ``table.tol``, from the wide table where a pair is not
+    but every norm is within ``table.radius``, by Gauss-Hermite quadrature beyond (:func:`tier`).
 
     Args:
       fn: the activation (for the fallback).
@@ -338,20 +410,22 @@ def fast_potential_fn(fn, table: FastTable, nu, c, nv):
 # alone would dispatch hundreds of small computations
 @functools.partial(jax.jit, static_argnums=(0, 1, 5))
 def _evaluate(fn, table, nu, c, nv, need):
-    # |rho|^N sqrt(T'_N(a) T'_N(b)) <= tol  <=>  |c| <= s(a) s(b) with s(r) = r (tol / T'_N(r))^(1 / 2N): a
-    # product per pair instead of a logarithm, and s per unit (shared between Gram matrices, as below)
-    inside = _all((jnp.abs(c) <= _reach(table, nu) * _reach(table, nv)) & (nu <= table.radius**2)
-                  & (nv <= table.radius**2))
     shape = jnp.broadcast_shapes(nu.shape, c.shape, nv.shape)
     zero = jnp.zeros(shape, nu.dtype)
-    # outside the cond, where XLA can share them between the Gram matrices of one loss
+    # outside the switch, where XLA can share them between the Gram matrices of one loss
     units = (_unit_coefficients(table, nu, need[0]), _unit_coefficients(table, nv, need[2]))
 
     def branch(parts):
         return [p if p is not None else zero for p in parts]
-    return jax.lax.cond(inside,
-                        lambda: branch(_fast(table, nu, c, nv, need, units)),
-                        lambda: branch(_quadrature(fn, table.order, nu, c, nv, need)))
+
+    def wide():
+        if not table.wide_terms:  # never chosen: tier() skips it
+            return branch([zero] * 4)
+        units = (_unit_coefficients(table, nu, need[0], wide=True), _unit_coefficients(table, nv, need[2], wide=True))
+        return branch(_fast(table.wide_degrees, nu, c, nv, need, units, loop=True))
+    branches = [lambda: branch(_fast(table.degrees, nu, c, nv, need, units)), wide,
+                lambda: branch(_quadrature(fn, table.order, nu, c, nv, need))]
+    return jax.lax.switch(tier(table, nu, c, nv), branches)
 
 
 # The partials are computed inside the branch that runs and applied outside it, so reverse mode never
