@@ -90,8 +90,16 @@ def test_fast_tables_against_order_200_quadrature(name):
             g_ref = np.asarray(jax.grad(lambda x: inner.gauss_hermite(fn, fn, 200, x @ x, x @ v, v @ v))(
                 jnp.asarray(u)))
             np.testing.assert_allclose(g, g_ref, atol=1e-11)
-        # outside the certified region (long, nearly parallel vectors) it falls back to quadrature: still right
+        # outside the certified region (long, nearly parallel vectors) the wide table: within its N = 399 tail
+        # bound (4e-9 at norm 2.5) of order-300 quadrature; past the radius (3), order-128 quadrature itself
+        from earnshaw.potentials import fast
+        table = pot.fn.args[1]
         u, v = np.array([2.5, 0.0, 0.0]), np.array([2.4, 0.05, 0.0])
+        assert int(fast.tier(table, *_triple(u, v))) == 1
+        assert float(pot(jnp.asarray(u), jnp.asarray(v))) == pytest.approx(
+            float(inner.gauss_hermite(fn, fn, 300, *_triple(u, v))), abs=1e-8)
+        u, v = np.array([3.2, 0.0, 0.0]), np.array([2.4, 0.05, 0.0])
+        assert int(fast.tier(table, *_triple(u, v))) == 2
         assert float(pot(jnp.asarray(u), jnp.asarray(v))) == pytest.approx(
             float(inner.gauss_hermite(fn, fn, 128, *_triple(u, v))), abs=1e-14)
 

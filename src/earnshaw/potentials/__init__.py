@@ -137,8 +137,8 @@ def _default_method(act):
     if _base_name(act) in piecewise.PIECEWISE and _is_registry(act):
         return "piecewise"
     # "fast" stays opt-in although it is more accurate everywhere up to its radius (docs/math.md 1d): its table
-    # takes ~3 s to build per process, and second derivatives through its three evaluations compile ~10 s
-    # longer than quadrature's (a Hessian of tanh's loss at k = 3: 13 s against 2 s), which analyses that take
+    # takes ~3 s to build per process, and second derivatives through its three evaluations compile ~4.5 s
+    # longer than quadrature's (a Hessian of tanh's loss at k = 3: 6.5 s against 2 s), which analyses that take
     # one Hessian per problem would pay; its value jumps by quadrature's error (1e-4 for tanh at norm 3) where
     # it hands over past its radius, while plain quadrature is one smooth function everywhere
     return "quadrature"
