@@ -16,12 +16,13 @@ def pytest_configure(config):
     # end, so every run starts as a fresh machine does.
     if hasattr(config, "workerinput") or os.environ.get("EARNSHAW_COMPILATION_CACHE", "1") == "0":
         return
+    from earnshaw._cli.common import use_compilation_cache
+
     folder = tempfile.mkdtemp(prefix="earnshaw-test-jax-cache-")
     config._earnshaw_cache = folder
     os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.05"
-    jax.config.update("jax_compilation_cache_dir", folder)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+    use_compilation_cache()  # the CLI's own setup, reading the two variables above
 
 
 def pytest_unconfigure(config):

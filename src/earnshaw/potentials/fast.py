@@ -63,9 +63,8 @@ class FastTable:
       wide_degrees, wide_cheb: the same for every degree up to ``wide_terms`` (the table used where a pair
         leaves the certified region of ``terms`` but every norm is within ``radius``); ``None`` when
         ``terms`` is already the largest.
-      wide_terms: its truncation degree (0 when there is none).
-      wide_error: its largest error, the truncation bound at ``rho = 1`` and ``|u| = |v| = radius`` plus its
-        interpolation error (smaller norms and angles err less).
+      wide_terms: its truncation degree (0 when there is none); its error is the tail bound of
+        :mod:`~earnshaw.potentials.hermite` at that degree.
     """
 
     degrees: np.ndarray
@@ -79,7 +78,6 @@ class FastTable:
     wide_degrees: np.ndarray | None = None
     wide_cheb: np.ndarray | None = None
     wide_terms: int = 0
-    wide_error: float = 0.0
 
 
 def _cheb_points(m):
@@ -151,7 +149,7 @@ def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=3.0, order=128) -
     idx, t = _panel_of(check_r, radius)
 
     def interpolate(n):
-        """Degrees kept up to ``n``, their per-panel Chebyshev coefficients and the interpolation error."""
+        """Degrees kept up to ``n``, their per-panel Chebyshev coefficients and their interpolation error."""
         degrees = np.arange(n + 1)
         if odd is True:
             degrees = degrees[1::2]
@@ -164,13 +162,10 @@ def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=3.0, order=128) -
         return degrees, cheb, float(np.abs(approx - check.c[:, degrees]).max() + check.eps)
 
     degrees, cheb, table_error = interpolate(terms)
-    wide = dict(wide_degrees=None, wide_cheb=None, wide_terms=0, wide_error=0.0)
+    wide = {}
     if wide_terms:
-        w_degrees, w_cheb, w_error = interpolate(wide_terms)
-        edge = _hermite.tail_bound(_slice(hc, n_nodes + _TAIL_GRID - 1), wide_terms, weighted=True)[0]
-        w_sum = np.abs(hc.c[n_nodes:n_nodes + _TAIL_GRID][:, w_degrees]).sum(1).max()
-        wide = dict(wide_degrees=w_degrees, wide_cheb=w_cheb, wide_terms=wide_terms,
-                    wide_error=float(edge + 2.0 * w_error * (w_sum + 1.0)))
+        w_degrees, w_cheb, _ = interpolate(wide_terms)
+        wide = dict(wide_degrees=w_degrees, wide_cheb=w_cheb, wide_terms=wide_terms)
     tails = _hermite.tail_bound(_slice(hc, slice(n_nodes, n_nodes + _TAIL_GRID)), terms, weighted=True)
     # the interpolation error adds at most table_error * sum_n (|c_n(a)| + |c_n(b)| + table_error) to the sum
     extra = 2.0 * table_error * (np.abs(hc.c[n_nodes:n_nodes + _TAIL_GRID][:, degrees]).sum(1).max() + 1.0)
@@ -220,7 +215,7 @@ def _polynomials(x, coeffs, count):
     by ``_UNROLL`` (``coeffs`` takes a traced index).
 
     Fully unrolled (74 steps per sum for tanh, as two chains in ``x^2``), a Hessian of tanh's loss at ``k = 3``
-    compiled in 13 s and GD ran at 13-24k steps/s (``k = d = 10``); the loop compiles the Hessian in 6.7 s and
+    compiled in 13 s and GD ran at 13-24k steps/s (``k = d = 10``); the loop compiles the Hessian in 6.5 s and
     runs GD at 31k steps/s, with one instance's value and gradient as fast and a batch's 10% slower.
     """
     def step(i, acc):
@@ -279,14 +274,12 @@ def _fast(deg, nu, c, nv, need, units):
 
     degf = jnp.asarray(deg, x.dtype)
 
-    def coeffs(j):  # j an int (the loop's first term) or traced
+    def coeffs(j):  # j indexes the degrees (traced inside the loop)
         a_j = ca[j] * cb[j]
         out = [a_j]
         if any_need:
             if n0 == 1:
-                out.append((float(deg[j]) if isinstance(j, int) else degf[j]) * a_j)
-            elif isinstance(j, int):
-                out.append(float(deg[j + 1]) * ca[j + 1] * cb[j + 1] if j + 1 < count else jnp.zeros_like(a_j))
+                out.append(degf[j] * a_j)
             else:
                 nxt = jnp.minimum(j + 1, count - 1)
                 out.append(jnp.where(j + 1 < count, degf[nxt] * ca[nxt] * cb[nxt], 0.0))
