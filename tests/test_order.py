@@ -10,7 +10,10 @@ import earnshaw as es
 @pytest.mark.parametrize("pot,objective,train", [("erf", "L", "both"), ("erf", "G", "theta"), ("relu", "L", "a"),
                                                  ("tanh", "L", "both")])
 def test_order_gd_equals_direct_gd_along_the_whole_trajectory(pot, objective, train):
-    """Small initial overlaps (a plateau for erf); student wider than the teacher."""
+    """Small initial overlaps (a plateau for erf); student wider than the teacher. tanh by order-32 quadrature:
+    both sides evaluate the same potential, so its order does not enter the comparison, only the run time."""
+    if pot == "tanh":
+        pot = es.potential("tanh", order=32)
     d = 8
     t = es.random_teacher(jax.random.key(0), d=d, k=2, scale=d**-0.5)
     s = es.random_student(jax.random.key(1), d=d, k=3, scale=0.1 * d**-0.5, a_scale=0.1)
