@@ -10,24 +10,28 @@ jax.config.update("jax_enable_x64", True)
 
 
 def pytest_configure(config):
-    # One persistent compilation cache for the whole session, as the CLI keeps one per user: the two xdist
-    # workers (spawned after this hook, inheriting the environment) and every CLI subprocess share it, so a
-    # program compiled anywhere in the session is compiled once. A fresh folder per session, removed at the
-    # end, so every run starts as a fresh machine does.
-    if hasattr(config, "workerinput") or os.environ.get("EARNSHAW_COMPILATION_CACHE", "1") == "0":
+    # One persistent compilation cache and one folder of fast-potential tables for the whole session, as the CLI
+    # and the library keep them per user: the two xdist workers (spawned after this hook, inheriting the
+    # environment) and every CLI subprocess share them, so a program compiled or a table built anywhere in the
+    # session is made once. Fresh folders per session, removed at the end, so every run starts as a fresh
+    # machine does and nothing is written to the user's own cache.
+    if hasattr(config, "workerinput"):
+        return
+    config._earnshaw_folders = [tempfile.mkdtemp(prefix="earnshaw-test-tables-")]
+    os.environ["EARNSHAW_TABLE_CACHE_DIR"] = config._earnshaw_folders[0]
+    if os.environ.get("EARNSHAW_COMPILATION_CACHE", "1") == "0":
         return
     from earnshaw._cli.common import use_compilation_cache
 
     folder = tempfile.mkdtemp(prefix="earnshaw-test-jax-cache-")
-    config._earnshaw_cache = folder
+    config._earnshaw_folders.append(folder)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.05"
     use_compilation_cache()  # the CLI's own setup, reading the two variables above
 
 
 def pytest_unconfigure(config):
-    folder = getattr(config, "_earnshaw_cache", None)
-    if folder:
+    for folder in getattr(config, "_earnshaw_folders", []):
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -281,3 +281,41 @@ def test_fast_table_even_and_general_parity():
                 functools.partial(inner.gauss_hermite, fn, fn, 200))]
             np.testing.assert_allclose(np.asarray(both[0][0]), np.asarray(both[1][0]), atol=1e-12)
             np.testing.assert_allclose(np.asarray(both[0][1]), np.asarray(both[1][1]), atol=1e-11)
+
+
+def test_fast_tables_are_kept_on_disk_and_rebuilt_when_unreadable(tmp_path, monkeypatch):
+    """A registry activation's table is written once to the table folder and read back (identical arrays, no
+    rebuild) by a later build; a corrupt or foreign file is rebuilt; the off switch and custom functions write
+    nothing."""
+    from earnshaw.potentials import fast
+    monkeypatch.setenv("EARNSHAW_TABLE_CACHE_DIR", str(tmp_path))
+    with jax.enable_x64(True):
+        pot = es.potential("tanh", method="fast", tol=3e-12)  # a tol no other test uses: not in memory yet
+        files = list(tmp_path.glob("*.npz"))
+        assert len(files) == 1 and files[0].name.startswith("tanh-")
+        built = pot.fn.args[1]
+        args = dict(odd=True, tol=3e-12, terms=None, radius=3.0, order=es.potentials.DEFAULT_GH_ORDER,
+                    cache_key=repr(("tanh", ())))
+
+        def no_build(*a, **k):
+            raise AssertionError("rebuilt a table that is on disk")
+        with monkeypatch.context() as m:
+            m.setattr(fast, "_build_table", no_build)
+            loaded = fast.build_table.__wrapped__(jnp.tanh, **args)  # past the in-memory cache
+        for name in ("degrees", "cheb", "log_tail", "wide_degrees", "wide_cheb"):
+            np.testing.assert_array_equal(getattr(loaded, name), getattr(built, name))
+        assert (loaded.terms, loaded.tol, loaded.wide_terms) == (built.terms, built.tol, built.wide_terms)
+        x = (jnp.asarray(0.81), jnp.asarray(0.5), jnp.asarray(1.0))
+        assert float(fast.fast_potential_fn(jnp.tanh, loaded, *x)) == float(fast.fast_potential_fn(jnp.tanh, built, *x))
+
+        files[0].write_bytes(b"not an npz archive")
+        rebuilt = fast.build_table.__wrapped__(jnp.tanh, **args)
+        np.testing.assert_array_equal(rebuilt.cheb, built.cheb)
+        path, ident = fast._cache_file(args["cache_key"], **{k: v for k, v in args.items() if k != "cache_key"})
+        assert path == files[0] and fast._load_table(path, ident) is not None  # rewritten, readable again
+        assert fast._load_table(path, ident.replace("tanh", "sinh")) is None  # not served under another name
+
+    monkeypatch.setenv("EARNSHAW_TABLE_CACHE", "0")
+    assert fast.table_cache_folder() is None and fast._cache_file("('tanh', ())", tol=1e-12) == (None, None)
+    monkeypatch.delenv("EARNSHAW_TABLE_CACHE")
+    assert fast._cache_file(None, tol=1e-12) == (None, None)  # a function without a key is never cached

@@ -136,11 +136,11 @@ def _default_method(act):
         return "closed"
     if _base_name(act) in piecewise.PIECEWISE and _is_registry(act):
         return "piecewise"
-    # "fast" stays opt-in although it is more accurate everywhere up to its radius (docs/math.md 1d): its table
-    # takes ~3 s to build per process, and second derivatives through its three evaluations compile ~4.5 s
-    # longer than quadrature's (a Hessian of tanh's loss at k = 3: 6.5 s against 2 s), which analyses that take
-    # one Hessian per problem would pay; its value jumps by quadrature's error (1e-4 for tanh at norm 3) where
-    # it hands over past its radius, while plain quadrature is one smooth function everywhere
+    # "fast" stays opt-in although it is more accurate everywhere up to its radius (docs/math.md 1d): second
+    # derivatives through its three evaluations compile ~4.5 s longer than quadrature's (a Hessian of tanh's
+    # loss at k = 3: 6.5 s against 2 s), which analyses that take one Hessian per problem would pay; its value
+    # jumps by quadrature's error (1e-4 for tanh at norm 3) where it hands over past its radius, while plain
+    # quadrature is one smooth function everywhere
     return "quadrature"
 
 
@@ -181,7 +181,8 @@ def _inner_potential(act: _act.Activation, opts):
     if method == "fast":
         table = fast.build_table(act.fn, odd=True if act.odd else None, tol=float(opts.get("tol", 1e-12)),
                                  terms=opts.get("terms"), radius=float(opts.get("radius", 3.0)),
-                                 order=int(opts.get("order", DEFAULT_GH_ORDER)))
+                                 order=int(opts.get("order", DEFAULT_GH_ORDER)),
+                                 cache_key=repr((act.name, act.params)) if _is_registry(act) else None)
         fn = functools.partial(fast.fast_potential_fn, act.fn, table)
         params = act.params + (("method", method), ("tol", float(opts.get("tol", 1e-12))), ("terms", table.terms),
                                ("radius", table.radius))

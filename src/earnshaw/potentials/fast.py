@@ -21,7 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import math
+import os
+import pathlib
+import re
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +38,7 @@ from earnshaw.potentials import hermite as _hermite
 from earnshaw.potentials import inner
 from earnshaw.potentials._safe import safe_sqrt
 
-__all__ = ["FastTable", "build_table", "fast_potential_fn", "tier"]
+__all__ = ["FastTable", "build_table", "fast_potential_fn", "table_cache_folder", "tier"]
 
 # c_n(r) on [0, radius] is a Chebyshev interpolant of this degree on each of this many equal panels: a unit
 # evaluates one panel (9 x K multiply-adds), not a global degree-63 series (64 x K)
@@ -44,6 +50,8 @@ _MAX_TERMS = 400
 _UNIT_COVER = 1.1
 # Horner steps per iteration of the loop over degrees
 _UNROLL = 8
+# bump when a table built from the same arguments would come out different: it names the files on disk
+_TABLE_FORMAT = 1
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -101,8 +109,9 @@ def _panel_of(r, radius, xp=np):
 
 
 @functools.lru_cache(maxsize=None)
-def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=3.0, order=128) -> FastTable:
-    """Build the fast table of activation ``fn`` (cached per arguments; ~1-3 s once).
+def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=3.0, order=128, cache_key=None) -> FastTable:
+    """Build the fast table of activation ``fn`` (cached per arguments in memory, and on disk under ``cache_key``;
+    ~1-3 s to build, milliseconds to load).
 
     Args:
       fn: jax-traceable elementwise activation (hashable).
@@ -112,6 +121,9 @@ def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=3.0, order=128) -
         up to about 1.1 are always on the fast path.
       radius: largest norm tabulated.
       order: Gauss-Hermite order of the fallback.
+      cache_key: a string naming ``fn`` for good (``es.potential`` passes the registry name and parameters of
+        its activations); the table is then kept in :func:`table_cache_folder` and read back by later
+        processes. ``None`` (any other function) builds it in every process.
 
     Returns:
       A :class:`FastTable`.
@@ -126,6 +138,16 @@ def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=3.0, order=128) -
     if not (isinstance(radius, (int, float)) and 0 < radius <= 10):
         raise ValueError(f"fast potential: radius must be in (0, 10], got radius={radius!r}")
     radius = float(radius)
+    path, ident = _cache_file(cache_key, odd=odd, tol=tol, terms=terms, radius=radius, order=order)
+    table = _load_table(path, ident) if path is not None else None
+    if table is None:
+        table = _build_table(fn, odd=odd, tol=tol, terms=terms, radius=radius, order=order)
+        if path is not None:
+            _save_table(path, ident, table)
+    return table
+
+
+def _build_table(fn, *, odd, tol, terms, radius, order) -> FastTable:
     q = _DEGREE + 1
     x = _cheb_points(q)
     h = radius / _PANELS
@@ -175,6 +197,73 @@ def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=3.0, order=128) -
     log_tail = np.log(np.maximum.accumulate(tails) + 1e-300)
     return FastTable(degrees=degrees, cheb=cheb, radius=radius, log_tail=log_tail, terms=terms,
                      tol=float(tol) - extra, table_error=table_error, order=int(order), **wide)
+
+
+def table_cache_folder() -> pathlib.Path | None:
+    """Where :func:`build_table` keeps tables with a ``cache_key``: ``$EARNSHAW_TABLE_CACHE_DIR`` if set, else
+    ``$XDG_CACHE_HOME/earnshaw/tables`` (``~/.cache`` without ``XDG_CACHE_HOME``); ``None`` when
+    ``EARNSHAW_TABLE_CACHE=0`` turns the cache off.
+
+    The files are ``.npz`` archives of plain arrays (read with ``allow_pickle=False``), named by a hash of
+    everything the table depends on (the key, the arguments, the table's format and earnshaw's version), and
+    written atomically, so concurrent processes at worst build the same table twice. A file that cannot be
+    read or does not match is rebuilt; a folder that cannot be written is skipped.
+
+    >>> import os
+    >>> os.environ["EARNSHAW_TABLE_CACHE"] = "0"
+    >>> table_cache_folder() is None
+    True
+    >>> del os.environ["EARNSHAW_TABLE_CACHE"]
+    """
+    if os.environ.get("EARNSHAW_TABLE_CACHE", "1") == "0":
+        return None
+    folder = os.environ.get("EARNSHAW_TABLE_CACHE_DIR")
+    if folder:
+        return pathlib.Path(folder)
+    return pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "earnshaw" / "tables"
+
+
+_ARRAYS = ("degrees", "cheb", "log_tail", "wide_degrees", "wide_cheb")
+_SCALARS = ("radius", "terms", "tol", "table_error", "order", "wide_terms")
+
+
+def _cache_file(cache_key, **args):
+    folder = table_cache_folder() if cache_key is not None else None
+    if folder is None:
+        return None, None
+    from earnshaw import __version__
+
+    ident = json.dumps(dict(key=str(cache_key), format=_TABLE_FORMAT, version=__version__, panels=_PANELS,
+                            degree=_DEGREE, tail_grid=_TAIL_GRID, max_terms=_MAX_TERMS, unit_cover=_UNIT_COVER,
+                            **args), sort_keys=True)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(cache_key)).strip("_")[:40]
+    return folder / f"{slug}-{hashlib.sha256(ident.encode()).hexdigest()[:20]}.npz", ident
+
+
+def _load_table(path, ident):
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["ident"]) != ident:  # a hash collision or a foreign file: rebuild
+                return None
+            arrays = {k: (np.array(data[k]) if k in data else None) for k in _ARRAYS}
+            scalars = json.loads(str(data["scalars"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+    if set(scalars) != set(_SCALARS):
+        return None
+    return FastTable(**arrays, **scalars)
+
+
+def _save_table(path, ident, table):
+    from earnshaw.store import write_npz_atomic
+
+    arrays = {k: getattr(table, k) for k in _ARRAYS if getattr(table, k) is not None}
+    scalars = {k: getattr(table, k) for k in _SCALARS}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_npz_atomic(path, dict(arrays, ident=np.array(ident), scalars=np.array(json.dumps(scalars))))
+    except OSError:  # a read-only home or a full disk costs a rebuild next time, nothing else
+        pass
 
 
 def _slice(hc, idx):
