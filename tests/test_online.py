@@ -98,8 +98,10 @@ def test_online_inputs_are_checked():
         es.online_ode("erf", T, b, start, ts=[1.0, 2.0])
     with pytest.raises(ValueError, match="decay must be a finite number >= 0"):
         es.online_ode("erf", T, b, start, decay=-1.0)
-    with pytest.raises(ValueError, match="must be Q \\(k, k\\)"):
+    with pytest.raises(ValueError, match="must be Q \\(\\*B, k, k\\)"):
         es.online_ode("erf", T, b[:1], start)
+    with pytest.raises(ValueError, match="integrates one problem"):
+        es.online_ode("erf", T, b, jax.tree.map(lambda x: jnp.stack([x, x]), start))
     with pytest.raises(es.DivergenceError, match="max_steps = 3 ran out"):  # not a silent truncated curve
         es.online_ode("erf", T, b, start, t1=50.0, max_steps=3)
 

@@ -63,8 +63,32 @@ def test_order_dynamics_refuse_what_they_cannot_do():
     p, T = es.order_parameters(t, s)
     with pytest.raises(ValueError, match="inner-product potential"):
         es.order_gd(es.potential("gaussian"), T, t.b, p)
-    with pytest.raises(ValueError, match="must be Q \\(k, k\\)"):
+    with pytest.raises(ValueError, match="must be Q \\(\\*B, k, k\\)"):
         es.order_gd("erf", T, t.b[:1], p)
+    with pytest.raises(ValueError, match="same batch axes B.*got Q \\(4, 2, 2\\), R \\(3, 2, 2\\)"):
+        es.order_gd("erf", T, t.b, es.OrderParams(Q=jnp.stack([p.Q] * 4), R=jnp.stack([p.R] * 3),
+                                                  a=jnp.stack([p.a] * 4)))
+
+
+def test_a_batch_of_order_parameter_runs_is_the_batch_of_weight_runs():
+    """A (2, 3) batch of starts in one call of order_gd / order_flow: each entry equals direct GD (the weights'
+    batched run) and the flow of that start alone."""
+    d = 6
+    t = es.random_teacher(jax.random.key(6), d=d, k=2, scale=d**-0.5)
+    s = es.random_student(jax.random.key(7), d=d, k=3, batch=(2, 3), scale=0.5 * d**-0.5)
+    p, T = es.order_parameters(t, s)
+    op = es.order_gd("erf", T, t.b, p, lr=0.05, max_steps=600, save_every=100)
+    direct = es.gradient_descent("erf", t, s, lr=0.05, max_steps=600, save_every=100)
+    assert op.losses.shape == (2, 3, 7) and op.params.Q.shape == (2, 3, 7, 3, 3) and op.final.a.shape == (2, 3, 3)
+    np.testing.assert_allclose(op.ts, direct.ts)
+    np.testing.assert_allclose(op.losses, direct.losses, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(op.final.R, es.order_parameters(t, direct.final)[0].R, rtol=1e-9, atol=1e-11)
+    assert len({round(float(x), 6) for x in op.losses[..., -1].ravel()}) == 6  # six different runs
+    flow = es.order_flow("erf", T, t.b, p, t1=20.0, n_save=4, rtol=1e-10, atol=1e-12)
+    alone = es.order_flow("erf", T, t.b, jax.tree.map(lambda x: x[1, 2], p), t1=20.0, n_save=4, rtol=1e-10,
+                          atol=1e-12)
+    assert flow.losses.shape == (2, 3, 4) and flow.ts.shape == (2, 3, 4)
+    np.testing.assert_allclose(flow.losses[1, 2], alone.losses, rtol=1e-12, atol=1e-14)
 
 
 def test_order_gd_equals_direct_gd_through_the_plateau_from_overlaps_of_d_to_infinity():

@@ -249,6 +249,9 @@ def online_ode(pot, T, b, params: OrderParams, *, lr=0.5, lr_a=None, noise=0.0, 
     if pot.kind != "inner" or pot.activation is None:
         raise ValueError(f"online SGD needs an inner-product activation; got {pot!r}")
     _, T, b, params = _check(pot, T, b, params)
+    if params.Q.ndim != 2:
+        raise ValueError(f"online_ode integrates one problem: Q (k, k), R (k, m), a (k,); got Q {params.Q.shape} "
+                         "(for a batch of starts, call it per start, or use order_flow, which takes a batch)")
     lr_a = lr if lr_a is None else lr_a
     for name, v in (("lr", lr), ("lr_a", lr_a), ("noise", noise), ("decay", decay)):
         if not (np.isfinite(v) and v >= 0):

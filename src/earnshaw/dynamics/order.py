@@ -56,8 +56,9 @@ class OrderParams:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class OrderTrajectory:
-    """A run on the order parameters. ``ts (S,)`` steps (GD) or times (flow), ``losses (S,)``, ``params``:
-    :class:`OrderParams` with a leading save axis ``S``; ``final``: the last one."""
+    """A run on the order parameters, for one problem or a batch (leading axes ``B``): ``ts (*B, S)`` steps (GD)
+    or times (flow), ``losses (*B, S)``, ``params``: :class:`OrderParams` with a save axis ``S`` after the batch
+    axes (``Q (*B, S, k, k)``); ``final``: the last one (``Q (*B, k, k)``)."""
 
     ts: jax.Array
     losses: jax.Array
@@ -221,11 +222,25 @@ def _check(pot, T, b, params):
     if pot.kind != "inner":
         raise ValueError(f"order-parameter dynamics need an inner-product potential; got {pot!r}")
     Q, R, a = (jnp.asarray(x) for x in (params.Q, params.R, params.a))
-    k, m = Q.shape[-1], jnp.shape(T)[-1]
-    if Q.shape != (k, k) or R.shape != (k, m) or a.shape != (k,) or jnp.shape(T) != (m, m) or jnp.shape(b) != (m,):
-        raise ValueError(f"order parameters must be Q (k, k), R (k, m), a (k,), T (m, m), b (m,); got Q {Q.shape}, "
-                         f"R {R.shape}, a {a.shape}, T {jnp.shape(T)}, b {jnp.shape(b)}")
+    k, m = (Q.shape[-1] if Q.ndim else 0), (jnp.shape(T)[-1] if jnp.ndim(T) else 0)
+    batch = Q.shape[:-2]
+    if (Q.ndim < 2 or Q.shape[-2:] != (k, k) or R.shape != batch + (k, m) or a.shape != batch + (k,)
+            or jnp.shape(T) != (m, m) or jnp.shape(b) != (m,)):
+        raise ValueError(f"order parameters must be Q (*B, k, k), R (*B, k, m), a (*B, k) with the same batch axes B, "
+                         f"T (m, m), b (m,); got Q {Q.shape}, R {R.shape}, a {a.shape}, T {jnp.shape(T)}, "
+                         f"b {jnp.shape(b)}")
     return pot, jnp.asarray(T, Q.dtype), jnp.asarray(b, Q.dtype), OrderParams(Q, R, a)
+
+
+def _batched(run, params: OrderParams) -> OrderTrajectory:
+    """``run`` (one problem's trajectory from flat-batched params) over the batch axes of ``params``: flattened to
+    one axis for ``jax.vmap`` inside ``run``'s compiled program, then put back."""
+    batch = params.Q.shape[:-2]
+    if not batch:
+        return run(params, batched=False)
+    flat = jax.tree.map(lambda x, n: x.reshape((-1,) + x.shape[x.ndim - n:]), params, OrderParams(2, 2, 1))
+    out = run(flat, batched=True)
+    return jax.tree.map(lambda x: x.reshape(batch + x.shape[1:]), out)
 
 
 def order_gd(pot, T, b, params: OrderParams, *, lr=1e-2, max_steps=10_000, save_every=None, objective="L",
@@ -236,7 +251,8 @@ def order_gd(pot, T, b, params: OrderParams, *, lr=1e-2, max_steps=10_000, save_
       pot: an inner-product potential or its name.
       T: ``(m, m)`` teacher Gram matrix.
       b: ``(m,)`` the teacher's charges.
-      params: start :class:`OrderParams` (one problem).
+      params: start :class:`OrderParams`, one problem (``Q (k, k)``) or a batch (``Q (*B, k, k)``, ``R (*B, k, m)``,
+        ``a (*B, k)``; the teacher ``T``, ``b`` shared), run as one compiled program.
       lr: step size.
       max_steps: number of steps.
       save_every: steps between saves (default ``max_steps // 100``).
@@ -244,7 +260,7 @@ def order_gd(pot, T, b, params: OrderParams, *, lr=1e-2, max_steps=10_000, save_
       train: ``"both"``, ``"theta"`` or ``"a"``.
 
     Returns:
-      :class:`OrderTrajectory` (``ts`` in steps).
+      :class:`OrderTrajectory` (``ts`` in steps), with the batch axes of ``params``.
 
     >>> import jax, jax.numpy as jnp, earnshaw as es
     >>> jax.config.update("jax_enable_x64", True)
@@ -254,20 +270,33 @@ def order_gd(pot, T, b, params: OrderParams, *, lr=1e-2, max_steps=10_000, save_
     >>> direct = es.gradient_descent("erf", t, s, lr=0.05, max_steps=300)
     >>> bool(jnp.allclose(op.final.Q, es.order_parameters(t, direct.final)[0].Q, atol=1e-10))
     True
+    >>> seeds = es.random_student(jax.random.key(2), d=6, k=2, batch=100)   # 100 starts, one program
+    >>> runs = es.order_gd("erf", T, t.b, es.order_parameters(t, seeds)[0], lr=0.05, max_steps=300)
+    >>> runs.losses.shape, runs.final.Q.shape
+    ((100, 101), (100, 2, 2))
     >>> jax.config.update("jax_enable_x64", False)
     """
     pot, T, b, params = _check(pot, T, b, params)
     if not (isinstance(max_steps, int) and max_steps >= 1):
         raise ValueError(f"max_steps must be a positive integer, got max_steps={max_steps!r}")
     save_every = max(1, int(save_every if save_every is not None else max(1, max_steps // 100)))
-    return _order_gd(pot, T, b, params, jnp.asarray(lr, params.Q.dtype), max_steps=max_steps,
-                     save_every=save_every, objective=objective, train=train)
+    lr = jnp.asarray(lr, params.Q.dtype)
+    return _batched(lambda p, batched: _order_gd(pot, T, b, p, lr, max_steps=max_steps, save_every=save_every,
+                                                  objective=objective, train=train, batched=batched), params)
 
 
 # one problem is a chain of tiny products: Eigen's thread pool off (compile_options)
-@functools.partial(jax.jit, static_argnames=("pot", "max_steps", "save_every", "objective", "train"),
+@functools.partial(jax.jit, static_argnames=("pot", "max_steps", "save_every", "objective", "train", "batched"),
                    compiler_options=compile_options(0))
-def _order_gd(pot, T, b, params, lr, *, max_steps, save_every, objective, train):
+def _order_gd(pot, T, b, params, lr, *, max_steps, save_every, objective, train, batched):
+    if batched:
+        return jax.vmap(lambda p: _order_gd_one(pot, T, b, p, lr, max_steps=max_steps, save_every=save_every,
+                                                objective=objective, train=train))(params)
+    return _order_gd_one(pot, T, b, params, lr, max_steps=max_steps, save_every=save_every, objective=objective,
+                         train=train)
+
+
+def _order_gd_one(pot, T, b, params, lr, *, max_steps, save_every, objective, train):
     step = _step_fn(pot.fn, T, b, objective, train, lr, flow=False)
     n_chunks = -(-max_steps // save_every)
 
@@ -290,6 +319,10 @@ def order_flow(pot, T, b, params: OrderParams, *, t1=1e3, n_save=101, rtol=1e-8,
                train="both", max_steps=100_000) -> OrderTrajectory:
     """The population gradient flow on the order parameters (diffrax Tsit5, PID controller), saves log-spaced.
 
+    ``params`` is one problem or a batch (leading axes ``B``, as for :func:`order_gd`), integrated in one compiled
+    program (the batch steps together, each problem with its own error control). Returns
+    :class:`OrderTrajectory` with the batch axes of ``params``.
+
     >>> import jax, jax.numpy as jnp, earnshaw as es
     >>> jax.config.update("jax_enable_x64", True)
     >>> t = es.random_teacher(jax.random.key(0), d=6, k=2); s = es.random_student(jax.random.key(1), d=6, k=2)
@@ -301,13 +334,20 @@ def order_flow(pot, T, b, params: OrderParams, *, t1=1e3, n_save=101, rtol=1e-8,
     >>> jax.config.update("jax_enable_x64", False)
     """
     pot, T, b, params = _check(pot, T, b, params)
-    return _order_flow(pot, T, b, params, t1=float(t1), n_save=int(n_save), rtol=float(rtol), atol=float(atol),
-                       objective=objective, train=train, max_steps=int(max_steps))
+    opts = dict(t1=float(t1), n_save=int(n_save), rtol=float(rtol), atol=float(atol), objective=objective,
+                train=train, max_steps=int(max_steps))
+    return _batched(lambda p, batched: _order_flow(pot, T, b, p, batched=batched, **opts), params)
 
 
 @functools.partial(jax.jit, static_argnames=("pot", "t1", "n_save", "rtol", "atol", "objective", "train",
-                                             "max_steps"))
-def _order_flow(pot, T, b, params, *, t1, n_save, rtol, atol, objective, train, max_steps):
+                                             "max_steps", "batched"))
+def _order_flow(pot, T, b, params, *, batched, **opts):
+    if batched:
+        return jax.vmap(lambda p: _order_flow_one(pot, T, b, p, **opts))(params)
+    return _order_flow_one(pot, T, b, params, **opts)
+
+
+def _order_flow_one(pot, T, b, params, *, t1, n_save, rtol, atol, objective, train, max_steps):
     rates = _step_fn(pot.fn, T, b, objective, train, None, flow=True)
 
     def vf(t, y, args):
