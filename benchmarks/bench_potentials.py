@@ -1,7 +1,8 @@
 """Cost of the potentials without a closed form against erf's closed form: value + gradient of the population
 loss (one instance and a batch of students) and GD steps/s, for erf, tanh / sigmoid_pm1 by the Hermite tables
 (inside the certified region, and with one unit outside it: the wide table) and by 2-D Gauss-Hermite quadrature
-(order 128), with the tables' accuracy against order-300 quadrature.
+(order 128), softplus / silu / sigmoid by their first table, with the tables' accuracy against order-300
+quadrature.
 Writes benchmarks/results/potentials.json."""
 from __future__ import annotations
 
@@ -94,16 +95,21 @@ def main(argv=None):
     # so the whole call (the whole batch) takes the wide table
     s_wide = type(s)(theta=s.theta.at[0].set(1.6 * t.w[0]), a=s.a)
     sb_wide = type(sb)(theta=sb.theta.at[0, 0].set(1.6 * t.w[0]), a=sb.a)
-    for name in ("tanh", "sigmoid_pm1"):
+    # the paper's two activations in full; the other smooth ones without a closed form, their first table only
+    for name in ("tanh", "sigmoid_pm1", "softplus", "silu", "sigmoid"):
         fast = es.potential(name, method="fast")
-        cases = (("fast", fast, s, sb, calls), ("fast, wide", fast, s_wide, sb_wide, calls),
-                 ("quadrature", quad[name], s, sb, max(2, calls // 50)))
+        cases = (("fast", fast, s, sb, calls),)
+        if name in quad:
+            cases += (("fast, wide", fast, s_wide, sb_wide, calls),
+                      ("quadrature", quad[name], s, sb, max(2, calls // 50)))
         for label, pot, st, stb, quick_calls in cases:
             single = value_and_grad_time(pot, t, st, quick_calls)
             # quadrature on the whole batch takes minutes; its cost is linear in the batch, so time 4 students
             batched = value_and_grad_time(pot, t, stb, max(1, quick_calls // 4)) if label != "quadrature" else \
                 value_and_grad_time(pot, t, type(stb)(theta=stb.theta[:4], a=stb.a[:4]), 1) * args.batch / 4
+            table = fast.fn.args[1]
             row = dict(potential=f"{name} {label}", k=args.k, d=args.d, batch=args.batch,
+                       degrees={"fast": len(table.degrees), "fast, wide": len(table.wide_degrees)}.get(label),
                        value_grad_single_s=single, value_grad_batched_s=batched,
                        ratio_single=single / base["single"], ratio_batched=batched / base["batched"])
             errs = ""
