@@ -67,7 +67,7 @@ def main(argv=None):
             t = es.random_teacher(jax.random.key(0), d=d, k=k, scale=d**-0.5)
             s = es.random_student(jax.random.key(1), d=d, k=k, batch=n, scale=d**-0.5)
             p, T = es.order_parameters(t, s)
-            few = max(20, steps * 1000 // (d * n // 10))  # the direct batch streams n k d numbers a step
+            few = max(20, steps * 1000 // max(1, d * n // 10))  # the direct batch streams n k d numbers a step
             few = min(few, steps)
             direct = best(lambda: es.gradient_descent("erf", t, s, lr=0.05, max_steps=few,
                                                       save_every=few).final.a.block_until_ready()) / few

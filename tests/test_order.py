@@ -80,6 +80,7 @@ def test_a_batch_of_order_parameter_runs_is_the_batch_of_weight_runs():
     op = es.order_gd("erf", T, t.b, p, lr=0.05, max_steps=600, save_every=100)
     direct = es.gradient_descent("erf", t, s, lr=0.05, max_steps=600, save_every=100)
     assert op.losses.shape == (2, 3, 7) and op.params.Q.shape == (2, 3, 7, 3, 3) and op.final.a.shape == (2, 3, 3)
+    np.testing.assert_allclose(es.order_loss("erf", T, t.b, p), es.population_loss("erf", t, s), rtol=1e-12)
     np.testing.assert_allclose(op.ts, direct.ts)
     np.testing.assert_allclose(op.losses, direct.losses, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(op.final.R, es.order_parameters(t, direct.final)[0].R, rtol=1e-9, atol=1e-11)

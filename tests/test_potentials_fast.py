@@ -289,6 +289,7 @@ def test_fast_tables_are_kept_on_disk_and_rebuilt_when_unreadable(tmp_path, monk
     nothing."""
     from earnshaw.potentials import fast
     monkeypatch.setenv("EARNSHAW_TABLE_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("EARNSHAW_TABLE_CACHE", raising=False)
     with jax.enable_x64(True):
         pot = es.potential("tanh", method="fast", tol=3e-12)  # a tol no other test uses: not in memory yet
         files = list(tmp_path.glob("*.npz"))
@@ -308,14 +309,27 @@ def test_fast_tables_are_kept_on_disk_and_rebuilt_when_unreadable(tmp_path, monk
         x = (jnp.asarray(0.81), jnp.asarray(0.5), jnp.asarray(1.0))
         assert float(fast.fast_potential_fn(jnp.tanh, loaded, *x)) == float(fast.fast_potential_fn(jnp.tanh, built, *x))
 
+        path, ident = fast._cache_file(args["cache_key"], jnp.tanh,
+                                       **{k: v for k, v in args.items() if k != "cache_key"})
+        assert path == files[0]
+        good = files[0].read_bytes()
+        # damaged anywhere (header, compressed data, directory), a file is either still the table or refused
+        for pos in np.linspace(0, len(good) - 1, 40).astype(int):
+            files[0].write_bytes(good[:pos] + bytes([good[pos] ^ 0x5A]) + good[pos + 1:])
+            damaged = fast._load_table(path, ident)
+            assert damaged is None or np.array_equal(damaged.cheb, built.cheb)
+        files[0].write_bytes(good[: len(good) // 2])  # cut short
+        assert fast._load_table(path, ident) is None
         files[0].write_bytes(b"not an npz archive")
         rebuilt = fast.build_table.__wrapped__(jnp.tanh, **args)
         np.testing.assert_array_equal(rebuilt.cheb, built.cheb)
-        path, ident = fast._cache_file(args["cache_key"], **{k: v for k, v in args.items() if k != "cache_key"})
-        assert path == files[0] and fast._load_table(path, ident) is not None  # rewritten, readable again
+        assert fast._load_table(path, ident) is not None  # rewritten, readable again
         assert fast._load_table(path, ident.replace("tanh", "sinh")) is None  # not served under another name
+        # another function under the same key (a registry activation whose definition changed) gets another file
+        assert fast._cache_file(args["cache_key"], jnp.sinh, tol=3e-12)[0] != fast._cache_file(
+            args["cache_key"], jnp.tanh, tol=3e-12)[0]
 
     monkeypatch.setenv("EARNSHAW_TABLE_CACHE", "0")
-    assert fast.table_cache_folder() is None and fast._cache_file("('tanh', ())", tol=1e-12) == (None, None)
+    assert fast.table_cache_folder() is None and fast._cache_file("('tanh', ())", jnp.tanh) == (None, None)
     monkeypatch.delenv("EARNSHAW_TABLE_CACHE")
-    assert fast._cache_file(None, tol=1e-12) == (None, None)  # a function without a key is never cached
+    assert fast._cache_file(None, jnp.tanh) == (None, None)  # a function without a key is never cached

@@ -143,8 +143,8 @@ def _erf_second_sums(G, k, coef):
     Only the pairs ``i <= k'`` and ``p <= q`` (the sum is symmetric in both; off-diagonal ``(p, q)`` count twice).
     The Woodbury update is written as ``G' = G - c1 x' - c2 y'`` with ``(x, y) = (c1, c2) (I/2 + P G P')^-1``, and
     the arcsine's argument ``2 G'_pq / sqrt((1 + 2 G'_pp) (1 + 2 G'_qq))`` as
-    ``r_p r_q G_pq - (r c1)_p (r x)_q - (r c2)_p (r y)_q`` with ``r = sqrt(2 / (1 + 2 G'_pp))``: five products per
-    entry, in one loop over the ``(P, n (n + 1) / 2)`` entries with the gathers fused into it (square blocks of
+    ``r_p r_q G_pq - (r c1)_p (r x)_q - (r c2)_p (r y)_q`` with ``r = sqrt(2 / (1 + 2 G'_pp))``: four products
+    per entry, in one loop over the ``(P, n (n + 1) / 2)`` entries with the gathers fused into it (square blocks of
     ``(p, q)`` cost 20% more arcsines and, on CPU, a kernel launch per block: 1.5x the time at ``k = m = 10``).
     The arcsine is :func:`earnshaw.potentials._fastmath.asin`, ~5x cheaper than XLA's float64 ``arcsin``.
     """

@@ -130,7 +130,8 @@ def _pair(fn, nu, c, nv):
 
 
 def order_loss(pot, T, b, params: OrderParams, objective: str = "L"):
-    """The population loss from the order parameters alone (one problem): ``L`` (eq. 1) or ``G = L + |a|^2``.
+    """The population loss from the order parameters alone: ``L`` (eq. 1) or ``G = L + |a|^2``, ``(*B,)`` for
+    params with batch axes ``B`` (``Q (*B, k, k)``; ``T (m, m)``, ``b (m,)`` shared).
 
     >>> import jax, earnshaw as es
     >>> t = es.random_teacher(jax.random.key(0), d=5, k=2); s = es.random_student(jax.random.key(1), d=5, k=3)
@@ -138,11 +139,11 @@ def order_loss(pot, T, b, params: OrderParams, objective: str = "L"):
     >>> bool(abs(es.order_loss("erf", T, t.b, p) - es.population_loss("erf", t, s)) < 1e-5)
     True
     """
-    pot = _potential(pot)
-    check_single("order-parameter dynamics", pot)
-    if pot.kind != "inner":
-        raise ValueError(f"order-parameter dynamics need an inner-product potential; got {pot!r}")
-    return _loss(pot.fn, T, b, params.Q, params.R, params.a, objective)
+    pot, T, b, params = _check(pot, T, b, params)
+    loss = functools.partial(_loss, pot.fn, T, b, objective=objective)
+    for _ in params.Q.shape[:-2]:
+        loss = jax.vmap(loss)
+    return loss(params.Q, params.R, params.a)
 
 
 def _loss(fn, T, b, Q, R, a, objective):
@@ -321,7 +322,8 @@ def order_flow(pot, T, b, params: OrderParams, *, t1=1e3, n_save=101, rtol=1e-8,
 
     ``params`` is one problem or a batch (leading axes ``B``, as for :func:`order_gd`), integrated in one compiled
     program (the batch steps together, each problem with its own error control). Returns
-    :class:`OrderTrajectory` with the batch axes of ``params``.
+    :class:`OrderTrajectory` with the batch axes of ``params``; saves that a problem did not reach within
+    ``max_steps`` solver steps hold ``inf``.
 
     >>> import jax, jax.numpy as jnp, earnshaw as es
     >>> jax.config.update("jax_enable_x64", True)

@@ -27,7 +27,6 @@ import math
 import os
 import pathlib
 import re
-import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +49,8 @@ _MAX_TERMS = 400
 _UNIT_COVER = 1.1
 # Horner steps per iteration of the loop over degrees
 _UNROLL = 8
-# bump when a table built from the same arguments would come out different: it names the files on disk
+# part of the cached tables' identity (with the source of this module and of hermite.py, which changes anyway
+# when the construction does): bump it to retire every table on disk
 _TABLE_FORMAT = 1
 
 
@@ -138,7 +138,7 @@ def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=3.0, order=128, c
     if not (isinstance(radius, (int, float)) and 0 < radius <= 10):
         raise ValueError(f"fast potential: radius must be in (0, 10], got radius={radius!r}")
     radius = float(radius)
-    path, ident = _cache_file(cache_key, odd=odd, tol=tol, terms=terms, radius=radius, order=order)
+    path, ident = _cache_file(cache_key, fn, odd=odd, tol=tol, terms=terms, radius=radius, order=order)
     table = _load_table(path, ident) if path is not None else None
     if table is None:
         table = _build_table(fn, odd=odd, tol=tol, terms=terms, radius=radius, order=order)
@@ -204,16 +204,19 @@ def table_cache_folder() -> pathlib.Path | None:
     ``$XDG_CACHE_HOME/earnshaw/tables`` (``~/.cache`` without ``XDG_CACHE_HOME``); ``None`` when
     ``EARNSHAW_TABLE_CACHE=0`` turns the cache off.
 
-    The files are ``.npz`` archives of plain arrays (read with ``allow_pickle=False``), named by a hash of
-    everything the table depends on (the key, the arguments, the table's format and earnshaw's version), and
-    written atomically, so concurrent processes at worst build the same table twice. A file that cannot be
-    read or does not match is rebuilt; a folder that cannot be written is skipped.
+    The files are ``.npz`` archives of plain arrays (read with ``allow_pickle=False``: data, never code), named
+    by a hash of everything the table depends on (the key, the arguments, the activation's values at fixed
+    points, the source of the code that builds tables, the table's format and earnshaw's version), and written
+    atomically, so concurrent processes at worst build the same table twice. A file that cannot be read, has
+    the wrong shapes or does not match is rebuilt; a folder that cannot be written is skipped. As with any
+    cache, whoever can write the folder can change the tables a later run uses.
 
     >>> import os
+    >>> before = os.environ.pop("EARNSHAW_TABLE_CACHE", None)
     >>> os.environ["EARNSHAW_TABLE_CACHE"] = "0"
     >>> table_cache_folder() is None
     True
-    >>> del os.environ["EARNSHAW_TABLE_CACHE"]
+    >>> _ = os.environ.pop("EARNSHAW_TABLE_CACHE") if before is None else os.environ.update(EARNSHAW_TABLE_CACHE=before)
     """
     if os.environ.get("EARNSHAW_TABLE_CACHE", "1") == "0":
         return None
@@ -227,35 +230,56 @@ _ARRAYS = ("degrees", "cheb", "log_tail", "wide_degrees", "wide_cheb")
 _SCALARS = ("radius", "terms", "tol", "table_error", "order", "wide_terms")
 
 
-def _cache_file(cache_key, **args):
+@functools.lru_cache(maxsize=None)
+def _code_digest() -> str:
+    """A hash of the source that builds tables, so that changing it retires the tables it built."""
+    digest = hashlib.sha256()
+    for module_file in (__file__, _hermite.__file__):
+        digest.update(pathlib.Path(module_file).read_bytes())
+    return digest.hexdigest()[:20]
+
+
+def _cache_file(cache_key, fn=None, **args):
+    """The file of a table and the identity stored in it (``(None, None)`` when it is not to be cached)."""
     folder = table_cache_folder() if cache_key is not None else None
     if folder is None:
         return None, None
     from earnshaw import __version__
 
-    ident = json.dumps(dict(key=str(cache_key), format=_TABLE_FORMAT, version=__version__, panels=_PANELS,
-                            degree=_DEGREE, tail_grid=_TAIL_GRID, max_terms=_MAX_TERMS, unit_cover=_UNIT_COVER,
-                            **args), sort_keys=True)
+    # the activation's values at fixed points: a registry function whose definition changed gets a new file
+    with jax.enable_x64(True):
+        samples = np.asarray(fn(jnp.linspace(-4.0, 4.0, 17, dtype=jnp.float64)), np.float64) if fn else None
+    ident = json.dumps(dict(key=str(cache_key), format=_TABLE_FORMAT, version=__version__, code=_code_digest(),
+                            samples=None if samples is None else hashlib.sha256(samples.tobytes()).hexdigest(),
+                            panels=_PANELS, degree=_DEGREE, tail_grid=_TAIL_GRID, max_terms=_MAX_TERMS,
+                            unit_cover=_UNIT_COVER, **args), sort_keys=True)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(cache_key)).strip("_")[:40]
     return folder / f"{slug}-{hashlib.sha256(ident.encode()).hexdigest()[:20]}.npz", ident
 
 
 def _load_table(path, ident):
+    """The table in ``path`` if it is readable, carries ``ident`` and has consistent shapes; else ``None``."""
     try:
         with np.load(path, allow_pickle=False) as data:
             if str(data["ident"]) != ident:  # a hash collision or a foreign file: rebuild
                 return None
             arrays = {k: (np.array(data[k]) if k in data else None) for k in _ARRAYS}
             scalars = json.loads(str(data["scalars"]))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        table = FastTable(**arrays, **scalars)
+        wide_ok = (table.wide_cheb is None if not table.wide_terms else
+                   table.wide_cheb.shape == (_PANELS, _DEGREE + 1, table.wide_degrees.size))
+        if (set(scalars) != set(_SCALARS) or table.cheb.shape != (_PANELS, _DEGREE + 1, table.degrees.size)
+                or table.log_tail.shape != (_TAIL_GRID,) or not wide_ok):
+            return None
+        return table
+    # any failure to read a cached file (a damaged archive raises zlib, zipfile, EOF, value or key errors) only
+    # means building the table again
+    except Exception:
         return None
-    if set(scalars) != set(_SCALARS):
-        return None
-    return FastTable(**arrays, **scalars)
 
 
 def _save_table(path, ident, table):
-    from earnshaw.store import write_npz_atomic
+    from earnshaw.store import _tmp, write_npz_atomic
 
     arrays = {k: getattr(table, k) for k in _ARRAYS if getattr(table, k) is not None}
     scalars = {k: getattr(table, k) for k in _SCALARS}
@@ -263,7 +287,7 @@ def _save_table(path, ident, table):
         path.parent.mkdir(parents=True, exist_ok=True)
         write_npz_atomic(path, dict(arrays, ident=np.array(ident), scalars=np.array(json.dumps(scalars))))
     except OSError:  # a read-only home or a full disk costs a rebuild next time, nothing else
-        pass
+        _tmp(path).unlink(missing_ok=True)
 
 
 def _slice(hc, idx):
