@@ -32,7 +32,8 @@ import numpy as np
 
 from earnshaw._typing import Student, Teacher, check_unbiased
 from earnshaw.dynamics.flow import _solver
-from earnshaw.dynamics.order import OrderParams, _check, _loss, _save_times, _step_fn, order_parameters
+from earnshaw.dynamics.order import (OrderParams, _check, _loss, _over_batch, _save_times, _step_fn,
+                                     order_parameters)
 from earnshaw.potentials import potential as _potential
 from earnshaw.potentials._fastmath import asin
 from earnshaw.potentials.inner import gauss_hermite_nodes
@@ -358,7 +359,4 @@ def _online_program(pot, teacher, student, keys, lr, lr_a, noise, decay, *, per,
         cat = lambda x0, xs: jnp.concatenate([x0[None], xs])  # noqa: E731
         return cat(e0, eps), OrderParams(cat(p0.Q, ps.Q), cat(p0.R, ps.R), cat(p0.a, ps.a))
 
-    fn = one
-    for _ in range(student.a.ndim - 1):
-        fn = jax.vmap(fn)
-    return fn(student, keys)
+    return _over_batch(one, student.a.ndim - 1)(student, keys)

@@ -140,9 +140,7 @@ def order_loss(pot, T, b, params: OrderParams, objective: str = "L"):
     True
     """
     pot, T, b, params = _check(pot, T, b, params)
-    loss = functools.partial(_loss, pot.fn, T, b, objective=objective)
-    for _ in params.Q.shape[:-2]:
-        loss = jax.vmap(loss)
+    loss = _over_batch(functools.partial(_loss, pot.fn, T, b, objective=objective), params.Q.ndim - 2)
     return loss(params.Q, params.R, params.a)
 
 
@@ -233,15 +231,11 @@ def _check(pot, T, b, params):
     return pot, jnp.asarray(T, Q.dtype), jnp.asarray(b, Q.dtype), OrderParams(Q, R, a)
 
 
-def _batched(run, params: OrderParams) -> OrderTrajectory:
-    """``run`` (one problem's trajectory from flat-batched params) over the batch axes of ``params``: flattened to
-    one axis for ``jax.vmap`` inside ``run``'s compiled program, then put back."""
-    batch = params.Q.shape[:-2]
-    if not batch:
-        return run(params, batched=False)
-    flat = jax.tree.map(lambda x, n: x.reshape((-1,) + x.shape[x.ndim - n:]), params, OrderParams(2, 2, 1))
-    out = run(flat, batched=True)
-    return jax.tree.map(lambda x: x.reshape(batch + x.shape[1:]), out)
+def _over_batch(fn, n_axes: int):
+    """``fn`` vmapped over ``n_axes`` leading batch axes of every argument (``n_axes = 0``: ``fn`` itself)."""
+    for _ in range(n_axes):
+        fn = jax.vmap(fn)
+    return fn
 
 
 def order_gd(pot, T, b, params: OrderParams, *, lr=1e-2, max_steps=10_000, save_every=None, objective="L",
@@ -281,20 +275,15 @@ def order_gd(pot, T, b, params: OrderParams, *, lr=1e-2, max_steps=10_000, save_
     if not (isinstance(max_steps, int) and max_steps >= 1):
         raise ValueError(f"max_steps must be a positive integer, got max_steps={max_steps!r}")
     save_every = max(1, int(save_every if save_every is not None else max(1, max_steps // 100)))
-    lr = jnp.asarray(lr, params.Q.dtype)
-    return _batched(lambda p, batched: _order_gd(pot, T, b, p, lr, max_steps=max_steps, save_every=save_every,
-                                                  objective=objective, train=train, batched=batched), params)
+    return _order_gd(pot, T, b, params, jnp.asarray(lr, params.Q.dtype), max_steps=max_steps,
+                     save_every=save_every, objective=objective, train=train, batch_axes=params.Q.ndim - 2)
 
 
 # one problem is a chain of tiny products: Eigen's thread pool off (compile_options)
-@functools.partial(jax.jit, static_argnames=("pot", "max_steps", "save_every", "objective", "train", "batched"),
+@functools.partial(jax.jit, static_argnames=("pot", "max_steps", "save_every", "objective", "train", "batch_axes"),
                    compiler_options=compile_options(0))
-def _order_gd(pot, T, b, params, lr, *, max_steps, save_every, objective, train, batched):
-    if batched:
-        return jax.vmap(lambda p: _order_gd_one(pot, T, b, p, lr, max_steps=max_steps, save_every=save_every,
-                                                objective=objective, train=train))(params)
-    return _order_gd_one(pot, T, b, params, lr, max_steps=max_steps, save_every=save_every, objective=objective,
-                         train=train)
+def _order_gd(pot, T, b, params, lr, *, batch_axes, **opts):
+    return _over_batch(lambda p: _order_gd_one(pot, T, b, p, lr, **opts), batch_axes)(params)
 
 
 def _order_gd_one(pot, T, b, params, lr, *, max_steps, save_every, objective, train):
@@ -336,17 +325,14 @@ def order_flow(pot, T, b, params: OrderParams, *, t1=1e3, n_save=101, rtol=1e-8,
     >>> jax.config.update("jax_enable_x64", False)
     """
     pot, T, b, params = _check(pot, T, b, params)
-    opts = dict(t1=float(t1), n_save=int(n_save), rtol=float(rtol), atol=float(atol), objective=objective,
-                train=train, max_steps=int(max_steps))
-    return _batched(lambda p, batched: _order_flow(pot, T, b, p, batched=batched, **opts), params)
+    return _order_flow(pot, T, b, params, t1=float(t1), n_save=int(n_save), rtol=float(rtol), atol=float(atol),
+                       objective=objective, train=train, max_steps=int(max_steps), batch_axes=params.Q.ndim - 2)
 
 
 @functools.partial(jax.jit, static_argnames=("pot", "t1", "n_save", "rtol", "atol", "objective", "train",
-                                             "max_steps", "batched"))
-def _order_flow(pot, T, b, params, *, batched, **opts):
-    if batched:
-        return jax.vmap(lambda p: _order_flow_one(pot, T, b, p, **opts))(params)
-    return _order_flow_one(pot, T, b, params, **opts)
+                                             "max_steps", "batch_axes"))
+def _order_flow(pot, T, b, params, *, batch_axes, **opts):
+    return _over_batch(lambda p: _order_flow_one(pot, T, b, p, **opts), batch_axes)(params)
 
 
 def _order_flow_one(pot, T, b, params, *, t1, n_save, rtol, atol, objective, train, max_steps):

@@ -239,7 +239,7 @@ def _code_digest() -> str:
     return digest.hexdigest()[:20]
 
 
-def _cache_file(cache_key, fn=None, **args):
+def _cache_file(cache_key, fn, **args):
     """The file of a table and the identity stored in it (``(None, None)`` when it is not to be cached)."""
     folder = table_cache_folder() if cache_key is not None else None
     if folder is None:
@@ -248,9 +248,9 @@ def _cache_file(cache_key, fn=None, **args):
 
     # the activation's values at fixed points: a registry function whose definition changed gets a new file
     with jax.enable_x64(True):
-        samples = np.asarray(fn(jnp.linspace(-4.0, 4.0, 17, dtype=jnp.float64)), np.float64) if fn else None
+        samples = np.asarray(fn(jnp.linspace(-4.0, 4.0, 17, dtype=jnp.float64)), np.float64)
     ident = json.dumps(dict(key=str(cache_key), format=_TABLE_FORMAT, version=__version__, code=_code_digest(),
-                            samples=None if samples is None else hashlib.sha256(samples.tobytes()).hexdigest(),
+                            samples=hashlib.sha256(samples.tobytes()).hexdigest(),
                             panels=_PANELS, degree=_DEGREE, tail_grid=_TAIL_GRID, max_terms=_MAX_TERMS,
                             unit_cover=_UNIT_COVER, **args), sort_keys=True)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(cache_key)).strip("_")[:40]
