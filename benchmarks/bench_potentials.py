@@ -1,6 +1,7 @@
 """Cost of the potentials without a closed form against erf's closed form: value + gradient of the population
 loss (one instance and a batch of students) and GD steps/s, for erf, tanh / sigmoid_pm1 by the Hermite tables
-(inside the certified region, and with one unit outside it: the wide table) and by 2-D Gauss-Hermite quadrature
+(students at norm 0.9 from a random start, at the global minimum, and with one unit of norm 1.6 parallel to a teacher
+unit: each call runs the degrees its pairs need) and by 2-D Gauss-Hermite quadrature
 (order 128), softplus / silu / sigmoid by their first table, with the tables' accuracy against order-300
 quadrature.
 Writes benchmarks/results/potentials.json."""
@@ -53,15 +54,13 @@ def value_and_grad_time(pot, teacher, student, calls):
     return best(run) / calls
 
 
-def _tier(pot, teacher, student):
-    """The evaluation a loss call takes (the largest over its three Gram matrices; fast.tier)."""
+def _plan(pot, teacher, student):
+    """The evaluation a loss call takes and the degrees its series runs (fast.grams_plan of its three Gram
+    matrices)."""
     from earnshaw.potentials import fast
 
-    table = pot.fn.args[1]
-    n_s, n_t = jnp.sum(student.theta**2, -1), jnp.sum(teacher.w**2, -1)
-    pairs = ((n_s, student.theta @ student.theta.T, n_s), (n_s, student.theta @ teacher.w.T, n_t),
-             (n_t, teacher.w @ teacher.w.T, n_t))
-    return max(int(fast.tier(table, a[:, None], c, b[None, :])) for a, c, b in pairs)
+    tier, degrees = fast.grams_plan(pot.fn.args[1], (student.theta, teacher.w), ((0, 0), (0, 1), (1, 1)))
+    return int(tier), int(degrees)
 
 
 def _errors(pot, ref, teacher, student):
@@ -89,10 +88,12 @@ def main(argv=None):
     erf = es.potential("erf")
     base = {"single": value_and_grad_time(erf, t, s, calls), "batched": value_and_grad_time(erf, t, sb, calls // 4)}
     quad = {name: es.potential(name, method="quadrature") for name in ("tanh", "sigmoid_pm1")}
-    print(f"{'potential':>22} {'v+g single (us)':>16} {'x erf':>7} {'v+g batch (us)':>15} {'x erf':>7} {'max err':>9}")
-    print(f"{'erf closed':>22} {1e6 * base['single']:>16.1f} {1.0:>7.2f} {1e6 * base['batched']:>15.1f} {1.0:>7.2f}")
-    # one student unit of norm 1.6 parallel to a teacher unit: outside the certified region of the first table,
-    # so the whole call (the whole batch) takes the wide table
+    print(f"{'potential':>30} {'v+g single (us)':>16} {'x erf':>7} {'v+g batch (us)':>15} {'x erf':>7} {'max err':>9}")
+    print(f"{'erf closed':>30} {1e6 * base['single']:>16.1f} {1.0:>7.2f} {1e6 * base['batched']:>15.1f} {1.0:>7.2f}")
+    # the student at the global minimum (every unit on a teacher unit: rho = 1 at norm 1), where a landscape
+    # study ends; and one student unit of norm 1.6 parallel to a teacher unit, which takes most of the table
+    s_min = type(s)(theta=t.w, a=s.a)
+    sb_min = type(sb)(theta=jnp.broadcast_to(t.w, sb.theta.shape), a=sb.a)
     s_wide = type(s)(theta=s.theta.at[0].set(1.6 * t.w[0]), a=s.a)
     sb_wide = type(sb)(theta=sb.theta.at[0, 0].set(1.6 * t.w[0]), a=sb.a)
     # the paper's two activations in full; the other smooth ones without a closed form, their first table only
@@ -100,24 +101,23 @@ def main(argv=None):
         fast = es.potential(name, method="fast")
         cases = (("fast", fast, s, sb, calls),)
         if name in quad:
-            cases += (("fast, wide", fast, s_wide, sb_wide, calls),
+            cases += (("fast, minimum", fast, s_min, sb_min, calls), ("fast, 1.6 parallel", fast, s_wide, sb_wide, calls),
                       ("quadrature", quad[name], s, sb, max(2, calls // 50)))
         for label, pot, st, stb, quick_calls in cases:
             single = value_and_grad_time(pot, t, st, quick_calls)
             # quadrature on the whole batch takes minutes; its cost is linear in the batch, so time 4 students
             batched = value_and_grad_time(pot, t, stb, max(1, quick_calls // 4)) if label != "quadrature" else \
                 value_and_grad_time(pot, t, type(stb)(theta=stb.theta[:4], a=stb.a[:4]), 1) * args.batch / 4
-            table = fast.fn.args[1]
             row = dict(potential=f"{name} {label}", k=args.k, d=args.d, batch=args.batch,
-                       degrees={"fast": len(table.degrees), "fast, wide": len(table.wide_degrees)}.get(label),
                        value_grad_single_s=single, value_grad_batched_s=batched,
                        ratio_single=single / base["single"], ratio_batched=batched / base["batched"])
             errs = ""
             if label != "quadrature":
-                row.update(tier=_tier(pot, t, st), **_errors(pot, es.potential(name, order=300), t, st))
-                errs = f"{max(row['max_err_value'], row['max_err_grad']):>9.1e} (tier {row['tier']})"
+                tier, degrees = _plan(pot, t, st)
+                row.update(tier=tier, degrees=degrees, **_errors(pot, es.potential(name, order=300), t, st))
+                errs = f"{max(row['max_err_value'], row['max_err_grad']):>9.1e} (tier {tier}, {degrees} degrees)"
             rows.append(row)
-            print(f"{name + ' ' + label:>22} {1e6 * single:>16.1f} {single / base['single']:>7.2f} "
+            print(f"{name + ' ' + label:>30} {1e6 * single:>16.1f} {single / base['single']:>7.2f} "
                   f"{1e6 * batched:>15.1f} {batched / base['batched']:>7.2f} {errs}")
     # GD steps/s with small steps, so that every unit stays inside the fast table's 1e-12 region
     steps = 200 if args.quick else args.steps

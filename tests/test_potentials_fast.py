@@ -90,12 +90,13 @@ def test_fast_tables_against_order_200_quadrature(name):
             g_ref = np.asarray(jax.grad(lambda x: inner.gauss_hermite(fn, fn, 200, x @ x, x @ v, v @ v))(
                 jnp.asarray(u)))
             np.testing.assert_allclose(g, g_ref, atol=1e-11)
-        # outside the certified region (long, nearly parallel vectors) the wide table: within its N = 399 tail
-        # bound (4e-9 at norm 2.5) of order-300 quadrature; past the radius (3), order-128 quadrature itself
+        # long, nearly parallel vectors: certified by a long truncation (tier 0) or by none (tier 1: the whole
+        # table, within its N = 399 tail bound, 4e-9 at norm 2.5 for tanh) of order-300 quadrature; past the
+        # radius (3), order-128 quadrature itself
         from earnshaw.potentials import fast
         table = pot.fn.args[1]
         u, v = np.array([2.5, 0.0, 0.0]), np.array([2.4, 0.05, 0.0])
-        assert int(fast.tier(table, *_triple(u, v))) == 1
+        assert int(fast.tier(table, *_triple(u, v))) in (0, 1)
         assert float(pot(jnp.asarray(u), jnp.asarray(v))) == pytest.approx(
             float(inner.gauss_hermite(fn, fn, 300, *_triple(u, v))), abs=1e-8)
         u, v = np.array([3.2, 0.0, 0.0]), np.array([2.4, 0.05, 0.0])
@@ -158,7 +159,12 @@ def test_options_and_errors():
     with pytest.raises(ValueError, match="takes order"):
         es.potential("tanh", method="quadrature", tol=1e-8)
     assert dict(es.potential("tanh", order=60).params)["order"] == 60
-    assert dict(es.potential("tanh", tol=1e-8).params)["terms"] < dict(es.potential("tanh", method="fast").params)["terms"]
+    # a looser tol certifies the same pair with fewer degrees
+    from earnshaw.potentials import fast
+    loose, tight = (es.potential("tanh", tol=tol, terms=160).fn.args[1] for tol in (1e-8, 1e-12))
+    assert int(fast.degrees_used(loose, 1.0, 1.0, 1.0)) < int(fast.degrees_used(tight, 1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="on parallel units of norm 1"):
+        es.potential("tanh", terms=21)
     with pytest.raises(ValueError, match="polynomial needs coeffs"):
         es.activation("polynomial", coeffs="z^2")
     with pytest.raises(ValueError, match="abrelu takes only a, b"):
@@ -200,69 +206,108 @@ def test_fast_table_hessian(getkey):
 
 
 def test_fast_table_loss_gradient_and_fallback(getkey):
-    """The tanh tables' value and one-pass partials (custom JVP) against high-order quadrature, on each of the
-    three evaluations (:func:`~earnshaw.potentials.fast.tier`): inside the certified region the table of
-    ``terms``; a long unit parallel to a teacher's, the wide table (every degree to 399), as accurate there as
-    order-300 quadrature, where the ``terms`` table is not certified; past the radius the fallback, here
-    order-16 quadrature, far from 1e-12, so the comparison shows it ran; a vmapped batch takes its most
-    demanding instance's evaluation."""
+    """The tanh table's loss, value and one-pass partials (custom JVP), against high-order quadrature on each
+    evaluation (:func:`~earnshaw.potentials.fast.grams_plan`): from a random start a few blocks of degrees; at the
+    global minimum (every student unit on a teacher unit, rho = 1) and with a unit of norm 1.6 parallel to a
+    teacher unit, longer truncations, all certified; parallel units of norm 2.5, no truncation certified (the
+    whole table, within its tail bound); past the radius the fallback, here order-16 quadrature, far from
+    1e-12, so the comparison shows it ran; a vmapped batch takes its most demanding instance's evaluation."""
     from earnshaw.potentials import fast
     with jax.enable_x64(True):
         fast_pot, ref = es.potential("tanh", method="fast", order=16), es.potential("tanh", order=200)
         table = fast.build_table(jnp.tanh, odd=True, order=16)
         quad = es.potential("tanh", order=16)
         t, s = _unit_teacher_and_student(getkey)
-        grams = lambda st: (jnp.sum(st.theta**2, -1), st.theta @ t.w.T, jnp.ones(len(t.b)))  # noqa: E731
-        tiers = lambda st: int(fast.tier(table, grams(st)[0][:, None], grams(st)[1], grams(st)[2][None, :]))  # noqa
-        v, g, _ = _loss_and_derivatives(fast_pot, t, s)
-        v_ref, g_ref, _ = _loss_and_derivatives(ref, t, s)
-        assert tiers(s) == 0 and abs(float(es.population_loss(quad, t, s)) - v_ref) > 1e-9
-        assert abs(v - v_ref) < 1e-12
-        np.testing.assert_allclose(g, g_ref, atol=1e-11)
-        # norm 1.6 parallel to a teacher unit: outside the terms table's bound, inside the wide table's (1e-13)
-        wide = es.Student(theta=s.theta.at[0].set(1.6 * t.w[0]), a=s.a)
-        assert tiers(wide) == 1
-        # the terms table is not certified for this pair: |u.w| = 1.6 > s(1.6) s(1)
-        assert 1.6 > float(fast._reach(table, jnp.asarray(2.56)) * fast._reach(table, jnp.asarray(1.0)))
-        v, g, _ = _loss_and_derivatives(fast_pot, t, wide)
-        v_ref, g_ref, _ = _loss_and_derivatives(es.potential("tanh", order=300), t, wide)
-        assert abs(v - v_ref) < 1e-11
-        np.testing.assert_allclose(g, g_ref, atol=1e-10)
+        plan = lambda st: tuple(int(x) for x in fast.grams_plan(table, (st.theta, t.w), ((0, 0), (0, 1), (1, 1))))  # noqa
+
+        def check(st, reference, atol, grad_atol=None):
+            v, g, _ = _loss_and_derivatives(fast_pot, t, st)
+            v_ref, g_ref, _ = _loss_and_derivatives(reference, t, st)
+            assert abs(v - v_ref) < atol
+            np.testing.assert_allclose(g, g_ref, atol=grad_atol or 10 * atol)
+        tier, start = plan(s)
+        assert tier == 0 and start < 64 and abs(float(es.population_loss(quad, t, s)) - float(
+            es.population_loss(ref, t, s))) > 1e-9
+        check(s, ref, 1e-12)
+        at_min = es.Student(theta=t.w, a=s.a)
+        long_unit = es.Student(theta=s.theta.at[0].set(1.6 * t.w[0]), a=s.a)
+        assert plan(at_min)[0] == plan(long_unit)[0] == 0 and start < plan(at_min)[1] < plan(long_unit)[1]
+        check(at_min, ref, 1e-12)
+        check(long_unit, es.potential("tanh", order=300), 1e-11)
+        # parallel units of norm 2.5: no truncation is certified; the whole table, its value within its tail bound
+        # (4e-9 a pair, times the output weights in the loss); the bound does not cover the partials in the norms,
+        # 1e-5 here
+        far = es.Student(theta=s.theta.at[0].set(2.5 * t.w[0]).at[1].set(2.5 * t.w[0]), a=s.a)
+        assert plan(far) == (1, table.degrees.size)
+        check(far, es.potential("tanh", order=300), 4e-9 * float(jnp.sum(jnp.abs(s.a))) ** 2, grad_atol=1e-4)
 
         def fallback_loss(st):
-            """The student's two Gram matrices by the fallback, the teacher's (inside, unit norms) by the table."""
+            """The student's two Gram matrices and the teacher's by the fallback."""
             return float(st.a @ quad.self_gram(st.theta) @ st.a - 2.0 * st.a @ quad.gram(st.theta, t.w) @ t.b
-                         + t.b @ ref.self_gram(t.w) @ t.b)
+                         + t.b @ quad.self_gram(t.w) @ t.b)
         # past the radius (3): quadrature of the table's order, derivatives too
         out = es.Student(theta=s.theta.at[0].set(3.2 * t.w[0]), a=s.a)
-        assert tiers(out) == 2
+        assert plan(out)[0] == 2
         v, g, _ = _loss_and_derivatives(fast_pot, t, out)
         g_q = _loss_and_derivatives(quad, t, out)[1]
-        assert abs(v - fallback_loss(out)) < 1e-12  # summed in another order (one outer node at a time)
+        assert abs(v - fallback_loss(out)) < 1e-12  # summed in another order
         np.testing.assert_allclose(g, g_q, atol=1e-12)
-        # in a batch, one instance past the radius sends the whole batch's student Gram matrices to the fallback
+        # in a batch, one instance past the radius sends the whole batch to the fallback
         batch = es.Student(theta=jnp.stack([s.theta, out.theta]), a=jnp.stack([s.a, s.a]))
         vals = jax.vmap(lambda st: es.population_loss(fast_pot, t, st))(batch)
         assert abs(float(vals[0]) - fallback_loss(s)) < 1e-12 and abs(float(vals[1]) - v) < 1e-12
 
 
+def test_fast_truncation_is_certified_at_every_length():
+    """Pairs at every angle and norms 0.2-1.5: each call runs the degrees its pairs need (more for larger
+    |rho|), and the value and partials stay within the 1e-12 tol of order-200 quadrature; the Gram matrices
+    of a loss in one evaluation (fast_grams) equal the pairwise potential, the diagonal from the table of
+    E[s(|u| Z)^2] included."""
+    from earnshaw.potentials import fast
+    rng = np.random.default_rng(7)
+    with jax.enable_x64(True):
+        table = fast.build_table(jnp.tanh, odd=True)
+        pair = jax.jit(jax.value_and_grad(lambda x: fast.fast_potential_fn(jnp.tanh, table, *x)))
+        ref = jax.jit(jax.value_and_grad(lambda x: inner.gauss_hermite(jnp.tanh, jnp.tanh, 200, *x)))
+        used = {}
+        for rho in (0.1, 0.5, 0.8, 0.95, 1.0):
+            for _ in range(3):
+                a, b = rng.uniform(0.2, 1.5, 2)
+                x = jnp.asarray([a * a, rho * a * b * rng.choice([-1, 1]), b * b])
+                (v, g), (v_ref, g_ref) = pair(x), ref(x)
+                assert abs(float(v - v_ref)) < 1e-12
+                np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), atol=1e-11)
+                used.setdefault(rho, []).append(int(fast.degrees_used(table, *x)))
+        assert max(used[0.1]) <= 16 and max(used[0.5]) < min(used[1.0])
+        u, w = rng.normal(size=(4, 5)) * 0.4, rng.normal(size=(3, 5)) * 0.4
+        K, B, W = fast.fast_grams(jnp.tanh, table, (jnp.asarray(u), jnp.asarray(w)), ((0, 0), (0, 1), (1, 1)))
+        for M, x, y in ((K, u, u), (B, u, w), (W, w, w)):
+            pairwise = np.array([[_gh200(jnp.tanh, xi, yj) for yj in y] for xi in x])
+            np.testing.assert_allclose(np.asarray(M), pairwise, atol=1e-12)
+        np.testing.assert_array_equal(np.asarray(K), np.asarray(K).T)
+
+
 def test_fast_table_region_check_is_the_tail_bound():
     """The per-pair test ``|u.v| <= s(|u|) s(|v|)`` equals the certified bound
-    ``N log|rho| + (log T'_N(|u|) + log T'_N(|v|)) / 2 <= log tol`` away from its boundary."""
+    ``N log|rho| + (log T'_N(|u|) + log T'_N(|v|)) / 2 <= log tol`` away from its boundary, for every truncation
+    a call can stop at."""
     from earnshaw.potentials import fast
     rng = np.random.default_rng(3)
     with jax.enable_x64(True):
         table = fast.build_table(jnp.tanh, odd=True)
         a, b = rng.uniform(0.05, 3.0, 4000), rng.uniform(0.05, 3.0, 4000)
         rho = rng.uniform(-1.0, 1.0, 4000)
-        fast_check = np.abs(rho * a * b) <= np.asarray(fast._reach(table, jnp.asarray(a * a))
-                                                       * fast._reach(table, jnp.asarray(b * b)))
-        log_tail = lambda r: table.log_tail[np.clip(np.ceil(r * (table.log_tail.size - 1) / table.radius)  # noqa: E731
-                                                    .astype(int), 0, table.log_tail.size - 1)]
-        margin = table.terms * np.log(np.abs(rho)) + 0.5 * (log_tail(a) + log_tail(b)) - math.log(table.tol)
-        clear = np.abs(margin) > 1e-9
-        assert fast_check[margin < -1e-9].all() and 100 < fast_check.sum() < 3900
-        np.testing.assert_array_equal(fast_check[clear], (margin < 0)[clear])
+        for blocks in (2, 8, table.blocks):
+            reach = lambda n: np.asarray(fast._reach(table, jnp.asarray(n), (blocks,))[0])  # noqa: E731
+            fast_check = np.abs(rho * a * b) <= reach(a * a) * reach(b * b)
+            rows = table.log_tail[blocks - 1]
+            log_tail = lambda r: rows[np.clip(np.ceil(r * (rows.size - 1) / table.radius).astype(int), 0,  # noqa
+                                              rows.size - 1)]
+            margin = (table.truncation(blocks) * np.log(np.abs(rho)) + 0.5 * (log_tail(a) + log_tail(b))
+                      - math.log(table.tol))
+            clear = np.abs(margin) > 1e-9
+            assert fast_check[margin < -1e-9].all() and 100 < fast_check.sum() < 3990
+            np.testing.assert_array_equal(fast_check[clear], (margin < 0)[clear])
 
 
 def test_fast_table_even_and_general_parity():
@@ -273,7 +318,7 @@ def test_fast_table_even_and_general_parity():
     softplus = jax.nn.softplus
     with jax.enable_x64(True):
         for fn, odd in ((logcosh, False), (softplus, None)):
-            table = fast.build_table(fn, odd=odd)
+            table = fast.build_table(fn, odd=odd, terms=160)  # enough at these norms, half the build
             assert table.degrees[0] == 0 and (table.degrees[1] == 2) == (odd is False)
             x = jnp.asarray([(0.81, 0.3, 0.64), (1.0, -0.95, 0.99), (0.5, 0.0, 1.2)])
             both = [jax.vmap(jax.value_and_grad(lambda x: f(*x)))(x) for f in (
@@ -303,9 +348,9 @@ def test_fast_tables_are_kept_on_disk_and_rebuilt_when_unreadable(tmp_path, monk
         with monkeypatch.context() as m:
             m.setattr(fast, "_build_table", no_build)
             loaded = fast.build_table.__wrapped__(jnp.tanh, **args)  # past the in-memory cache
-        for name in ("degrees", "cheb", "log_tail", "wide_degrees", "wide_cheb"):
+        for name in ("degrees", "cheb", "log_tail", "self_cheb"):
             np.testing.assert_array_equal(getattr(loaded, name), getattr(built, name))
-        assert (loaded.terms, loaded.tol, loaded.wide_terms) == (built.terms, built.tol, built.wide_terms)
+        assert (loaded.terms, loaded.tol, loaded.table_error) == (built.terms, built.tol, built.table_error)
         x = (jnp.asarray(0.81), jnp.asarray(0.5), jnp.asarray(1.0))
         assert float(fast.fast_potential_fn(jnp.tanh, loaded, *x)) == float(fast.fast_potential_fn(jnp.tanh, built, *x))
 

@@ -46,6 +46,8 @@ def _parts(pot, teacher, student):
         if mixed:  # the same three Gram matrices as below, each with its units' activations
             return (pot, pot.self_gram(student.theta, side="student"), pot.gram(student.theta, teacher.w),
                     pot.self_gram(teacher.w, side="teacher"))
+        if pot.grams_fn is not None:  # one evaluation of all three (the fast tables)
+            return (pot, *pot.grams((student.theta, teacher.w), ((0, 0), (0, 1), (1, 1))))
         return pot, pot.self_gram(student.theta), pot.gram(student.theta, teacher.w), None
     # one Gram matrix of all units: the biased forms are long programs, and one copy compiles 3x faster than three
     k = student.k

@@ -49,6 +49,9 @@ class Potential:
         (``0.0`` harmonic; ``None`` neither).
       harmonic_radius: radius beyond which ``Delta Phi = lam Phi`` holds (0: all ``r > 0``).
       smooth: twice differentiable away from the singular set.
+      grams_fn: ``grams_fn(sets, blocks)``, Gram matrices of several sets of units in one evaluation (unbatched
+        ``(n_i, d)`` sets; blocks ``(i, j)``), for potentials that are cheaper so (the fast Hermite tables:
+        one check and one loop for a whole loss); ``None``: :meth:`gram` per block.
 
     Call it on two weight vectors, ``pot(u, v)`` (batch axes broadcast: ``(..., d)`` -> ``(...)``),
     or on two sets of units, ``pot.gram(U, V)``: ``(..., m, d), (..., n, d) -> (..., m, n)``.
@@ -75,6 +78,7 @@ class Potential:
     lam: Optional[float] = None
     harmonic_radius: float = 0.0
     smooth: bool = True
+    grams_fn: Optional[Callable] = None
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.params)
@@ -161,10 +165,47 @@ class Potential:
             c = jnp.einsum("...md,...nd->...mn", U, V)
             return pair(jnp.sum(U * U, -1)[..., :, None], c, jnp.sum(V * V, -1)[..., None, :],
                         bu[..., :, None], bv[..., None, :])
+        if self.grams_fn is not None:
+            return self.grams((U, V), ((0, 1),))[0]
         if self.kind == "inner":
             c = jnp.einsum("...md,...nd->...mn", U, V)
             return self.fn(jnp.sum(U * U, -1)[..., :, None], c, jnp.sum(V * V, -1)[..., None, :])
         return self.fn(safe_norm(U[..., :, None, :] - V[..., None, :, :]))
+
+    def grams(self, sets, blocks):
+        """Gram matrices among several sets of units: ``gram(sets[i], sets[j])`` for each ``(i, j)`` in ``blocks``,
+        ``self_gram(sets[i])`` where ``i == j``; one evaluation for all of them where the potential has one
+        (``grams_fn``), else a call per block.
+
+        Args:
+          sets: weight matrices ``(..., n_i, d)``; leading axes broadcast.
+          blocks: pairs of indices into ``sets``.
+
+        Returns:
+          A tuple of ``(..., n_i, n_j)`` matrices.
+
+        >>> import jax.numpy as jnp, earnshaw as es
+        >>> K, B = es.potential("erf").grams((jnp.ones((3, 2)), jnp.ones((4, 2))), ((0, 0), (0, 1)))
+        >>> K.shape, B.shape
+        ((3, 3), (3, 4))
+        """
+        sets = tuple(_as_array(s, f"sets[{i}]") for i, s in enumerate(sets))
+        for i, s in enumerate(sets):
+            if s.ndim < 2:
+                raise ValueError(f"grams needs sets of shape (..., n, d), got sets[{i}] of shape {s.shape}")
+        self._check_dim(*((s, f"sets[{i}]") for i, s in enumerate(sets)))
+        if self.grams_fn is None:
+            return tuple(self.self_gram(sets[i]) if i == j else self.gram(sets[i], sets[j]) for i, j in blocks)
+        batch = jnp.broadcast_shapes(*(s.shape[:-2] for s in sets))
+        # a set without batch axes (the teacher, often) stays unbatched under vmap: computed once
+        sets = tuple(s if s.ndim == 2 else jnp.broadcast_to(s, batch + s.shape[-2:]) for s in sets)
+        blocks = tuple(tuple(b) for b in blocks)
+
+        def one(*unbatched):
+            return self.grams_fn(unbatched, blocks)
+        for _ in batch:
+            one = jax.vmap(one, in_axes=tuple(None if s.ndim == 2 else 0 for s in sets))
+        return one(*sets)
 
     def self_gram(self, U, bu=None):
         """``gram(U, U)`` with an exact, finite-gradient diagonal ``Phi(U_i, U_i)``; ``bu (..., m)``: biases.
@@ -184,6 +225,8 @@ class Potential:
                 return G
             eye = jnp.eye(U.shape[-2], dtype=bool)
             return jnp.where(eye, self_term(jnp.sum(U * U, -1), jnp.asarray(bu, G.dtype))[..., None, :], G)
+        if self.grams_fn is not None:
+            return self.grams((U,), ((0, 0),))[0]
         if self.kind == "inner":
             return self.gram(U, U)
         m = U.shape[-2]
