@@ -121,7 +121,7 @@ def test_erf_second_moments_for_all_pairs_equal_the_per_quadruple_formula():
                     assert fast[i, k, p, q] == pytest.approx(float(_i4_erf(G[np.ix_(idx, idx)])), rel=1e-10, abs=1e-13)
 
 
-@pytest.mark.parametrize("k,m", [(6, 7), (1, 9)])
+@pytest.mark.parametrize("k,m", [(4, 5), (1, 9)])
 def test_erf_second_sums_by_triangles_equal_the_sum_of_all_quadruples(k, m):
     """The right-hand side's sum_pq c_p c_q I4(i, k', p, q) (pairs i <= k' and p <= q, fast asin) against the
     plain sum over every quadruple of _erf_second_moments (XLA's arcsin)."""
