@@ -409,8 +409,9 @@ def _reach(table, n, blocks):
 
 
 def _plan(table, groups, norms, cs):
-    """``(series, blocks)``: whether every norm is within the table's radius, and how many blocks the call runs
-    (the fewest on the ladder that certify every pair, else all); one pair of numbers for a whole batch."""
+    """``(within, blocks, certified)``: whether every norm is within the table's radius, how many blocks the call
+    runs (the fewest on the ladder that certify every pair, else all), and whether some truncation certified
+    them; one set of numbers for a whole batch. A unit's pair with itself in an ``own`` group is left out."""
     within = _all(jnp.stack([jnp.all(n <= table.radius**2) for n in norms]))
     ladder = _ladder(table)
     reach = [_reach(table, n, ladder) for n in norms]
@@ -450,7 +451,8 @@ def _own(table, n, derivative):
 
 def _series(table, groups, norms, cs, need, blocks):
     """Every group's ``Phi`` and partials ``(d/d|u|^2, d/du.v, d/d|v|^2)`` (``None`` where not needed) from the
-    first ``blocks`` blocks of the table, and each triangle group's ``Phi(u, u)`` and its derivative.
+    first ``blocks`` blocks of the table; an ``own`` group's diagonal, ``Phi(u, u)`` and its derivative in
+    ``|u|^2``, from the table of its own.
 
     With ``a = |u|``, ``b = |v|``, ``rho = c / (a b)`` and kept degrees ``n_j = n_0 + s j``:
     ``Phi = rho^n_0 P(x)``, ``P(x) = sum_j c_j(a) c_j(b) x^j``, ``x = rho^s``, by Horner's rule from the highest
