@@ -218,7 +218,8 @@ def test_fast_table_loss_gradient_and_fallback(getkey):
         table = fast.build_table(jnp.tanh, odd=True, order=16)
         quad = es.potential("tanh", order=16)
         t, s = _unit_teacher_and_student(getkey)
-        plan = lambda st: tuple(int(x) for x in fast.grams_plan(table, (st.theta, t.w), ((0, 0), (0, 1), (1, 1))))  # noqa
+        blocks = ((0, 0), (0, 1), (1, 1))
+        plan = lambda st: tuple(int(x) for x in fast.grams_plan(table, (st.theta, t.w), blocks))  # noqa: E731
 
         def check(st, reference, atol, grad_atol=None):
             v, g, _ = _loss_and_derivatives(fast_pot, t, st)

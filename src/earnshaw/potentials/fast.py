@@ -132,7 +132,8 @@ def _panel_of(r, radius, xp=np):
 
 
 def _square_panels(radius):
-    """``|u|^2`` from ``(p h)^2`` to ``((p + 1) h)^2`` for each panel ``p`` of ``|u|``: ``(P,)`` lower and upper ends."""
+    """``|u|^2`` from ``(p h)^2`` to ``((p + 1) h)^2`` for each panel ``p`` of ``|u|``: ``(P,)`` lower and upper
+    ends."""
     edges = (np.arange(_PANELS + 1) * (radius / _PANELS)) ** 2
     return edges[:-1], edges[1:]
 
