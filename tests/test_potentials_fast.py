@@ -286,6 +286,14 @@ def test_fast_truncation_is_certified_at_every_length():
             pairwise = np.array([[_gh200(jnp.tanh, xi, yj) for yj in y] for xi in x])
             np.testing.assert_allclose(np.asarray(M), pairwise, atol=1e-12)
         np.testing.assert_array_equal(np.asarray(K), np.asarray(K).T)
+        # Potential.grams with leading batch axes on one set only (the teacher unbatched): each instance's own
+        pot = es.potential("tanh", method="fast")
+        batch = jnp.stack([jnp.asarray(u), 0.5 * jnp.asarray(u)])
+        Kb, Bb = pot.grams((batch, jnp.asarray(w)), ((0, 0), (0, 1)))
+        for i in range(2):
+            Ki, Bi = pot.grams((batch[i], jnp.asarray(w)), ((0, 0), (0, 1)))
+            np.testing.assert_allclose(np.asarray(Kb[i]), np.asarray(Ki), atol=1e-12)
+            np.testing.assert_allclose(np.asarray(Bb[i]), np.asarray(Bi), atol=1e-12)
 
 
 def test_fast_table_region_check_is_the_tail_bound():

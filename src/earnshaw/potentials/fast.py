@@ -370,24 +370,14 @@ class _Pairs:
 
 
 @jax.custom_batching.custom_vmap
-def _all(x):
-    return jnp.all(x)
-
-
-@_all.def_vmap
-def _all_batched(axis_size, in_batched, x):
-    # reduce over the batch too, so that lax.cond keeps an unbatched predicate and runs one branch under vmap
-    return jnp.all(x), False
-
-
-@jax.custom_batching.custom_vmap
 def _max(x):
     return jnp.max(x)
 
 
 @_max.def_vmap
 def _max_batched(axis_size, in_batched, x):
-    # the longest the batch needs: the loop's length stays one number under vmap
+    # over the batch too: the loop's length and lax.cond's predicate stay one number under vmap, so one branch
+    # runs, once
     return jnp.max(x), False
 
 
@@ -413,7 +403,7 @@ def _plan(table, groups, norms, cs):
     """``(within, blocks, certified)``: whether every norm is within the table's radius, how many blocks the call
     runs (the fewest on the ladder that certify every pair, else all), and whether some truncation certified
     them; one set of numbers for a whole batch. A unit's pair with itself in an ``own`` group is left out."""
-    within = _all(jnp.stack([jnp.all(n <= table.radius**2) for n in norms]))
+    within = ~_max(jnp.stack([jnp.any(n > table.radius**2) for n in norms]))
     ladder = _ladder(table)
     reach = [_reach(table, n, ladder) for n in norms]
     failing = []
