@@ -3,8 +3,17 @@ import os
 import shutil
 import tempfile
 
-import jax
-import pytest
+# Before JAX starts its backend (here and in every worker and CLI subprocess, which inherit the environment): XLA
+# compiles the suite's thousands of small programs with LLVM's optimisations off. Most of the suite's time is
+# compiling, and the tests check numbers, not speed: this cuts the suite by about a fifth. XLA's fusion and
+# algebraic passes still run; without fast-math (XLA's default) the numbers can differ from an optimised build by
+# rounding only. The library, the CLI and the benchmarks outside the tests run fully optimised.
+_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FLAGS}".strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

@@ -19,6 +19,8 @@ with cross potentials ``Phi_{s_i, t_j}`` (docs/math.md section 1f).
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -75,6 +77,14 @@ def population_loss(pot, teacher: Teacher, student: Student):
     >>> float(es.population_loss("erf", t, es.Student(a=t.b, theta=t.w)))
     0.0
     """
+    pot = _potential(pot)
+    check_pair(student, teacher)
+    return _population_loss(pot, teacher, student)
+
+
+# Compiled once per potential and shapes: run eagerly, a first call would compile each operation on its own.
+@functools.partial(jax.jit, static_argnums=0)
+def _population_loss(pot, teacher: Teacher, student: Student):
     pot, K, B, W = _parts(pot, teacher, student)
     if W is None:
         W = pot.self_gram(teacher.w)
@@ -95,6 +105,13 @@ def reduced_loss(pot, teacher: Teacher, student: Student):
     >>> bool(abs(es.population_loss(phi, t, s) - es.reduced_loss(phi, t, s) - own) < 1e-5)
     True
     """
+    pot = _potential(pot)
+    check_pair(student, teacher)
+    return _reduced_loss(pot, teacher, student)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _reduced_loss(pot, teacher: Teacher, student: Student):
     pot, K, B, _ = _parts(pot, teacher, student)
     k = K.shape[-1]
     off = jnp.where(jnp.eye(k, dtype=bool), 0.0, K)

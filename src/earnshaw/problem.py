@@ -408,32 +408,54 @@ class Problem:
 
     def value(self, student: Student):
         """The objective at ``student``: shape ``(*B,)``."""
-        return self._batched(lambda p, x: p.f(x), student)
+        return _value(self, student)
 
     def grad(self, student: Student) -> Student:
         """The gradient over the trainable variables (zero on frozen ones; tangent on spheres), as a :class:`Student`."""
-        return self.for_student(student).unflatten(
-            self._batched(lambda p, x: p.tangent(p.flat_grad(x) * p.mask(x), x), student))
+        return _grad(self, student)
 
     def value_and_grad(self, student: Student):
         """``(value (*B,), grad Student)``, as :meth:`value` and :meth:`grad`."""
-        def vg(p, x):
-            v, g = p.flat_value_and_grad(x)
-            return v, p.tangent(g * p.mask(x), x)
-        v, g = self._batched(vg, student)
-        return v, self.for_student(student).unflatten(g)
+        return _value_and_grad(self, student)
 
     def hessian(self, student: Student):
         """The Hessian over the trainable variables: ``(*B, n_t, n_t)`` in the flat layout restricted to them
         (``n_t = k + k d``, ``k d`` for ``train="theta"``, ``k`` for ``"a"``); Riemannian on spheres."""
-        k = student.a.shape[-1]
-        # numpy, not self.mask: the index set must be static under jit
-        idx = np.flatnonzero(self.for_student(student)._mask_np(k))
+        return _hessian(self, student)
 
-        def h(p, x):
-            H = p.riemannian_hessian(p.flat_hessian(x), p.flat_grad(x), x)
-            return H[jnp.ix_(idx, idx)]
-        return self._batched(h, student)
+
+# The Student-level API as compiled programs (one per kind of problem and student shape): run eagerly, each call
+# would dispatch, and on first use compile, every operation of the objective and its derivatives on its own.
+@jax.jit
+def _value(problem: Problem, student: Student):
+    return problem._batched(lambda p, x: p.f(x), student)
+
+
+@jax.jit
+def _grad(problem: Problem, student: Student) -> Student:
+    return problem.for_student(student).unflatten(
+        problem._batched(lambda p, x: p.tangent(p.flat_grad(x) * p.mask(x), x), student))
+
+
+@jax.jit
+def _value_and_grad(problem: Problem, student: Student):
+    def vg(p, x):
+        v, g = p.flat_value_and_grad(x)
+        return v, p.tangent(g * p.mask(x), x)
+    v, g = problem._batched(vg, student)
+    return v, problem.for_student(student).unflatten(g)
+
+
+@jax.jit
+def _hessian(problem: Problem, student: Student):
+    k = student.a.shape[-1]
+    # numpy, not problem.mask: the index set must be static
+    idx = np.flatnonzero(problem.for_student(student)._mask_np(k))
+
+    def h(p, x):
+        H = p.riemannian_hessian(p.flat_hessian(x), p.flat_grad(x), x)
+        return H[jnp.ix_(idx, idx)]
+    return problem._batched(h, student)
 
 
 def batch_axes(student: Student, teacher: Teacher):

@@ -104,7 +104,9 @@ def _in_process(todo: Sequence[Task], emit) -> Iterator[tuple]:
 
 def _worker_init():
     # several cells at once on few cores: one XLA thread pool each, not one per core per process
-    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_multi_thread_eigen" not in flags:  # added to the user's own flags, not instead of them
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
 
 
 def _call(fn, args, queue):
