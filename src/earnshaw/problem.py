@@ -14,6 +14,7 @@ number of leading batch axes (seeds, teachers, step sizes), the one place that p
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Union
 
 import jax
@@ -299,11 +300,17 @@ class Problem:
 
     def f(self, x):
         """The objective of one flat student vector ``x (n,)``."""
+        return _flat(self, "_f", x)
+
+    def _f(self, x):
         teacher, student = self.isotropic(self.unflatten(x))
         return _objective(self.objective)(self.pot, teacher, student)
 
     def flat_grad(self, x):
         """``grad f(x)``, ``(n,)``, over every coordinate (mask it for the trainable ones)."""
+        return _flat(self, "_flat_grad", x)
+
+    def _flat_grad(self, x):
         if self.closed_form:
             s = self.unflatten(x)
             ga, gt = _cf.gradient(s.a, s.theta, self.teacher.b, self.teacher.w, self.objective, pot=self.pot)
@@ -313,6 +320,9 @@ class Problem:
     def flat_value_and_grad(self, x):
         """``(f(x), grad f(x))``: with erf's closed form the value comes from the gradient's Gram matrices, so a
         program needing both holds one copy of the objective (the flow's saves, SecondGD, Hessian descent)."""
+        return _flat(self, "_flat_value_and_grad", x)
+
+    def _flat_value_and_grad(self, x):
         return self.value_and_grad_fn()(x)
 
     def value_and_grad_fn(self):
@@ -332,6 +342,9 @@ class Problem:
     def flat_hessian(self, x):
         """``(n, n)`` Euclidean Hessian over every coordinate. With erf's closed form it is the forward-mode
         Jacobian of the hand-derived gradient: no reverse pass, ~30% less to compile and run at k = d = 20."""
+        return _flat(self, "_flat_hessian", x)
+
+    def _flat_hessian(self, x):
         if self.plain and _cf.closed_form_hessian(self.pot, self.objective):
             return jax.jacfwd(self.replace(gradient="closed_form").flat_grad)(x)
         return jax.hessian(self.f)(x)
@@ -422,6 +435,13 @@ class Problem:
         """The Hessian over the trainable variables: ``(*B, n_t, n_t)`` in the flat layout restricted to them
         (``n_t = k + k d``, ``k d`` for ``train="theta"``, ``k`` for ``"a"``); Riemannian on spheres."""
         return _hessian(self, student)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _flat(problem: Problem, method: str, x):
+    """The flat API (:meth:`Problem.f`, ``flat_grad``, ...) as compiled programs: called eagerly, each operation
+    would be dispatched, and on first use compiled, on its own; inside a traced program they are inlined."""
+    return getattr(problem, method)(x)
 
 
 # The Student-level API as compiled programs (one per kind of problem and student shape): run eagerly, each call

@@ -9,6 +9,7 @@ it to matrices, like JAX MD's ``smap.pair`` lifts a pair energy to a system.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable, Optional
 
@@ -132,8 +133,12 @@ class Potential:
         u, v = _as_array(u, "u"), _as_array(v, "v")
         self._check_dim((u, "u"), (v, "v"))
         if bu is not None or bv is not None:
-            pair, _ = self.biased()
             bu, bv = self._biases(u, bu, "u", v, bv, "v")
+        return _compiled(self, "_pair", u, v, bu, bv)
+
+    def _pair(self, u, v, bu, bv):
+        if bu is not None:
+            pair, _ = self.biased()
             return pair(jnp.sum(u * u, -1), jnp.sum(u * v, -1), jnp.sum(v * v, -1), bu, bv)
         if self.kind == "inner":
             return self.fn(jnp.sum(u * u, -1), jnp.sum(u * v, -1), jnp.sum(v * v, -1))
@@ -160,8 +165,12 @@ class Potential:
             raise ValueError(f"gram needs U (..., m, d) and V (..., n, d), got U {U.shape} and V {V.shape}")
         self._check_dim((U, "U"), (V, "V"))
         if bu is not None or bv is not None:
-            pair, _ = self.biased()
             bu, bv = self._biases(U, bu, "U", V, bv, "V")
+        return _compiled(self, "_gram", U, V, bu, bv)
+
+    def _gram(self, U, V, bu, bv):
+        if bu is not None:
+            pair, _ = self.biased()
             c = jnp.einsum("...md,...nd->...mn", U, V)
             return pair(jnp.sum(U * U, -1)[..., :, None], c, jnp.sum(V * V, -1)[..., None, :],
                         bu[..., :, None], bv[..., None, :])
@@ -219,6 +228,11 @@ class Potential:
         """
         U = _as_array(U, "U")
         if bu is not None:
+            bu = self._biases(U, bu, "U", U, None, "U")[0]
+        return _compiled(self, "_self_gram", U, bu)
+
+    def _self_gram(self, U, bu):
+        if bu is not None:
             G = self.gram(U, U, bu, bu)
             _, self_term = self.biased()
             if self_term is None:
@@ -250,3 +264,11 @@ class Potential:
         if self.kind != "radial":
             raise ValueError(f"{self!r} is not radial; evaluate it on vectors with pot(u, v)")
         return self.fn(jnp.asarray(r, jnp.result_type(r, float)))
+
+
+# A potential's Gram matrices as compiled programs, one per potential (hashed by identity: ``potential`` returns the
+# same object for the same arguments) and shapes. Called eagerly, they would dispatch each operation on its own and,
+# on first use, compile each; inside a traced program they are inlined.
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _compiled(pot, method, *args):
+    return getattr(pot, method)(*args)
