@@ -93,3 +93,23 @@ def test_a_problem_and_its_prefix_share_one_program():
         out = es.gradient_descent(es.Problem("erf", t2), s2, lr=0.05, max_steps=40).final_loss
         jax.block_until_ready(out)
     assert second == [], f"the Problem form recompiled {second}"
+
+
+def test_a_first_call_of_the_public_functions_compiles_one_program():
+    """The losses, a potential's Gram matrix and a Problem's value, gradient and Hessian are compiled as one
+    program each: a first call at new shapes records one backend compilation, not one per operation (run op by
+    op, ``population_loss`` alone compiled about fifty small programs)."""
+    # d = 5, k = 2, batch 9: shapes no other test uses, so every call below meets them first
+    t, s = _problem(40, d=5, k=2, batch=9)
+    problem = es.Problem("erf", t)
+    pot = es.potential("erf")
+    calls = {"population_loss": lambda: es.population_loss(pot, t, s),
+             "reduced_loss": lambda: es.reduced_loss(pot, t, s),
+             "Potential.gram": lambda: pot.gram(s.theta, t.w),
+             "Problem.value": lambda: problem.value(s),
+             "Problem.value_and_grad": lambda: problem.value_and_grad(s),
+             "Problem.hessian": lambda: problem.hessian(s)}
+    for name, call in calls.items():
+        with compiles() as first:
+            jax.block_until_ready(call())
+        assert len(first) == 1, f"{name}: compiled {first}"
