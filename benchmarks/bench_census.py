@@ -52,7 +52,7 @@ def torch_relu_grad(th, w):
         S = torch.sqrt(nv[..., None, :] / nu[..., :, None]) * sin
         return A, S
     AK, SK = parts(th, th)
-    eye = torch.eye(th.shape[-2], dtype=torch.bool)
+    eye = torch.eye(th.shape[-2], dtype=torch.bool, device=th.device)
     AK = torch.where(eye, torch.full_like(AK, math.pi), AK)
     SK = torch.where(eye, torch.zeros_like(SK), SK)
     W = w.expand(th.shape[0], *w.shape)
@@ -61,12 +61,13 @@ def torch_relu_grad(th, w):
     return force / (2 * math.pi)
 
 
-def torch_gd(theta0, w, lr, gtol, max_steps):
-    """Batched GD until every seed's largest per-unit gradient is below gtol (converged seeds stop moving)."""
-    th = torch.tensor(theta0)
-    wt = torch.tensor(w)
-    done = torch.zeros(th.shape[0], dtype=torch.bool)
-    steps = torch.zeros(th.shape[0], dtype=torch.int64)
+def torch_gd(theta0, w, lr, gtol, max_steps, device="cpu"):
+    """Batched GD until every seed's largest per-unit gradient is below gtol (converged seeds stop moving);
+    ``device``: where PyTorch runs (``"cuda"`` on a GPU machine)."""
+    th = torch.tensor(theta0, device=device)
+    wt = torch.tensor(w, device=device)
+    done = torch.zeros(th.shape[0], dtype=torch.bool, device=device)
+    steps = torch.zeros(th.shape[0], dtype=torch.int64, device=device)
     with torch.no_grad():
         for _ in range(max_steps):
             g = torch_relu_grad(th, wt)
@@ -76,10 +77,10 @@ def torch_gd(theta0, w, lr, gtol, max_steps):
                 break
             th = torch.where(done[:, None, None], th, th - lr * g)
             steps += (~done).long()
-    return th.numpy(), steps.numpy()
+    return th.cpu().numpy(), steps.cpu().numpy()
 
 
-def bench_cell(k, seeds, torch_too=True):
+def bench_cell(k, seeds, torch_too=True, torch_device="cpu"):
     cfg = preset("safran-shamir", k=[k], extra_units=[0], seeds=seeds)
     problem, starts = cell_problem(cfg, Cell("relu", k, k))
     out = {}
@@ -108,7 +109,7 @@ def bench_cell(k, seeds, torch_too=True):
     if torch_too and torch is not None:
         torch.set_num_threads(2)
         t0 = time.perf_counter()
-        th, steps = torch_gd(np.asarray(starts.theta), np.eye(k), cfg.lr, cfg.gtol, cfg.max_steps)
+        th, steps = torch_gd(np.asarray(starts.theta), np.eye(k), cfg.lr, cfg.gtol, cfg.max_steps, torch_device)
         out["torch_gd_s"] = time.perf_counter() - t0
         # earnshaw's GD alone, compiled (same starts, same rule) for the ratio
         t0 = time.perf_counter()
@@ -139,6 +140,7 @@ def main(argv=None):
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--k20", action="store_true", help="also the k = 20 cell (minutes)")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--torch-device", default="cpu", help="where the PyTorch loop runs: cpu, or cuda on a GPU machine")
     args = ap.parse_args(argv)
     lines = []
 
@@ -147,13 +149,14 @@ def main(argv=None):
         lines.append(text)
 
     for k in [args.k] + ([20] if args.k20 else []):
-        r = bench_cell(k, args.seeds, torch_too=not args.no_torch and k == args.k)
+        r = bench_cell(k, args.seeds, torch_too=not args.no_torch and k == args.k, torch_device=args.torch_device)
         say(f"k = {k}, {args.seeds} seeds: pipeline {r['pipeline_s']:.1f} s (GD {r['gd_s']:.1f}, polish+group "
             f"{r['group_s']:.1f}, certify {r['certify_s']:.1f}; compile warm-up {r['compile_warmup_s']:.1f} s); "
             f"spurious rate {r['spurious_rate']:.3f} [{r['spurious_ci'][0]:.3f}, {r['spurious_ci'][1]:.3f}], "
             f"{r['families']} families, {r['seed_steps']} seed-steps")
         if "torch_gd_s" in r:
-            say(f"   GD alone: earnshaw {r['earnshaw_gd_s']:.1f} s, PyTorch batched loop {r['torch_gd_s']:.1f} s "
+            say(f"   GD alone: earnshaw {r['earnshaw_gd_s']:.1f} s ({jax.default_backend()}), PyTorch batched loop "
+                f"{r['torch_gd_s']:.1f} s ({args.torch_device}) "
                 f"(ratio {r['gd_ratio_torch_over_earnshaw']:.2f}x); same spurious verdicts on "
                 f"{100 * r['same_spurious_seeds']:.1f}% of seeds")
         for f in r["families_table"]:

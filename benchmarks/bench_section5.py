@@ -22,15 +22,17 @@ import time
 import numpy as np
 
 
-def torch_train(params, x, y, lr: float, steps: int, act: str = "sigmoid_pm1"):
-    """PyTorch eager GD, one seed after another; returns (final train MSE per seed, seconds)."""
+def torch_train(params, x, y, lr: float, steps: int, act: str = "sigmoid_pm1", device: str = "cpu"):
+    """PyTorch eager GD, one seed after another; returns (final train MSE per seed, seconds).
+
+    ``device``: where PyTorch runs (``"cuda"`` on a GPU machine); reading each seed's final MSE waits for it."""
     import torch
 
     finals = []
     t0 = time.perf_counter()
     for s in range(x.shape[0]):
-        ws = [torch.tensor(np.asarray(p[s]), requires_grad=True) for p in params]
-        xs, ys = torch.tensor(np.asarray(x[s])), torch.tensor(np.asarray(y[s]))
+        ws = [torch.tensor(np.asarray(p[s]), requires_grad=True, device=device) for p in params]
+        xs, ys = torch.tensor(np.asarray(x[s]), device=device), torch.tensor(np.asarray(y[s]), device=device)
         for _ in range(steps):
             h = xs
             for w in ws:
@@ -125,6 +127,8 @@ def main(argv=None):
                          "per cell (what `earnshaw reproduce --packed` does)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop (e.g. on a GPU machine whose "
                                                              "torch is a CPU wheel)")
+    ap.add_argument("--torch-device", default="cpu", help="where the PyTorch loop runs: cpu, or cuda on a GPU "
+                                                          "machine (earnshaw runs on JAX's default device)")
     args = ap.parse_args(argv)
 
     import jax
@@ -154,7 +158,7 @@ def main(argv=None):
 
     print(f"jax {jax.__version__} ({jax.default_backend()}, {jax.local_device_count()} devices), "
           f"torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads); seeds={args.seeds}, n_train={args.n_train}, lr={args.lr:g} (sum), "
+          f"({args.torch_device}, {torch.get_num_threads()} threads); seeds={args.seeds}, n_train={args.n_train}, lr={args.lr:g} (sum), "
           f"float32; best of {args.repeat} runs each")
     print(f"{'cell':>8} {'steps':>6} {'torch s':>9} {'earnshaw s':>11} {'+compile':>9} {'ratio':>7} "
           f"{'ms/step jax':>11} {'max |dMSE|':>10}")
@@ -163,10 +167,10 @@ def main(argv=None):
         steps = args.steps or (500 if depth <= 3 else 100)
         params, x, y, _, _ = _cell_data(base, depth, width)
         mj, tj, tj_first = jax_train(params, x, y, args.lr, steps)
-        mt, tt = torch_train(params, x, y, args.lr, steps)
+        mt, tt = torch_train(params, x, y, args.lr, steps, device=args.torch_device)
         for _ in range(args.repeat - 1):
             tj = min(tj, jax_train(params, x, y, args.lr, steps)[1])
-            tt = min(tt, torch_train(params, x, y, args.lr, steps)[1])
+            tt = min(tt, torch_train(params, x, y, args.lr, steps, device=args.torch_device)[1])
         ratios[(depth, width)] = tt / tj
         print(f"{depth:>3}x{width:<4} {steps:>6} {tt:>9.3f} {tj:>11.3f} {tj_first:>9.3f} {tt / tj:>6.2f}x "
               f"{1e3 * tj / steps:>11.3f} {np.max(np.abs(mj - mt)):>10.2e}", flush=True)

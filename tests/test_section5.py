@@ -230,6 +230,7 @@ def test_quick_preset_orderings(tmp_path):
 
 _SPREAD_SCRIPT = """
 import json, sys, jax
+jax.config.update("jax_platforms", "cpu")  # the spread is over XLA CPU devices, also on a machine with a GPU
 jax.config.update("jax_num_cpu_devices", int(sys.argv[1]))
 import numpy as np
 from earnshaw.experiments.section5.deep import make_train_chunk
