@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,25 +22,26 @@ from earnshaw.trajectory import Trajectory, report_failures
 
 __all__ = ["gradient_flow", "SOLVERS", "CONTROLLERS"]
 
-#: ODE solvers by name, and vector-field evaluations per step (FSAL counted once).
-SOLVERS = {"tsit5": (diffrax.Tsit5, 6), "dopri5": (diffrax.Dopri5, 6), "dopri8": (diffrax.Dopri8, 12),
-           "kvaerno3": (diffrax.Kvaerno3, 4), "kvaerno5": (diffrax.Kvaerno5, 7), "euler": (diffrax.Euler, 1)}
+#: ODE solvers by name: the diffrax class's name, and vector-field evaluations per step (FSAL counted once).
+SOLVERS = {"tsit5": ("Tsit5", 6), "dopri5": ("Dopri5", 6), "dopri8": ("Dopri8", 12),
+           "kvaerno3": ("Kvaerno3", 4), "kvaerno5": ("Kvaerno5", 7), "euler": ("Euler", 1)}
 #: Step-size controllers by name (``"pid"`` uses ``rtol``/``atol``; ``"constant"`` steps by ``dt0``).
 CONTROLLERS = ("pid", "constant")
 
 
 def _solver(solver):
     """``(solver object, vector-field evaluations per step)`` from a name or a diffrax solver object."""
+    import diffrax  # here, not at import: diffrax and its stack take ~1 s to load
     if isinstance(solver, str):
         if solver not in SOLVERS:
             raise ValueError(f"unknown solver {solver!r}; valid: {', '.join(SOLVERS)}, or a diffrax solver object")
         cls, stages = SOLVERS[solver]
-        return cls(), stages
+        return getattr(diffrax, cls)(), stages
     if not isinstance(solver, diffrax.AbstractSolver):
         raise TypeError(f"solver must be a name ({', '.join(SOLVERS)}) or a diffrax solver object, "
                         f"got {type(solver).__name__}")
     for cls, stages in SOLVERS.values():
-        if type(solver) is cls:
+        if type(solver) is getattr(diffrax, cls):
             return solver, stages
     tableau = getattr(solver, "tableau", None)
     stages = getattr(tableau, "num_stages", 1) - bool(getattr(tableau, "fsal", False))
@@ -49,6 +49,7 @@ def _solver(solver):
 
 
 def _controller(controller, rtol, atol, fixed):
+    import diffrax
     if controller is None:
         controller = "constant" if fixed else "pid"
     if isinstance(controller, str):
@@ -112,6 +113,7 @@ def gradient_flow(*args, t1=1e4, train=None, objective=None, manifold=None, solv
     True
     >>> jax.config.update("jax_enable_x64", False)
     """
+    import diffrax
     problem, student = resolve("gradient_flow", args, train=train, objective=objective, manifold=manifold,
                                gradient=grad)
     solver_obj, stages = _solver(solver)
@@ -137,6 +139,7 @@ def gradient_flow(*args, t1=1e4, train=None, objective=None, manifold=None, solv
 
 
 def _single(problem, student, *, t1, solver, stages, controller, gtol, n_save, dt0, max_steps, collision_radius):
+    import diffrax
     solver = _solver(solver)[0]
     controller = _controller(controller[0], controller[1], controller[2], isinstance(solver, diffrax.Euler))
     start = t1 if n_save == 2 else min(1e-2, t1 / 10)

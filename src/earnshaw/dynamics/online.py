@@ -25,7 +25,6 @@ import functools
 import itertools
 import math
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -274,6 +273,7 @@ def online_ode(pot, T, b, params: OrderParams, *, lr=0.5, lr_a=None, noise=0.0, 
 
 @functools.partial(jax.jit, static_argnames=("pot", "noisy", "rtol", "atol", "order", "max_steps", "solver"))
 def _online_ode(pot, T, b, params, lr, lr_a, noise, decay, save_ts, *, noisy, rtol, atol, order, max_steps, solver):
+    import diffrax  # here, not at import: diffrax and its stack take ~1 s to load
     rhs = _rates(pot, T, b, lr, lr_a, noise if noisy else None, decay, order)
     sol = diffrax.diffeqsolve(diffrax.ODETerm(rhs), solver, save_ts[0], save_ts[-1], None,
                               (params.Q, params.R, params.a),

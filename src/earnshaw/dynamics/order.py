@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -336,6 +335,7 @@ def _order_flow(pot, T, b, params, *, batch_axes, **opts):
 
 
 def _order_flow_one(pot, T, b, params, *, t1, n_save, rtol, atol, objective, train, max_steps):
+    import diffrax  # here, not at import: diffrax and its stack take ~1 s to load
     rates = _step_fn(pot.fn, T, b, objective, train, None, flow=True)
 
     def vf(t, y, args):

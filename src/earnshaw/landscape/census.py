@@ -30,10 +30,10 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from earnshaw._typing import Student
 from earnshaw.landscape.analyze import analyze
+from earnshaw.landscape.matching import hungarian
 from earnshaw.potentials.mixed import check_single
 from earnshaw.problem import resolve
 
@@ -251,7 +251,7 @@ def symmetric_distance(x: Student, y: Student, *, odd: bool = False) -> float:
     cost = np.sum((X[:, None, :] - Y[None, :, :]) ** 2, axis=-1)
     if odd:
         cost = np.minimum(cost, np.sum((X[:, None, :] + Y[None, :, :]) ** 2, axis=-1))
-    rows, cols = linear_sum_assignment(cost)
+    rows, cols = hungarian(cost)
     return float(np.sqrt(max(cost[rows, cols].sum(), 0.0)))
 
 
@@ -295,7 +295,7 @@ def _near_orbit(x: Student, orbit: list, bound: float, odd: bool) -> bool:
         cost = np.minimum(cost, np.sum((X[None, :, None, :] + Ys[:, None, :, :]) ** 2, -1))
     lower = np.minimum(cost.min(axis=2).sum(1), cost.min(axis=1).sum(1))
     for j in np.flatnonzero(lower <= bound * bound):
-        rows, cols = linear_sum_assignment(cost[j])
+        rows, cols = hungarian(cost[j])
         if cost[j][rows, cols].sum() <= bound * bound:
             return True
     return False

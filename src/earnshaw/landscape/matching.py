@@ -2,9 +2,22 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 __all__ = ["match_units"]
+
+
+def hungarian(cost):
+    """``(rows, cols)`` of a minimum-cost assignment for a cost matrix ``(n, m)``: scipy's
+    ``linear_sum_assignment``, imported on first use (``scipy.optimize`` takes ~0.7 s to load, which every
+    command and ``import earnshaw`` would otherwise pay).
+
+    >>> import numpy as np
+    >>> [c.tolist() for c in hungarian(np.array([[4.0, 1.0], [2.0, 8.0]]))]
+    [[0, 1], [1, 0]]
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    return linear_sum_assignment(cost)
 
 
 def match_units(theta, a, w, b, *, odd=False, allowed=None):
@@ -55,7 +68,7 @@ def match_units(theta, a, w, b, *, odd=False, allowed=None):
         cost = np.where(np.isfinite(cost), cost, 1e300)
         if allowed is not None:
             cost = np.where(allowed, cost, 1e301)
-        rows, cols = linear_sum_assignment(cost)
+        rows, cols = hungarian(cost)
         if allowed is not None:
             keep = allowed[rows, cols]
             rows, cols = rows[keep], cols[keep]

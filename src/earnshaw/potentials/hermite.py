@@ -79,12 +79,18 @@ def _hermite_functions(n_max, per_panel):
     return out * (root_phi * wz)[None, :], z, wz * root_phi**2
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _values_and_slopes(fn, zz):
+    """``s(z)`` and ``s'(z)`` at every entry of ``zz``: one compiled forward-mode pass (``s`` is elementwise, so a
+    tangent of ones gives each entry's own derivative), where op-by-op calls compiled each operation."""
+    return jax.jvp(fn, (zz,), (jnp.ones_like(zz),))
+
+
 def _moments(fn, r, n_max, per_panel):
     proj, z, wphi = _hermite_functions(n_max, per_panel)
     with jax.enable_x64(True):
-        zz = jnp.asarray(r[:, None] * z[None, :], jnp.float64)
-        vals = np.asarray(fn(zz), np.float64)
-        slopes = np.asarray(jax.vmap(jax.vmap(jax.grad(lambda t: fn(t))))(zz), np.float64)
+        vals, slopes = (np.asarray(x, np.float64) for x in _values_and_slopes(
+            fn, jnp.asarray(r[:, None] * z[None, :], jnp.float64)))
     c = vals @ proj.T
     second = (vals * vals) @ wphi
     slope = r * r * ((slopes * slopes) @ wphi)

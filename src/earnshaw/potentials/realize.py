@@ -51,9 +51,6 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.integrate as si
-import scipy.interpolate as sinterp
-import scipy.special as sp
 
 from earnshaw.activations import Activation
 from earnshaw.potentials._bessel import kv
@@ -99,6 +96,7 @@ def radial_kernel(d: int, t):
     >>> float(radial_kernel(3, 0.0)), round(float(radial_kernel(3, np.pi / 2)), 12)
     (1.0, 0.636619772368)
     """
+    import scipy.special as sp  # here, not at import: scipy's integrate, interpolate and special take ~0.8 s
     t = np.abs(np.asarray(t, float))
     nu = d / 2.0 - 1.0
     if d == 1:
@@ -115,6 +113,7 @@ def radial_kernel(d: int, t):
 def _hankel(f: Callable, y, d: int, upper: float, *, scale: float, epsabs: float, epsrel: float = 1e-10,
             points=None):
     """``|S^(d-1)| int_0^upper f(t) t^(d-1) Lambda_d(y t) dt`` for all ``y`` at once (quad_vec)."""
+    import scipy.integrate as si
     y = np.asarray(y, float)
     area = sphere_area(d)
 
@@ -172,6 +171,7 @@ class PiecewisePoly:
       breaks: ``(n + 1,)`` numpy breakpoints. coef: ``(n, p + 1)`` ascending powers.
       uniform: breakpoints are equally spaced (then the piece is found by division).
 
+    >>> import scipy.interpolate as sinterp
     >>> pp = PiecewisePoly.from_scipy(sinterp.CubicSpline([0.0, 1.0, 2.0], [0.0, 1.0, 4.0]))
     >>> round(float(pp(jnp.asarray(1.5))), 12)
     2.25
@@ -326,6 +326,7 @@ def _scales(pot, d, phi):
 
 def _compute_scales(pot, d, phi):
     """``Phi(0)``, half-width, cut radius, ``int |Phi|``; refuses what cannot be realised."""
+    import scipy.integrate as si
     r = np.concatenate([[0.0], np.geomspace(1e-6, 1e4, 4001)])
     with np.errstate(all="ignore"):
         vals = phi(r)
@@ -414,6 +415,7 @@ def _yukawa1_activation(lam):
 
 def _numeric_activation(pot, d, *, n_table=1024):
     """Tabulated ``g`` from the numerical Hankel transforms; see :func:`realize`."""
+    import scipy.interpolate as sinterp
     phi = _numpy_profile(pot)
     sc = _scales(pot, d, phi)
     phi0, r_cut, L = sc["phi0"], sc["r_cut"], sc["half"]
