@@ -122,7 +122,7 @@ def test_table2_run_folder(ci_table2):
     header = (path / "table2.csv").read_text().splitlines()[0].split(",")
     assert {"depth", "width", "test_mse_mean", "test_mse_sd", "paper_test_error"} <= set(header)
     meta = json.loads((path / "meta.json").read_text())
-    assert meta["effective_mean_loss_step"] == pytest.approx(0.2)
+    assert meta["effective_mean_loss_step"] == pytest.approx(0.4)
     assert meta["sessions"][-1]["devices_per_cell"] == jax.local_device_count()
     assert not list((path / "checkpoints").iterdir())  # finished cells leave no checkpoints
 

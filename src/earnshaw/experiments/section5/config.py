@@ -152,7 +152,7 @@ PRESETS = {
         "quick": Section5Config("table2-quick", **_T2, seeds=3, n_train=2_000, n_test=2_000, lr=1e-4,
                                 steps=4_000, chunk=1_000),
         "ci": Section5Config("table2-ci", depths=(2, 5), widths=(5, 20, 40), seeds=2, n_train=1_000,
-                             n_test=1_000, lr=2e-4, steps=2_000, chunk=500),
+                             n_test=1_000, lr=4e-4, steps=1_000, chunk=500),
     },
     "figure1": {
         "full": Section5Config("figure1-full", **_F1),
