@@ -88,9 +88,16 @@ def test_cli_keeps_compiled_programs_in_its_cache_folder_unless_turned_off(tmp_p
               JAX_LOG_COMPILES="1")
     off = dict(env, XDG_CACHE_HOME=str(tmp_path / "off"), EARNSHAW_COMPILATION_CACHE="0")
     args = [*EARNSHAW, "potential", "tanh", "--dim", "4"]
+    # an entry without its access-time file, as a process without filelock (another environment) writes them:
+    # with the size cap on, JAX would fail every later write ("Error writing persistent compilation cache entry")
+    planted = tmp_path / "on" / "earnshaw" / "jax" / "jit_elsewhere-0123-cache"
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(b"compiled elsewhere")
     first = subprocess.run(args, capture_output=True, text=True, env=on, cwd=tmp_path, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
-    kept = list((tmp_path / "on" / "earnshaw" / "jax").glob("*-cache"))
+    assert "Error writing persistent compilation cache" not in first.stderr, first.stderr[-3000:]
+    assert planted.with_name("jit_elsewhere-0123-atime").exists()
+    kept = [p for p in (tmp_path / "on" / "earnshaw" / "jax").glob("*-cache") if p != planted]
     assert kept, sorted(p.name for p in (tmp_path / "on").rglob("*"))
     again = subprocess.run(args, capture_output=True, text=True, env=on, cwd=tmp_path, timeout=300)
     assert again.returncode == 0 and again.stdout == first.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pathlib
+import time
 
 import typer
 from rich.console import Console
@@ -47,7 +48,29 @@ def use_compilation_cache() -> str | None:
     if importlib.util.find_spec("filelock") is not None and "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
         os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(2 << 30)
         jax.config.update("jax_compilation_cache_max_size", 2 << 30)
+        _date_undated_entries(pathlib.Path(folder))
     return folder
+
+
+def _date_undated_entries(folder: pathlib.Path) -> int:
+    """Give every program in the cache folder the access-time file that JAX's size cap reads.
+
+    A process without ``filelock`` (another environment sharing the folder) writes entries without one; with the
+    cap on, JAX then fails every later write into the folder ("Error writing persistent compilation cache
+    entry ... -atime") and compiles again each run. Returns how many entries were dated."""
+    if not folder.is_dir():
+        return 0
+    now = time.time_ns().to_bytes(8, "little")
+    dated = 0
+    for entry in folder.glob("*-cache"):
+        atime = entry.with_name(entry.name[: -len("-cache")] + "-atime")
+        if not atime.exists():
+            try:
+                atime.write_bytes(now)
+                dated += 1
+            except OSError:  # a read-only or vanished entry: JAX reports it as before
+                pass
+    return dated
 
 
 def use_cpu_cores(n: int) -> int:
