@@ -48,29 +48,25 @@ def use_compilation_cache() -> str | None:
     if importlib.util.find_spec("filelock") is not None and "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
         os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(2 << 30)
         jax.config.update("jax_compilation_cache_max_size", 2 << 30)
+    if jax.config.jax_compilation_cache_max_size != -1:  # a size cap (ours or the user's): JAX reads access times
         _date_undated_entries(pathlib.Path(folder))
     return folder
 
 
-def _date_undated_entries(folder: pathlib.Path) -> int:
+def _date_undated_entries(folder: pathlib.Path) -> None:
     """Give every program in the cache folder the access-time file that JAX's size cap reads.
 
-    A process without ``filelock`` (another environment sharing the folder) writes entries without one; with the
-    cap on, JAX then fails every later write into the folder ("Error writing persistent compilation cache
-    entry ... -atime") and compiles again each run. Returns how many entries were dated."""
-    if not folder.is_dir():
-        return 0
+    A process without a cap (another environment sharing the folder, one without ``filelock``) writes entries
+    without one; with the cap on, JAX then fails every later write into the folder ("Error writing persistent
+    compilation cache entry ... -atime") and compiles again each run."""
     now = time.time_ns().to_bytes(8, "little")
-    dated = 0
-    for entry in folder.glob("*-cache"):
+    for entry in folder.glob("*-cache"):  # nothing when the folder does not exist yet
         atime = entry.with_name(entry.name[: -len("-cache")] + "-atime")
         if not atime.exists():
             try:
                 atime.write_bytes(now)
-                dated += 1
             except OSError:  # a read-only or vanished entry: JAX reports it as before
                 pass
-    return dated
 
 
 def use_cpu_cores(n: int) -> int:
