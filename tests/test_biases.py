@@ -127,7 +127,10 @@ def test_gauss_hermite_with_means_against_the_sine_closed_form():
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("quadratic", "sin", "gauss", "sign")
                                   else n for n in CLOSED + ("tanh", "quadratic", "sin", "gauss")])
 def test_zero_bias_is_the_unbiased_potential(name):
-    pot = es.potential(name)
+    # biased tanh units take 2-D quadrature (the potential's order); its unbiased default, the Hermite tables, is
+    # more accurate than that quadrature (6e-7 apart at norm 2), so the identity is checked on the quadrature's
+    # own unbiased form
+    pot = es.potential(name, method="quadrature") if name == "tanh" else es.potential(name)
     u, v, _, _ = _points()[0]
     U = jnp.stack([u, v, 0.5 * u + 0.3 * v])
     zero = jnp.zeros(3)

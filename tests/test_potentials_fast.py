@@ -71,13 +71,28 @@ def test_abrelu_specialises_to_leaky_relu_and_abs():
         assert es.potential("arccos1") is es.potential("relu")
 
 
+def test_default_methods():
+    """The named smooth activations without a closed form take the tables by default; ``order=`` alone, or
+    ``method="quadrature"``, asks for quadrature; a custom activation keeps quadrature (its table would be built
+    in every process); closed forms stay closed."""
+    from earnshaw.potentials import _default_method  # the rule, without building five tables
+    for name in ("tanh", "sigmoid_pm1", "softplus", "silu", "swish", "sigmoid"):
+        assert _default_method(es.activation(name)) == "fast", name
+    assert dict(es.potential("tanh").params)["method"] == "fast"
+    assert dict(es.potential("tanh", order=64).params) == {"order": 64}
+    assert "method" not in dict(es.potential("tanh", method="quadrature").params)
+    assert dict(es.potential(es.activations.custom(jnp.tanh, "my_tanh", odd=True)).params) == {"order": 128}
+    assert dict(es.potential("erf").params) == {} and es.potential("elu").params[-2:] == (("method", "piecewise"),
+                                                                                        ("order", 48))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["tanh", "sigmoid_pm1", "softplus", "silu", "sigmoid"])
 def test_fast_tables_against_order_200_quadrature(name):
     """Values and gradients within 1e-12 (the default tol) of order-200 Gauss-Hermite at unit-scale norms."""
     rng = np.random.default_rng(1)
     with jax.enable_x64(True):
-        assert dict(es.potential(name).params).get("method", "quadrature") == "quadrature"  # fast is opt-in
+        assert dict(es.potential(name).params)["method"] == "fast"  # the default for the named smooth activations
         pot = es.potential(name, method="fast")
         assert dict(pot.params)["method"] == "fast"
         fn = pot.activation.fn
@@ -203,6 +218,21 @@ def test_fast_table_hessian(getkey):
         h_ref = _loss_and_derivatives(es.potential("tanh", order=200), t, s, hessian=True)[2]
         np.testing.assert_allclose(h, h_ref, atol=1e-9)
         np.testing.assert_allclose(h, np.swapaxes(np.swapaxes(h, 0, 2), 1, 3), atol=1e-12)
+
+
+def test_fast_fallback_hessian_is_the_quadratures():
+    """Past the radius the table hands over to quadrature in a loop over chunks of pairs; JAX's reverse mode
+    inlines custom rules inside loops, so forward-over-reverse Hessians differentiated the quadrature rule (0.35
+    off with this order and not symmetric for this pair) until the loop got a derivative rule of its own. The
+    Hessian must be the plain quadrature's of the same order (Price's theorem at every level), hence symmetric."""
+    from earnshaw.potentials import fast
+    with jax.enable_x64(True):
+        fast_pot, quad = es.potential("tanh", method="fast", order=16), es.potential("tanh", order=16)
+        u, v = jnp.array([0.08, -1.3, 0.87]), jnp.array([1.83, 0.71, -2.65])  # |v| = 3.3 > radius 3
+        assert int(fast.tier(fast_pot.fn.args[1], u @ u, u @ v, v @ v)) == 2
+        h = jax.hessian(lambda x: fast_pot(x, v))(u)
+        np.testing.assert_allclose(h, jax.hessian(lambda x: quad(x, v))(u), atol=1e-13)
+        np.testing.assert_allclose(h, h.T, atol=1e-15)
 
 
 def test_fast_table_loss_gradient_and_fallback(getkey):

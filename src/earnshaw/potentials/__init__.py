@@ -1,9 +1,11 @@
 """Potentials ``Phi(u, v) = E_X[sigma(X, u) sigma(X, v)]`` under ``X ~ N(0, I_d)``.
 
 :func:`potential` builds one by name: any activation name from
-:mod:`earnshaw.activations` (closed form where one exists, Gauss-Hermite
-quadrature otherwise), a custom :class:`~earnshaw.activations.Activation`, or a
-radial potential (``gaussian``, ``coulomb``, ``yukawa``, ``almost_harmonic``).
+:mod:`earnshaw.activations` (closed form where one exists; the certified Hermite
+tables of :mod:`earnshaw.potentials.fast` for the named smooth ones without; a
+half-range rule for ELU/SELU), a custom :class:`~earnshaw.activations.Activation`
+(Gauss-Hermite quadrature unless it has a closed form), or a radial potential
+(``gaussian``, ``coulomb``, ``yukawa``, ``almost_harmonic``).
 """
 from __future__ import annotations
 
@@ -136,11 +138,13 @@ def _default_method(act):
         return "closed"
     if _base_name(act) in piecewise.PIECEWISE and _is_registry(act):
         return "piecewise"
-    # "fast" stays opt-in although it is more accurate everywhere up to its radius (docs/math.md 1d): second
-    # derivatives through its three evaluations compile ~4.5 s longer than quadrature's (a Hessian of tanh's
-    # loss at k = 3: 6.5 s against 2 s), which analyses that take one Hessian per problem would pay; its value
-    # jumps by quadrature's error (1e-4 for tanh at norm 3) where it hands over past its radius, while plain
-    # quadrature is one smooth function everywhere
+    # the named smooth activations without a closed form (tanh, sigmoid_pm1, softplus, silu/swish, sigmoid) take
+    # the certified Hermite tables: 1e-12 where quadrature of order 128 leaves 1e-7 or worse, at a few times
+    # erf's cost where quadrature costs thousands of times it (docs/math.md section 1d). Their tables are kept
+    # on disk, so a process pays milliseconds, not seconds, to load one. A custom activation keeps quadrature:
+    # its table would be built in every process and may not certify parallel units (a rough function)
+    if act.smooth and _is_registry(act):
+        return "fast"
     return "quadrature"
 
 
@@ -229,8 +233,12 @@ def potential(name, **params) -> Potential:
         ``eps``, ``lam``, ``variant``). A list of activations, one per unit, gives
         per-unit activations for student and teacher alike (:func:`mixed_potential`,
         whose keyword ``order`` it takes).
-      **params: the potential's parameters; ``order=`` sets the Gauss-Hermite
-        order for activations without a closed form.
+      **params: the potential's parameters. For activations without a closed
+        form: ``method=`` (``"fast"``, the default for the named smooth ones:
+        tanh, sigmoid_pm1, softplus, silu/swish, sigmoid; ``"quadrature"``, the
+        default for custom ones), ``order=`` (the Gauss-Hermite order; given
+        alone it asks for quadrature), ``tol=``, ``terms=``, ``radius=`` (the
+        fast tables, :func:`earnshaw.potentials.fast.build_table`).
 
     Returns:
       A cached :class:`Potential`.
@@ -244,6 +252,8 @@ def potential(name, **params) -> Potential:
     -0.146608
     >>> es.potential("yukawa", d=3, lam=1.0).lam
     1.0
+    >>> dict(es.potential("tanh").params)["method"], dict(es.potential("tanh", order=64).params)
+    ('fast', {'order': 64})
     """
     if isinstance(name, (Potential, MixedPotential)):
         return name

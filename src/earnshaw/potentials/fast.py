@@ -555,18 +555,36 @@ def _series(table, groups, norms, cs, need, blocks):
     return results
 
 
-def _quadrature(fn, order, nu, c, nv, need):
-    """``Phi`` and its partials (``None`` where not ``need``) by Gauss-Hermite quadrature, the partials by Price's
-    theorem (``dPhi/dc = E[s'(U) s'(V)]``, ``dPhi/d|u|^2 = E[s''(U) s(V)] / 2``).
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _chunked_quadrature(f, g, order, nu, c, nv):
+    """:func:`~earnshaw.potentials.inner.gauss_hermite_rows` on flat ``(n,)`` triples, ``_FALLBACK_CHUNK`` pairs at
+    a time (padded with the harmless triple ``(1, 0, 1)``): XLA sizes one temporary arena for a whole program, the
+    branch of a ``lax.cond`` not taken included, and a batch's ``pairs x order`` temporaries made every call of
+    the series branch pay for allocating tens of megabytes.
 
-    Each term is :func:`~earnshaw.potentials.inner.gauss_hermite_rows` (custom JVP, so higher derivatives
-    follow the same theorem), whose temporaries are ``pairs x order``: the series branch pays for the arena of
-    the branch not taken, which at ``pairs x order^2`` cost more than the series itself.
+    Its own derivative rule (Price's theorem, as the quadrature's): JAX's reverse mode inlines the functions
+    inside a loop, custom rules and all, so second derivatives through the loop would be those of the quadrature
+    rule (off by its error, 1e-5 for tanh at norm 3.3, and not symmetric), not the theorem's.
     """
+    total = nu.size
+    chunks = -(-total // _FALLBACK_CHUNK)
+    pad = chunks * _FALLBACK_CHUNK - total
+    trip = [jnp.pad(t, (0, pad), constant_values=v).reshape(chunks, _FALLBACK_CHUNK)
+            for t, v in ((nu, 1.0), (c, 0.0), (nv, 1.0))]
+    return jax.lax.map(lambda x: inner.gauss_hermite_rows(f, g, order, *x), trip).reshape(-1)[:total]
+
+
+_chunked_quadrature.defjvp(functools.partial(inner._price_jvp, _chunked_quadrature))
+
+
+def _quadrature(fn, order, nu, c, nv, need):
+    """``Phi`` and its partials (``None`` where not ``need``) on flat triples by Gauss-Hermite quadrature, the
+    partials by Price's theorem (``dPhi/dc = E[s'(U) s'(V)]``, ``dPhi/d|u|^2 = E[s''(U) s(V)] / 2``), each a
+    :func:`_chunked_quadrature`, so higher derivatives follow the same theorem."""
     df = inner._derivative(fn)
     ddf = inner._derivative(df)
     terms = ((fn, fn, 1.0), (ddf, fn, 0.5), (df, df, 1.0), (fn, ddf, 0.5))
-    return [scale * inner.gauss_hermite_rows(f, g, order, nu, c, nv) if wanted else None
+    return [scale * _chunked_quadrature(f, g, order, nu, c, nv) if wanted else None
             for (f, g, scale), wanted in zip(terms, (True, *need))]
 
 
@@ -583,17 +601,7 @@ def _fallback(fn, table, groups, norms, cs, need):
         shapes.append(shape)
     nu, c, nv = (jnp.concatenate(acc) for acc in flat)
     wanted = (any(need_norm), any(need_c), any(need_norm))
-    # _FALLBACK_CHUNK pairs at a time (padded with the harmless triple (1, 0, 1)): XLA sizes one temporary arena
-    # for the whole program, the branch not taken included, and a batch's pairs x order temporaries made every
-    # call of the series branch pay for allocating tens of megabytes
-    total = nu.size
-    chunks = -(-total // _FALLBACK_CHUNK)
-    pad = chunks * _FALLBACK_CHUNK - total
-    trip = [jnp.pad(t, (0, pad), constant_values=v).reshape(chunks, _FALLBACK_CHUNK)
-            for t, v in ((nu, 1.0), (c, 0.0), (nv, 1.0))]
-    parts = jax.lax.map(lambda x: [p if p is not None else jnp.zeros_like(x[0])
-                                   for p in _quadrature(fn, table.order, *x, wanted)], trip)
-    parts = [p.reshape(-1)[:total] if w else None for p, w in zip(parts, (True, *wanted))]
+    parts = _quadrature(fn, table.order, nu, c, nv, wanted)
     cuts = np.cumsum(sizes)[:-1]
     pieces = [[None if p is None else q for q in jnp.split(p, cuts)] if p is not None else [None] * len(sizes)
               for p in parts]
