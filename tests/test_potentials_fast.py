@@ -272,21 +272,31 @@ def test_fast_table_loss_gradient_and_fallback(getkey):
         assert plan(far) == (1, table.degrees.size)
         check(far, es.potential("tanh", order=300), 4e-9 * float(jnp.sum(jnp.abs(s.a))) ** 2, grad_atol=1e-4)
 
-        def fallback_loss(st):
-            """The student's two Gram matrices and the teacher's by the fallback."""
-            return float(st.a @ quad.self_gram(st.theta) @ st.a - 2.0 * st.a @ quad.gram(st.theta, t.w) @ t.b
-                         + t.b @ quad.self_gram(t.w) @ t.b)
-        # past the radius (3): quadrature of the table's order, derivatives too
+        # past the radius (3): the pairs of that unit by quadrature of the table's order (value and derivatives),
+        # every other pair by the series, as in a call without it
         out = es.Student(theta=s.theta.at[0].set(3.2 * t.w[0]), a=s.a)
         assert plan(out)[0] == 2
+
+        def pieces_loss(theta):
+            """The loss with unit 0's pairs from quadrature and the rest from the series, call by call."""
+            k = theta.shape[0]
+            own = jnp.zeros((k, k)).at[1:, 1:].set(fast_pot.self_gram(theta[1:]))
+            row = quad.gram(theta[:1], theta[1:])[0]
+            own = own.at[0, 1:].set(row).at[1:, 0].set(row).at[0, 0].set(quad.self_gram(theta[:1])[0, 0])
+            cross = jnp.concatenate([quad.gram(theta[:1], t.w), fast_pot.gram(theta[1:], t.w)])
+            return s.a @ own @ s.a - 2.0 * s.a @ cross @ t.b + t.b @ fast_pot.self_gram(t.w) @ t.b
         v, g, _ = _loss_and_derivatives(fast_pot, t, out)
-        g_q = _loss_and_derivatives(quad, t, out)[1]
-        assert abs(v - fallback_loss(out)) < 1e-12  # summed in another order
-        np.testing.assert_allclose(g, g_q, atol=1e-12)
-        # in a batch, one instance past the radius sends the whole batch to the fallback
+        assert abs(v - float(pieces_loss(out.theta))) < 1e-12
+        np.testing.assert_allclose(g, np.asarray(jax.grad(pieces_loss)(out.theta)), atol=1e-12)
+        # and unit 0's own gradient is the quadrature's: every pair it takes part in is
+        np.testing.assert_allclose(g[0], _loss_and_derivatives(quad, t, out)[1][0], atol=1e-12)
+        # in a batch, an instance past the radius takes quadrature for its own pairs only: the other instance's
+        # loss is what it is alone
         batch = es.Student(theta=jnp.stack([s.theta, out.theta]), a=jnp.stack([s.a, s.a]))
         vals = jax.vmap(lambda st: es.population_loss(fast_pot, t, st))(batch)
-        assert abs(float(vals[0]) - fallback_loss(s)) < 1e-12 and abs(float(vals[1]) - v) < 1e-12
+        alone = float(es.population_loss(fast_pot, t, s))
+        assert abs(float(vals[0]) - alone) < 1e-12 and abs(float(vals[1]) - v) < 1e-12
+        assert abs(alone - float(es.population_loss(quad, t, s))) > 1e-9  # so the series ran for it
 
 
 def test_fast_truncation_is_certified_at_every_length():

@@ -20,6 +20,17 @@ def test_theorem5_corrected_passes_and_paper_factor_fails():
     assert noself["verdict"] == "FAIL"
 
 
+def test_theorem5_checks_tanh_on_one_function():
+    """verify's tanh row compares two computations of one smooth function (quadrature): with the default Hermite
+    tables the two sides take different evaluations (a unit's own table against the pair series at rho = 1),
+    up to 3e-5 apart at norm 2.9 (a relative residual of 1.5e-9 on 40 seeds), above the check's 1e-10."""
+    from earnshaw.experiments.verify.theorem5 import THEOREM5_POTENTIALS
+    tanh = [p for p in THEOREM5_POTENTIALS if p[0] == "tanh"]
+    assert tanh == [("tanh", {"method": "quadrature"})]
+    row = T.check_theorem5(seeds=6, potentials=tuple(tanh))
+    assert row["verdict"] == "PASS" and row["details"]["per_potential"]["tanh"] < 1e-12
+
+
 def test_earnshaw_fails_for_a_non_harmonic_potential():
     bad = T.check_earnshaw(seeds=20, potential=("gaussian", {}), flow_seeds=4)
     assert bad["verdict"] == "FAIL"

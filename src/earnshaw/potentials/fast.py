@@ -15,8 +15,10 @@ first, in a loop whose length is decided at run time), and each call checks the 
 one that every pair passes: pairs at moderate angles need a few blocks, parallel units of norm 1.1 ten (tanh).
 Where no truncation passes but every norm is at most ``radius``, every degree runs (its error is that tail
 bound at ``N = 399``: below 1e-13 for norms up to 1.7 at any angle, 1e-11 at 2, 2e-7 at 3 for tanh, far below
-order-128 quadrature's); beyond ``radius``, Gauss-Hermite quadrature (``lax.cond``; under ``vmap`` the choice
-and the number of blocks cover the whole batch, so one branch runs, once).
+order-128 quadrature's). The pairs of a unit beyond ``radius`` take Gauss-Hermite quadrature instead, value and
+derivatives; it runs (``lax.cond``) only when the call has such a unit, and every other pair keeps the series, so
+a pair's value does not depend on the other pairs of its call. The number of blocks, and whether the quadrature
+runs, are one choice for the call, under ``vmap`` for the whole batch (one loop length, one branch).
 
 A unit's potential with itself, ``Phi(u, u) = E[s(|u| Z)^2]``, is a table of its own in ``|u|^2`` (no series: at
 ``rho = 1`` the series would set the length of every call). :func:`fast_grams` evaluates the Gram matrices of
@@ -622,8 +624,18 @@ def _evaluate(fn, table, groups, norms, cs, need):
         zero = [jnp.zeros(jnp.broadcast_shapes(g.side(norms[g.a], 0).shape, c.shape, g.side(norms[g.b], 1).shape),
                           norms[0].dtype) for g, c in zip(groups, cs)]
         return [[p if p is not None else z for p in parts] for parts, z in zip(results, zero)]
-    return jax.lax.cond(within, lambda: fill(_series(table, groups, norms, cs, need, blocks)),
+    series = fill(_series(table, groups, norms, cs, need, blocks))
+    # quadrature runs only when some unit of the call (of the whole batch, under vmap) is past the radius, and
+    # only those units' pairs take its values: every other pair keeps the series, so a pair's value does not
+    # depend on what else is in the call (to the series' tol), nor a seed's on the other seeds of a batch
+    quad = jax.lax.cond(within, lambda: [[jnp.zeros_like(p) for p in parts] for parts in series],
                         lambda: fill(_fallback(fn, table, groups, norms, cs, need)))
+    r2 = table.radius**2
+    out = []
+    for g, s_parts, q_parts in zip(groups, series, quad):
+        inside = (g.side(norms[g.a], 0) <= r2) & (g.side(norms[g.b], 1) <= r2)
+        out.append([jnp.where(inside, a, b) for a, b in zip(s_parts, q_parts)])
+    return out
 
 
 # The partials are computed inside the branch that runs and applied outside it, so reverse mode never
@@ -669,11 +681,10 @@ def _pairs_triple(nu, c, nv):
 
 def tier(table: FastTable, nu, c, nv):
     """Which evaluation a call gets: 0, a truncation of the table certified on every pair; 1, the whole table
-    (some pair is not certified by any, every norm is at most ``table.radius``); 2, Gauss-Hermite quadrature of
-    ``table.order``.
+    (some pair is not certified by any, every norm is at most ``table.radius``); 2, some norm is past the
+    radius: those pairs by Gauss-Hermite quadrature of ``table.order``, the others by the series.
 
-    One index for the whole call, a batch under ``vmap`` included (its most demanding instance decides), so
-    that only that branch runs.
+    One index for the whole call, a batch under ``vmap`` included (its most demanding instance decides).
 
     Args:
       table: from :func:`build_table`.
@@ -709,7 +720,7 @@ def degrees_used(table: FastTable, nu, c, nv):
 
 def fast_potential_fn(fn, table: FastTable, nu, c, nv):
     """``Phi`` from the shortest certified truncation of the table, from the whole table where none is
-    certified but every norm is within ``table.radius``, by Gauss-Hermite quadrature beyond (:func:`tier`).
+    certified but both norms are within ``table.radius``, by Gauss-Hermite quadrature past it (:func:`tier`).
 
     Args:
       fn: the activation (for the fallback).

@@ -17,8 +17,13 @@ from earnshaw.loss import objective as _objective
 from earnshaw.potentials import potential as _potential
 
 
-THEOREM5_POTENTIALS = (("erf", {}), ("relu", {}), ("tanh", {}), ("gaussian", {}), ("yukawa", {"d": 3}),
-                       ("almost_harmonic", {"d": 3, "eps": 0.5}))
+# tanh by quadrature: the check compares two computations of one function to 1e-10, and the default Hermite
+# tables are not one function to that precision at every norm (a call takes a unit's energy with itself from
+# the table of Phi(u, u) while a pair at rho = 1 takes the series, 3e-5 apart at norm 2.9: a relative residual
+# of 1.5e-9 on 40 seeds). Quadrature of order 128 is one smooth function, further from the true potential (6e-3
+# in the gradient at norm 2.9) but the same on both sides
+THEOREM5_POTENTIALS = (("erf", {}), ("relu", {}), ("tanh", {"method": "quadrature"}), ("gaussian", {}),
+                       ("yukawa", {"d": 3}), ("almost_harmonic", {"d": 3, "eps": 0.5}))
 
 
 def check_theorem5(seeds=200, quick=False, *, potentials=THEOREM5_POTENTIALS, loss_scale=1.0,
