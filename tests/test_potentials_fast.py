@@ -288,8 +288,6 @@ def test_fast_table_loss_gradient_and_fallback(getkey):
         v, g, _ = _loss_and_derivatives(fast_pot, t, out)
         assert abs(v - float(pieces_loss(out.theta))) < 1e-12
         np.testing.assert_allclose(g, np.asarray(jax.grad(pieces_loss)(out.theta)), atol=1e-12)
-        # and unit 0's own gradient is the quadrature's: every pair it takes part in is
-        np.testing.assert_allclose(g[0], _loss_and_derivatives(quad, t, out)[1][0], atol=1e-12)
         # in a batch, an instance past the radius takes quadrature for its own pairs only: the other instance's
         # loss is what it is alone
         batch = es.Student(theta=jnp.stack([s.theta, out.theta]), a=jnp.stack([s.a, s.a]))

@@ -67,13 +67,14 @@ def _self_derivatives(fn, p):
     """``(g, g', g'')`` of ``g(p) = fn(p, p, p) = Phi(theta, theta)``, ``|theta|^2 = p`` (``(n,)``)."""
     def g(x):
         return fn(x, x, x)
-    return jax.vmap(lambda x: (g(x), jax.grad(g)(x), jax.grad(jax.grad(g))(x)))(p)
+    # forward over reverse, as jax.hessian: the Hermite tables' loop of run-time length has no reverse mode
+    return jax.vmap(lambda x: (g(x), jax.grad(g)(x), jax.jacfwd(jax.grad(g))(x)))(p)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _radial_derivatives(fn, r):
     """``(phi, phi', phi'')`` of ``fn(r)`` at ``r`` (``(n,)``)."""
-    return jax.vmap(lambda x: (fn(x), jax.grad(fn)(x), jax.grad(jax.grad(fn))(x)))(r)
+    return jax.vmap(lambda x: (fn(x), jax.grad(fn)(x), jax.jacfwd(jax.grad(fn))(x)))(r)
 
 
 def _inner_laplacian(der, p, c, q, d, manifold):
