@@ -82,6 +82,12 @@ def test_default_methods():
     assert dict(es.potential("tanh", order=64).params) == {"order": 64}
     assert "method" not in dict(es.potential("tanh", method="quadrature").params)
     assert dict(es.potential(es.activations.custom(jnp.tanh, "my_tanh", odd=True)).params) == {"order": 128}
+    # a biased unit of a table-backed potential takes quadrature of the potential's (fallback) order
+    fast16, quad16 = es.potential("tanh", method="fast", order=16), es.potential("tanh", order=16)
+    assert dict(fast16.params)["order"] == 16 and dict(es.potential("tanh").params)["order"] == 128
+    with jax.enable_x64(True):
+        u, v, bu, bv = jnp.array([[0.6, -0.3, 0.2]]), jnp.array([[0.1, 0.5, -0.4]]), jnp.array([0.3]), jnp.array([-0.2])
+        np.testing.assert_allclose(fast16.gram(u, v, bu, bv), quad16.gram(u, v, bu, bv), atol=1e-15)
     assert dict(es.potential("erf").params) == {} and es.potential("elu").params[-2:] == (("method", "piecewise"),
                                                                                         ("order", 48))
 

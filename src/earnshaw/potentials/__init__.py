@@ -188,8 +188,9 @@ def _inner_potential(act: _act.Activation, opts):
                                  order=int(opts.get("order", DEFAULT_GH_ORDER)),
                                  cache_key=repr((act.name, act.params)) if _is_registry(act) else None)
         fn = functools.partial(fast.fast_potential_fn, act.fn, table)
+        # the fallback's order too: biased units of this potential take quadrature of that order
         params = act.params + (("method", method), ("tol", float(opts.get("tol", 1e-12))), ("terms", table.terms),
-                               ("radius", table.radius))
+                               ("radius", table.radius), ("order", table.order))
         return Potential(act.name, "inner", fn, params=params, activation=act, smooth=act.smooth,
                          grams_fn=functools.partial(fast.fast_grams, act.fn, table))
     if not act.smooth:
