@@ -79,6 +79,10 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-quadrature", action="store_true", help="skip the order-128 quadrature rows")
+    ap.add_argument("--out", type=pathlib.Path, default=None,
+                    help=f"where the results go (default {RESULTS.relative_to(RESULTS.parents[2])}, not written with "
+                    "--quick unless given)")
     args = ap.parse_args(argv)
     calls = 20 if args.quick else 200
     key = jax.random.key(0)
@@ -101,8 +105,9 @@ def main(argv=None):
         fast = es.potential(name, method="fast")
         cases = (("fast", fast, s, sb, calls),)
         if name in quad:
-            cases += (("fast, minimum", fast, s_min, sb_min, calls), ("fast, 1.6 parallel", fast, s_wide, sb_wide, calls),
-                      ("quadrature", quad[name], s, sb, max(2, calls // 50)))
+            cases += (("fast, minimum", fast, s_min, sb_min, calls), ("fast, 1.6 parallel", fast, s_wide, sb_wide, calls))
+            if not args.no_quadrature:
+                cases += (("quadrature", quad[name], s, sb, max(2, calls // 50)),)
         for label, pot, st, stb, quick_calls in cases:
             single = value_and_grad_time(pot, t, st, quick_calls)
             # quadrature on the whole batch takes minutes; its cost is linear in the batch, so time 4 students
@@ -130,11 +135,12 @@ def main(argv=None):
     print("GD steps/s (lr 1e-3): " + ", ".join(f"{n} {v:.0f}" for n, v in gd.items())
           + f"; tanh x erf {gd['erf'] / gd['tanh']:.2f}, sigmoid_pm1 x erf {gd['erf'] / gd['sigmoid_pm1']:.2f}")
     out = dict(rows=rows, erf=base, gd_steps_per_s=gd)
-    if not args.quick:
-        RESULTS.parent.mkdir(exist_ok=True)
-        tmp = RESULTS.with_suffix(".tmp")
-        tmp.write_text(json.dumps(out, indent=2))
-        tmp.replace(RESULTS)
+    if not args.quick or args.out is not None:
+        args.out = args.out or RESULTS
+        args.out.parent.mkdir(exist_ok=True)
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(out, device=str(jax.devices()[0].device_kind)), indent=2))
+        tmp.replace(args.out)
     return out
 
 

@@ -11,12 +11,17 @@
 #   2. every Table 2 cell packed (one program per depth) against one program per cell, ms per step;
 #   3. Section 5 training against the PyTorch eager loop on the same GPU (torch from the same machine);
 #   4. the Safran-Shamir census (k = 8, 1000 seeds) and its GD against a batched PyTorch loop on the same GPU;
-#   5. the cost model of the full Table 2, packed (`earnshaw reproduce table2 --estimate --packed`).
-# Each step writes its log under OUT as it runs, so what finished survives a machine taken back mid-run.
+#   5. the cost model of the full Table 2, packed (`earnshaw reproduce table2 --estimate --packed`);
+#   6. depth 17 of Table 2, one cell after another and packed (the cells the first lease did not reach);
+#   7. the potentials without a closed form (Hermite tables) against erf's closed form on the GPU, a batch of 64
+#      and one of 1024 students (benchmarks/bench_potentials.py).
+# EARNSHAW_GPU_STEPS picks steps by name (default: all, in this order). Each step writes its log under OUT as it
+# runs, so what finished survives a machine taken back mid-run.
 set -uo pipefail
 OUT=${1:-gpu-out}
 mkdir -p "$OUT"
-read -r L_TESTS L_PACKED L_TORCH L_CENSUS L_ESTIMATE <<<"${EARNSHAW_GPU_LIMITS:-120 90 90 100 50}"
+read -r L_TESTS L_PACKED L_TORCH L_CENSUS L_ESTIMATE L_DEPTH17 L_TABLES <<<"${EARNSHAW_GPU_LIMITS:-120 90 90 100 50 90 150}"
+STEPS=" ${EARNSHAW_GPU_STEPS:-tests packed torch census estimate depth17 tables} "
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX and PyTorch share the card in one process
 if [ "${EARNSHAW_GPU_SYSTEM:-0}" = 1 ]; then
   PY=python3
@@ -39,6 +44,7 @@ else
 fi
 step() {  # step NAME LIMIT COMMAND...: run under a time limit, log to OUT/NAME.txt, print how it ended
   local name=$1 limit=$2; shift 2
+  [[ "$STEPS" == *" $name "* ]] || return 0
   local t0=$SECONDS
   echo "== $name (limit ${limit} s): $*"
   timeout --kill-after=5 "$limit" "$@" >"$OUT/$name.txt" 2>&1
@@ -54,9 +60,12 @@ d.platform, d.device_kind); assert d.platform == 'gpu', 'JAX does not see a GPU:
 
 # 1. the tests that exercise the numerics (not the CLI, docs or Ray), on the GPU; one line per test in the log,
 #    so a run cut off by its limit still says which passed
-TAIL=25 step tests "$L_TESTS" "$PY" -m pytest -v -n 6 --dist load -m "not slow and not ray" -p no:cacheprovider \
-  --junitxml="$OUT/tests.xml" tests/test_problem.py tests/test_potentials.py tests/test_compile_count.py \
-  tests/test_section5.py tests/test_dynamics.py tests/test_census.py tests/test_order.py tests/test_biases.py
+#    (EARNSHAW_GPU_TESTS: other test files or ids)
+read -r -a TESTS <<<"${EARNSHAW_GPU_TESTS:-tests/test_problem.py tests/test_potentials.py tests/test_compile_count.py \
+  tests/test_section5.py tests/test_dynamics.py tests/test_census.py tests/test_order.py tests/test_biases.py \
+  tests/test_potentials_fast.py}"
+TAIL=25 step tests "$L_TESTS" "$PY" -m pytest -v -n 8 --dist load -m "not slow and not ray" -p no:cacheprovider \
+  --junitxml="$OUT/tests.xml" "${TESTS[@]}"
 
 # 2. packed against unpacked, every Table 2 cell (200 steps each, best of 2)
 step packed "$L_PACKED" "$PY" -m benchmarks.bench_section5 --packed --no-torch --steps 200 --repeat 2
@@ -70,4 +79,12 @@ step census "$L_CENSUS" "$PY" -m benchmarks.bench_census --seeds 1000 --torch-de
 
 # 5. what the full protocol costs on this GPU
 step estimate "$L_ESTIMATE" "${EARNSHAW[@]}" reproduce table2 --estimate --probe 500 --packed
+
+# 6. depth 17: each width alone and the four packed
+step depth17 "$L_DEPTH17" "$PY" -m benchmarks.bench_section5 --cells 17x5,17x10,17x20,17x40 --packed --no-torch \
+  --steps 200 --repeat 2
+
+# 7. the Hermite tables against erf on the GPU: value + gradient, one instance and a batch, and GD steps
+TAIL=30 step tables "$L_TABLES" bash -c "$PY -m benchmarks.bench_potentials --quick --out '$OUT/potentials_gpu.json' \
+  && $PY -m benchmarks.bench_potentials --batch 1024 --quick --no-quadrature"
 cat "$OUT/summary.txt"

@@ -113,14 +113,14 @@ def test_fast_tables_against_order_200_quadrature(name):
             np.testing.assert_allclose(g, g_ref, atol=1e-11)
         # long, nearly parallel vectors: certified by a long truncation (tier 0) or by none (tier 1: the whole
         # table, within its N = 399 tail bound, 4e-9 at norm 2.5 for tanh) of order-300 quadrature; past the
-        # radius (3), order-128 quadrature itself
+        # radius (5), order-128 quadrature itself
         from earnshaw.potentials import fast
         table = pot.fn.args[1]
         u, v = np.array([2.5, 0.0, 0.0]), np.array([2.4, 0.05, 0.0])
         assert int(fast.tier(table, *_triple(u, v))) in (0, 1)
         assert float(pot(jnp.asarray(u), jnp.asarray(v))) == pytest.approx(
             float(inner.gauss_hermite(fn, fn, 300, *_triple(u, v))), abs=1e-8)
-        u, v = np.array([3.2, 0.0, 0.0]), np.array([2.4, 0.05, 0.0])
+        u, v = np.array([5.2, 0.0, 0.0]), np.array([2.4, 0.05, 0.0])
         assert int(fast.tier(table, *_triple(u, v))) == 2
         assert float(pot(jnp.asarray(u), jnp.asarray(v))) == pytest.approx(
             float(inner.gauss_hermite(fn, fn, 128, *_triple(u, v))), abs=1e-14)
@@ -234,7 +234,7 @@ def test_fast_fallback_hessian_is_the_quadratures():
     from earnshaw.potentials import fast
     with jax.enable_x64(True):
         fast_pot, quad = es.potential("tanh", method="fast", order=16), es.potential("tanh", order=16)
-        u, v = jnp.array([0.08, -1.3, 0.87]), jnp.array([1.83, 0.71, -2.65])  # |v| = 3.3 > radius 3
+        u, v = jnp.array([0.08, -1.3, 0.87]), jnp.array([2.93, 1.14, -4.24])  # |v| = 5.3 > radius 5
         assert int(fast.tier(fast_pot.fn.args[1], u @ u, u @ v, v @ v)) == 2
         h = jax.hessian(lambda x: fast_pot(x, v))(u)
         np.testing.assert_allclose(h, jax.hessian(lambda x: quad(x, v))(u), atol=1e-13)
@@ -278,9 +278,9 @@ def test_fast_table_loss_gradient_and_fallback(getkey):
         assert plan(far) == (1, table.degrees.size)
         check(far, es.potential("tanh", order=300), 4e-9 * float(jnp.sum(jnp.abs(s.a))) ** 2, grad_atol=1e-4)
 
-        # past the radius (3): the pairs of that unit by quadrature of the table's order (value and derivatives),
+        # past the radius (5): the pairs of that unit by quadrature of the table's order (value and derivatives),
         # every other pair by the series, as in a call without it
-        out = es.Student(theta=s.theta.at[0].set(3.2 * t.w[0]), a=s.a)
+        out = es.Student(theta=s.theta.at[0].set(5.2 * t.w[0]), a=s.a)
         assert plan(out)[0] == 2
 
         def pieces_loss(theta):
@@ -301,6 +301,37 @@ def test_fast_table_loss_gradient_and_fallback(getkey):
         alone = float(es.population_loss(fast_pot, t, s))
         assert abs(float(vals[0]) - alone) < 1e-12 and abs(float(vals[1]) - v) < 1e-12
         assert abs(alone - float(es.population_loss(quad, t, s))) > 1e-9  # so the series ran for it
+
+
+def test_fast_batch_runs_each_segment_at_its_own_truncation(getkey):
+    """Under vmap the batch is sorted by the blocks each instance needs and run in segments, each at its own
+    most demanding instance's truncation: every instance's loss, gradient and Hessian equal its own call's (to
+    the tol), in the caller's order, under vmap of the Hessian (forward over reverse) and under two nested
+    vmaps; and the segments' truncations differ, so the split is not a no-op."""
+    from earnshaw.potentials import fast
+    with jax.enable_x64(True):
+        pot = es.potential("tanh")
+        table = pot.fn.args[1]
+        t, s = _unit_teacher_and_student(getkey, d=4, k=3)
+        # instances 3, 9 and 12 have a unit on a teacher unit (rho = 1, many blocks), the rest random starts
+        thetas = []
+        for i in range(16):
+            th = _unit_teacher_and_student(getkey, d=4, k=3)[1].theta
+            thetas.append(th.at[0].set(1.3 * t.w[0]) if i in (3, 9, 12) else th)
+        batch = es.Student(theta=jnp.stack(thetas), a=jnp.broadcast_to(s.a, (16, 3)))
+        blocks = ((0, 0), (0, 1), (1, 1))
+        need = [int(fast.grams_plan(table, (th, t.w), blocks)[1]) for th in thetas]
+        assert fast._segments(16) == 2 and sorted(need)[7] < max(need)
+        loss = lambda th, a: es.population_loss(pot, t, es.Student(theta=th, a=a))  # noqa: E731
+        vals, grads = jax.vmap(jax.value_and_grad(loss))(batch.theta, batch.a)
+        hess = jax.vmap(jax.hessian(loss))(batch.theta, batch.a)
+        for i, th in enumerate(thetas):
+            v, g = jax.value_and_grad(loss)(th, s.a)
+            assert abs(float(vals[i] - v)) < 1e-12
+            np.testing.assert_allclose(grads[i], g, atol=1e-11)
+            np.testing.assert_allclose(hess[i], jax.hessian(loss)(th, s.a), atol=1e-10)
+        nested = jax.vmap(jax.vmap(loss))(batch.theta.reshape(4, 4, 3, 4), batch.a.reshape(4, 4, 3))
+        np.testing.assert_allclose(nested.reshape(-1), vals, atol=1e-12)
 
 
 def test_fast_truncation_is_certified_at_every_length():
@@ -393,7 +424,7 @@ def test_fast_tables_are_kept_on_disk_and_rebuilt_when_unreadable(tmp_path, monk
         files = list(tmp_path.glob("*.npz"))
         assert len(files) == 1 and files[0].name.startswith("tanh-")
         built = pot.fn.args[1]
-        args = dict(odd=True, tol=3e-12, terms=None, radius=3.0, order=es.potentials.DEFAULT_GH_ORDER,
+        args = dict(odd=True, tol=3e-12, terms=None, radius=None, order=es.potentials.DEFAULT_GH_ORDER,
                     cache_key=repr(("tanh", ())))
 
         def no_build(*a, **k):

@@ -259,11 +259,13 @@ def test_seeds_spread_over_devices_equal_one_device(n_devices, depth, used):
     assert out.returncode == 0, out.stderr
     two = json.loads(out.stdout.strip().splitlines()[-1])
     assert two["devices"] == n_devices and two["used"] == used
-    # the same cell on this process's single device
+    # the same cell on one CPU device of this process (on a machine with a GPU, the default device is the GPU,
+    # whose float32 sums differ from the CPU's in the last bits)
     cfg = s5.Section5Config("spread", depths=(depth,), widths=(4,), seeds=3, n_train=64, n_test=32, lr=1e-3,
                             steps=20, chunk=20)
-    params, x, y, xz, yz = s5._cell_data(cfg, depth, 4)
-    one = make_train_chunk(20, 1e-3)(params, x, y, xz, yz)
+    with jax.default_device(jax.devices("cpu")[0]):
+        params, x, y, xz, yz = s5._cell_data(cfg, depth, 4)
+        one = make_train_chunk(20, 1e-3)(params, x, y, xz, yz)
     assert np.asarray(two["train"]).shape == (3, 20)
     np.testing.assert_allclose(two["train"], np.asarray(one.train_mse), rtol=1e-6)
     np.testing.assert_allclose(two["w0"], np.asarray(one.params[0]), rtol=1e-6, atol=1e-7)

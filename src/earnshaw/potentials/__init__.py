@@ -183,8 +183,9 @@ def _inner_potential(act: _act.Activation, opts):
         return Potential(act.name, "inner", fn, params=act.params + (("method", method), ("order", order)),
                          activation=act, smooth=True)
     if method == "fast":
+        radius = opts.get("radius")
         table = fast.build_table(act.fn, odd=True if act.odd else None, tol=float(opts.get("tol", 1e-12)),
-                                 terms=opts.get("terms"), radius=float(opts.get("radius", 3.0)),
+                                 terms=opts.get("terms"), radius=None if radius is None else float(radius),
                                  order=int(opts.get("order", DEFAULT_GH_ORDER)),
                                  cache_key=repr((act.name, act.params)) if _is_registry(act) else None)
         fn = functools.partial(fast.fast_potential_fn, act.fn, table)

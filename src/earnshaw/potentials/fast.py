@@ -57,6 +57,14 @@ _MAX_TERMS = 400
 _BLOCK = 8
 # the block counts a call may stop at (the checks cost a product and a comparison per pair each)
 _LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+# the norms a default table covers (radius=None): the first of these at which its own interpolation error leaves
+# tol/2. Random students in d = 10 start at norms of about 3 (sqrt(d) for unit-variance entries), so 5 keeps
+# nearly every start on the series; at 6 the error of tanh's and softplus's tables passes 1e-12 with these
+# panels, and a function growing faster (log cosh) stops at 4 or 3
+_DEFAULT_RADII = (5.0, 4.0, 3.0)
+# a batch under vmap runs its series in at most this many segments of instances, each of at least this many
+_SEGMENTS = 4
+_SEGMENT_MIN = 8
 # pairs per step of the quadrature fallback's loop
 _FALLBACK_CHUNK = 16
 # part of the cached tables' identity (with the source of this module and of hermite.py, which changes anyway
@@ -155,7 +163,7 @@ def _kept_degrees(n, odd):
 
 
 @functools.lru_cache(maxsize=None)
-def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=3.0, order=128, cache_key=None) -> FastTable:
+def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=None, order=128, cache_key=None) -> FastTable:
     """Build the fast table of activation ``fn`` (cached per arguments in memory, and on disk under ``cache_key``;
     ~2-4 s to build, milliseconds to load).
 
@@ -166,7 +174,8 @@ def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=3.0, order=128, c
       terms: the largest degree ``N`` tabulated (default 399); a call uses the fewest blocks of degrees that
         certify every one of its pairs, all of them where none does. Parallel units of norm 1 must be
         certified within ``terms``.
-      radius: largest norm tabulated.
+      radius: largest norm tabulated; ``None`` (default): 5, or 4 or 3 where the table's own interpolation
+        error at 5 would leave less than ``tol / 2`` (``table.radius`` says which).
       order: Gauss-Hermite order of the fallback.
       cache_key: a string naming ``fn`` for good (``es.potential`` passes the registry name and parameters of
         its activations); the table is then kept in :func:`table_cache_folder` and read back by later
@@ -177,23 +186,36 @@ def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=3.0, order=128, c
 
     >>> import jax.numpy as jnp
     >>> table = build_table(jnp.tanh, odd=True)
-    >>> table.terms, table.degrees.size, table.table_error < 1e-14
-    (399, 200, True)
+    >>> table.terms, table.degrees.size, table.radius, table.table_error < 1e-13
+    (399, 200, 5.0, True)
     """
     if not (isinstance(tol, float) and 0 < tol < 1):
         raise ValueError(f"fast potential: tol must be a float in (0, 1), got tol={tol!r}")
-    if not (isinstance(radius, (int, float)) and 0 < radius <= 10):
+    if not (radius is None or isinstance(radius, (int, float)) and 0 < radius <= 10):
         raise ValueError(f"fast potential: radius must be in (0, 10], got radius={radius!r}")
     if terms is not None and not (isinstance(terms, int) and 1 <= terms < _MAX_TERMS):
         raise ValueError(f"fast potential: terms must be an integer in [1, {_MAX_TERMS - 1}], got {terms!r}")
-    radius = float(radius)
+    radius = None if radius is None else float(radius)
     path, ident = _cache_file(cache_key, fn, odd=odd, tol=tol, terms=terms, radius=radius, order=order)
     table = _load_table(path, ident) if path is not None else None
     if table is None:
-        table = _build_table(fn, odd=odd, tol=tol, terms=terms, radius=radius, order=order)
+        if radius is not None:
+            table = _build_table(fn, odd=odd, tol=tol, terms=terms, radius=radius, order=order)
+        else:
+            for r in _DEFAULT_RADII:
+                try:
+                    table = _build_table(fn, odd=odd, tol=tol, terms=terms, radius=r, order=order)
+                    break
+                except _TableErrorTooLarge:
+                    if r == _DEFAULT_RADII[-1]:
+                        raise
         if path is not None:
             _save_table(path, ident, table)
     return table
+
+
+class _TableErrorTooLarge(ValueError):
+    """The interpolation error of a table leaves less than half its ``tol`` at this radius."""
 
 
 def _panel_nodes(width):
@@ -248,8 +270,8 @@ def _build_table(fn, *, odd, tol, terms, radius, order) -> FastTable:
     # the interpolation error adds at most table_error * sum_n (|c_n(a)| + |c_n(b)| + table_error) to the sum
     extra = 2.0 * table_error * (np.abs(hc.c[n_nodes:][:, degrees]).sum(1).max() + 1.0)
     if extra > 0.5 * tol:
-        raise ValueError(f"fast potential: the table's own error ({extra:.1e}) exceeds tol/2 at radius={radius}; "
-                         "lower radius or raise tol")
+        raise _TableErrorTooLarge(f"fast potential: the table's own error ({extra:.1e}) exceeds tol/2 at "
+                                  f"radius={radius}; lower radius or raise tol")
     return FastTable(degrees=degrees, cheb=cheb, radius=radius, log_tail=np.log(tails + 1e-300), terms=terms,
                      tol=float(tol) - extra, table_error=table_error, order=int(order), self_cheb=self_cheb)
 
@@ -401,11 +423,13 @@ def _reach(table, n, blocks):
     return r * jnp.exp((math.log(table.tol) - log_tail) * power)
 
 
-def _plan(table, groups, norms, cs):
+def _plan(table, groups, norms, cs, whole_batch=True):
     """``(within, blocks, certified)``: whether every norm is within the table's radius, how many blocks the call
     runs (the fewest on the ladder that certify every pair, else all), and whether some truncation certified
-    them; one set of numbers for a whole batch. A unit's pair with itself in an ``own`` group is left out."""
-    within = ~_max(jnp.stack([jnp.any(n > table.radius**2) for n in norms]))
+    them; one set of numbers for a whole batch (``whole_batch=False``: per instance under ``vmap``). A unit's
+    pair with itself in an ``own`` group is left out."""
+    _max_ = _max if whole_batch else jnp.max
+    within = ~_max_(jnp.stack([jnp.any(n > table.radius**2) for n in norms]))
     ladder = _ladder(table)
     reach = [_reach(table, n, ladder) for n in norms]
     failing = []
@@ -415,7 +439,7 @@ def _plan(table, groups, norms, cs):
         if group.own:
             ok = ok | group.diagonal()
         failing.append(jnp.max(jnp.sum(~ok, axis=0), initial=0))
-    step = _max(jnp.stack(failing)) if failing else jnp.asarray(0)
+    step = _max_(jnp.stack(failing)) if failing else jnp.asarray(0)
     blocks = jnp.asarray(ladder + (table.blocks,), jnp.int32)[step]
     return within, blocks, step < len(ladder)
 
@@ -491,8 +515,11 @@ def _series(table, groups, norms, cs, need, blocks):
         for (idx, basis, dbasis) in units:
             gathered = block[idx]  # (N, Q, 8)
             # multiplies and a sum, which XLA fuses; as a dot these are N tiny matrix products
-            coeffs.append((jnp.sum(basis[..., None] * gathered, 1).T,
-                           None if dbasis is None else jnp.sum(dbasis[..., None] * gathered, 1).T))
+            # a batched dot, not multiplies and a sum: XLA's CPU backend hands such a sum to a library call that
+            # costs several times its arithmetic (44 against 10 us a block for 640 units), and written out as
+            # multiply-adds the sum is fused into, and recomputed by, every pair's Horner step
+            coeffs.append((jnp.einsum("nq,nqk->kn", basis, gathered),
+                           None if dbasis is None else jnp.einsum("nq,nqk->kn", dbasis, gathered)))
         out = []
         for g, (*_, x), (wu, wc, wv), sums in zip(groups, geometry, wants, acc):
             p, dp, pa, pb = sums
@@ -614,6 +641,51 @@ def _fallback(fn, table, groups, norms, cs, need):
     return results
 
 
+def _segments(axis_size):
+    """How many runs of the series a batch of ``axis_size`` instances is split into (see :func:`_split_series`)."""
+    return max(1, min(_SEGMENTS, axis_size // _SEGMENT_MIN))
+
+
+def _split_series(table, groups, need, norms, cs):
+    """:func:`_series` with the truncation of its own call; under ``vmap``, the batch sorted by the blocks each
+    instance needs and run in a few equal segments, each at its own most demanding instance's truncation.
+
+    A batch's loop otherwise runs its most demanding pair's truncation for every instance: of 64 random
+    students at ``k = d = 10`` (tanh), 45 need 3 blocks and 2 need 6, so one loop of 6 blocks did twice the
+    arithmetic. The results are the same as the instances' own calls (each truncation is certified, and a
+    longer one than an instance needs changes it within ``tol``)."""
+
+    def plain(norms, cs):
+        return _series(table, groups, norms, cs, need, _plan(table, groups, norms, cs)[1])
+
+    run = jax.custom_batching.custom_vmap(plain)
+
+    @run.def_vmap
+    def _run_batched(axis_size, in_batched, norms, cs):
+        if not any(jax.tree.leaves(in_batched)):  # under a forward derivative, batched tangents only
+            out = plain(norms, cs)  # not run: under the derivative that would call this rule again
+            return out, jax.tree.map(lambda _: False, out)
+        axes = jax.tree.map(lambda b: 0 if b else None, in_batched)
+        blocks = jax.vmap(lambda n, c: _plan(table, groups, n, c, whole_batch=False)[1], in_axes=axes)(norms, cs)
+        segments = _segments(axis_size)
+        size = -(-axis_size // segments)
+        # padded with the most demanding instance, which is in the last segment anyway
+        order = jnp.argsort(blocks, stable=True)
+        order = jnp.concatenate([order, jnp.full(segments * size - axis_size, order[-1])])
+        pieces = []
+        for k in range(segments):
+            idx = order[k * size:(k + 1) * size]
+            take = lambda x, b: x[idx] if b else x  # noqa: E731
+            part = jax.tree.map(take, (norms, cs), (in_batched[0], in_batched[1]))
+            pieces.append(jax.vmap(lambda n, c: _series(table, groups, n, c, need, blocks[idx[-1]]),
+                                   in_axes=axes)(*part))
+        where = jnp.argsort(order[:axis_size])  # each instance's row among the segments' outputs
+        out = jax.tree.map(lambda *xs: jnp.concatenate(xs)[where], *pieces)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return run(norms, cs)
+
+
 # compiled as one program even when called eagerly (tests, notebooks): op by op, the Horner chains alone would
 # dispatch hundreds of small computations
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 5))
@@ -624,7 +696,7 @@ def _evaluate(fn, table, groups, norms, cs, need):
         zero = [jnp.zeros(jnp.broadcast_shapes(g.side(norms[g.a], 0).shape, c.shape, g.side(norms[g.b], 1).shape),
                           norms[0].dtype) for g, c in zip(groups, cs)]
         return [[p if p is not None else z for p in parts] for parts, z in zip(results, zero)]
-    series = fill(_series(table, groups, norms, cs, need, blocks))
+    series = fill(_split_series(table, groups, need, norms, cs))
     # quadrature runs only when some unit of the call (of the whole batch, under vmap) is past the radius, and
     # only those units' pairs take its values: every other pair keeps the series, so a pair's value does not
     # depend on what else is in the call (to the series' tol), nor a seed's on the other seeds of a batch
@@ -696,7 +768,7 @@ def tier(table: FastTable, nu, c, nv):
     >>> import jax, jax.numpy as jnp
     >>> with jax.enable_x64(True):
     ...     t = build_table(jnp.tanh, odd=True)
-    ...     [int(tier(t, *x)) for x in ((1.0, 0.99, 1.0), (6.25, 6.2, 6.25), (16.0, 0.0, 1.0))]
+    ...     [int(tier(t, *x)) for x in ((1.0, 0.99, 1.0), (6.25, 6.2, 6.25), (36.0, 0.0, 1.0))]
     [0, 1, 2]
     """
     group, norms, cs = _pairs_triple(nu, c, nv)
