@@ -416,11 +416,17 @@ def _reach(table, n, blocks):
     r = jnp.sqrt(jnp.maximum(n, 0.0))
     g = table.log_tail.shape[-1] - 1
     idx = jnp.clip(jnp.ceil(r * (g / table.radius)).astype(jnp.int32), 0, g)
+    return r * jnp.asarray(_reach_factors(table, blocks), r.dtype)[:, idx]
+
+
+@functools.lru_cache(maxsize=None)
+def _reach_factors(table, blocks):
+    """``(tol / T'_N)^(1 / 2N)`` on the tail grid for each truncation after ``blocks``, ``(len(blocks), G)``: built
+    once per table (an exponential per unit and truncation cost a batch of 64 some 40 us a call), capped at
+    ``1e30`` (a reach that passes any pair) so that float32 neither overflows nor makes ``0 * inf``."""
     rows = np.array([b - 1 for b in blocks])
-    ends = np.array([table.truncation(b) for b in blocks], np.float64)
-    log_tail = jnp.asarray(table.log_tail[rows], r.dtype)[:, idx]
-    power = jnp.asarray(1.0 / (2.0 * ends), r.dtype).reshape((-1,) + (1,) * r.ndim)
-    return r * jnp.exp((math.log(table.tol) - log_tail) * power)
+    ends = np.array([table.truncation(b) for b in blocks], np.float64)[:, None]
+    return np.minimum(np.exp((math.log(table.tol) - table.log_tail[rows]) / (2.0 * ends)), 1e30)
 
 
 def _plan(table, groups, norms, cs, whole_batch=True):
