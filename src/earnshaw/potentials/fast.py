@@ -1,7 +1,7 @@
 r"""Fast potentials for activations without a closed form: a Hermite series with tabulated norm coefficients.
 
 ``Phi(u, v) = sum_n c_n(|u|) c_n(|v|) rho^n`` (docs/math.md section 1d) with each ``c_n(r)`` a Chebyshev
-interpolant of degree 8 on each of 64 panels of ``[0, radius]``, built once per activation from
+interpolant of degree 8 on each of 64 panels of ``[0, radius]`` (radius 5 by default), built once per activation from
 :func:`~earnshaw.potentials.hermite.hermite_coefficients` for every degree up to ``terms`` (399). Per unit the
 cost is one panel's small matrix product (Chebyshev values times the table, with ``c_n'`` alongside when a
 derivative is asked for); per pair it is a few multiply-adds per degree used (one parity for odd or even
@@ -18,7 +18,9 @@ bound at ``N = 399``: below 1e-13 for norms up to 1.7 at any angle, 1e-11 at 2, 
 order-128 quadrature's). The pairs of a unit beyond ``radius`` take Gauss-Hermite quadrature instead, value and
 derivatives; it runs (``lax.cond``) only when the call has such a unit, and every other pair keeps the series, so
 a pair's value does not depend on the other pairs of its call. The number of blocks, and whether the quadrature
-runs, are one choice for the call, under ``vmap`` for the whole batch (one loop length, one branch).
+runs, are one choice for the call; under ``vmap`` the quadrature's branch is one for the whole batch, and the
+batch is sorted by the blocks each instance needs and run in a few segments, each at its own longest
+truncation (:func:`_split_series`).
 
 A unit's potential with itself, ``Phi(u, u) = E[s(|u| Z)^2]``, is a table of its own in ``|u|^2`` (no series: at
 ``rho = 1`` the series would set the length of every call). :func:`fast_grams` evaluates the Gram matrices of
