@@ -386,9 +386,12 @@ class _Pairs:
     b_shape: tuple = ()
     own: bool = False
 
-    def side(self, values, which):
-        """``values`` of set ``a`` (``which = 0``) or ``b`` (``1``), ``(..., n)``, at this group's pairs."""
-        return values.reshape(values.shape[:-1] + (self.a_shape if which == 0 else self.b_shape))
+    def side(self, values, which, lead=0):
+        """``values`` of set ``a`` (``which = 0``) or ``b`` (``1``) at this group's pairs: ``(*L, n, *B)`` with
+        ``lead = len(L)`` leading axes (a degree, a truncation) and trailing batch axes ``B`` (the series' batch,
+        laid out minor-most), to ``(*L, *pair_shape, *B)``."""
+        shape = self.a_shape if which == 0 else self.b_shape
+        return values.reshape(values.shape[:lead] + shape + values.shape[lead + 1:])
 
     def diagonal(self):
         """``(n, n)`` boolean identity of an ``own`` group."""
@@ -443,7 +446,7 @@ def _plan(table, groups, norms, cs, whole_batch=True):
     failing = []
     for group, c in zip(groups, cs):
         # |u.v| <= s(|u|) s(|v|): a product per pair and candidate, no logarithm
-        ok = jnp.abs(c)[None] <= group.side(reach[group.a], 0) * group.side(reach[group.b], 1)
+        ok = jnp.abs(c)[None] <= group.side(reach[group.a], 0, 1) * group.side(reach[group.b], 1, 1)
         if group.own:
             ok = ok | group.diagonal()
         failing.append(jnp.max(jnp.sum(~ok, axis=0), initial=0))
@@ -520,24 +523,23 @@ def _series(table, groups, norms, cs, need, blocks):
         block = cheb[blocks - 1 - i]
         n_j = weights[blocks - 1 - i]
         coeffs = []
-        for (idx, basis, dbasis) in units:
-            gathered = block[idx]  # (N, Q, 8)
-            # multiplies and a sum, which XLA fuses; as a dot these are N tiny matrix products
+        for idx, basis, dbasis in units:
+            gathered = block[idx]  # (N, *batch, Q, 8)
             # a batched dot, not multiplies and a sum: XLA's CPU backend hands such a sum to a library call that
             # costs several times its arithmetic (44 against 10 us a block for 640 units), and written out as
             # multiply-adds the sum is fused into, and recomputed by, every pair's Horner step
-            coeffs.append((jnp.einsum("nq,nqk->kn", basis, gathered),
-                           None if dbasis is None else jnp.einsum("nq,nqk->kn", dbasis, gathered)))
+            coeffs.append((jnp.einsum("n...q,n...qk->kn...", basis, gathered),
+                           None if dbasis is None else jnp.einsum("n...q,n...qk->kn...", dbasis, gathered)))
         out = []
         for g, (*_, x), (wu, wc, wv), sums in zip(groups, geometry, wants, acc):
             p, dp, pa, pb = sums
             (ca, dca), (cb, dcb) = coeffs[g.a], coeffs[g.b]
             # the block's 8 degrees at once, (8,) + pairs: the products fuse, where a slice per degree was a
             # kernel each
-            cu, cv = g.side(ca, 0), g.side(cb, 1)
+            cu, cv = g.side(ca, 0, 1), g.side(cb, 1, 1)
             prod = cu * cv
-            du = g.side(dca, 0) * cv if pa is not None else None
-            dv = cu * g.side(dcb, 1) if pb is not None else None
+            du = g.side(dca, 0, 1) * cv if pa is not None else None
+            dv = cu * g.side(dcb, 1, 1) if pb is not None else None
             # with a parity, S's chain reads only the products (not P's partial sums), so XLA can evaluate each
             # chain in a kernel of its own without recomputing another; without, P' (P' <- P' x + P before
             # P <- P x + A_j), whose value at x = 0 is A_1 where S / rho has no value
@@ -561,7 +563,7 @@ def _series(table, groups, norms, cs, need, blocks):
     results = []
     for g, (a, b, ab, pos, rho, x), (wu, wc, wv), (p, dp, pa, pb) in zip(groups, geometry, wants, sums):
         if g.own and wv:
-            pb = jnp.swapaxes(pa, -1, -2)
+            pb = jnp.swapaxes(pa, 0, 1)
         lead = rho if n0 == 1 else 1.0
         phi = lead * p
         if not (wu or wc or wv):
@@ -584,6 +586,7 @@ def _series(table, groups, norms, cs, need, blocks):
     for g, parts in zip(groups, results):
         if g.own:  # Phi(u, u) and d/d|u|^2 (its tangent is dS t_nu; c's tangent there is t_nu too, so d_c = 0)
             eye = g.diagonal()
+            eye = eye.reshape(eye.shape + (1,) * (parts[0].ndim - 2))
             value, slope = _own(table, norms[g.a], need_norm[g.a])
             parts[0] = jnp.where(eye, value[:, None], parts[0])
             for slot, fill in ((1, None if slope is None else slope[:, None]), (2, 0.0), (3, 0.0)):
@@ -680,16 +683,31 @@ def _split_series(table, groups, need, norms, cs):
         # padded with the most demanding instance, which is in the last segment anyway
         order = jnp.argsort(blocks, stable=True)
         order = jnp.concatenate([order, jnp.full(segments * size - axis_size, order[-1])])
+        # the batch as the last (minor-most) axis of every array, of length 1 where unbatched: the Horner steps
+        # then run along it, twice as fast as along a minor axis of one instance's 10 units
+        flags = [list(in_batched[0]), list(in_batched[1])]
+        minor = [[jnp.moveaxis(x, 0, -1) if b else x[..., None] for x, b in zip(xs, bs)]
+                 for xs, bs in zip((norms, cs), flags)]
+        batched = [in_batched[0][g.a] or in_batched[0][g.b] or in_batched[1][i] for i, g in enumerate(groups)]
         pieces = []
         for k in range(segments):
             idx = order[k * size:(k + 1) * size]
-            take = lambda x, b: x[idx] if b else x  # noqa: E731
-            part = jax.tree.map(take, (norms, cs), (in_batched[0], in_batched[1]))
-            pieces.append(jax.vmap(lambda n, c: _series(table, groups, n, c, need, blocks[idx[-1]]),
-                                   in_axes=axes)(*part))
-        where = jnp.argsort(order[:axis_size])  # each instance's row among the segments' outputs
-        out = jax.tree.map(lambda *xs: jnp.concatenate(xs)[where], *pieces)
-        return out, jax.tree.map(lambda _: True, out)
+            part = [tuple(x[..., idx] if b else x for x, b in zip(xs, bs)) for xs, bs in zip(minor, flags)]
+            pieces.append(_series(table, groups, *part, need, blocks[idx[-1]]))
+        where = jnp.argsort(order[:axis_size])  # each instance's place among the segments' outputs
+        out = []
+        for i, b in enumerate(batched):
+            parts = []
+            for m in range(len(pieces[0][i])):
+                segs = [piece[i][m] for piece in pieces]
+                if segs[0] is None:
+                    parts.append(None)
+                elif b:
+                    parts.append(jnp.moveaxis(jnp.concatenate(segs, -1)[..., where], -1, 0))
+                else:  # a group of unbatched sets (the teacher's with itself): the same in every segment
+                    parts.append(segs[0][..., 0])
+            out.append(parts)
+        return out, [jax.tree.map(lambda _: b, parts) for parts, b in zip(out, batched)]
 
     return run(norms, cs)
 
