@@ -105,7 +105,8 @@ def main(argv=None):
         fast = es.potential(name, method="fast")
         cases = (("fast", fast, s, sb, calls),)
         if name in quad:
-            cases += (("fast, minimum", fast, s_min, sb_min, calls), ("fast, 1.6 parallel", fast, s_wide, sb_wide, calls))
+            cases += (("fast, minimum", fast, s_min, sb_min, calls),
+                      ("fast, 1.6 parallel", fast, s_wide, sb_wide, calls))
             if not args.no_quadrature:
                 cases += (("quadrature", quad[name], s, sb, max(2, calls // 50)),)
         for label, pot, st, stb, quick_calls in cases:

@@ -1,8 +1,8 @@
 r"""Fast potentials for activations without a closed form: a Hermite series with tabulated norm coefficients.
 
 ``Phi(u, v) = sum_n c_n(|u|) c_n(|v|) rho^n`` (docs/math.md section 1d) with each ``c_n(r)`` a Chebyshev
-interpolant of degree 8 on each of 64 panels of ``[0, radius]`` (radius 5 by default), built once per activation from
-:func:`~earnshaw.potentials.hermite.hermite_coefficients` for every degree up to ``terms`` (399). Per unit the
+interpolant of degree 8 on each of 64 panels of ``[0, radius]`` (radius 5 by default), built once per activation
+from :func:`~earnshaw.potentials.hermite.hermite_coefficients` for every degree up to ``terms`` (399). Per unit the
 cost is one panel's small matrix product (Chebyshev values times the table, with ``c_n'`` alongside when a
 derivative is asked for); per pair it is a few multiply-adds per degree used (one parity for odd or even
 activations). Derivatives are exact derivatives of this approximant, computed with the value in one pass (a
@@ -167,7 +167,7 @@ def _kept_degrees(n, odd):
 @functools.lru_cache(maxsize=None)
 def build_table(fn, *, odd=None, tol=1e-12, terms=None, radius=None, order=128, cache_key=None) -> FastTable:
     """Build the fast table of activation ``fn`` (cached per arguments in memory, and on disk under ``cache_key``;
-    ~2-4 s to build, milliseconds to load).
+    ~3-6 s to build, milliseconds to load).
 
     Args:
       fn: jax-traceable elementwise activation (hashable).
@@ -488,6 +488,10 @@ def _series(table, groups, norms, cs, need, blocks):
     the sums of ``c_j'(a) c_j(b) x^j`` and ``c_j(a) c_j'(b) x^j`` for the norm derivatives; the chain rule maps
     them to the Gram triple. The coefficients of a block are computed per unit inside the loop, so a call
     touches only the degrees it uses.
+
+    Shapes: ``norms[s]`` ``(n_s, *B)``, ``cs[i]`` the group's pair shape followed by ``*B``: the unit axes
+    first and any batch axes ``B`` last (the batched segments of :func:`_split_series` put the batch there,
+    where the Horner steps vectorise along it); the results have the pair shape followed by ``*B``.
     """
     need_norm, need_c = need
     dtype = norms[0].dtype
