@@ -396,7 +396,8 @@ def test_fast_table_region_check_is_the_tail_bound():
 
 def test_fast_table_even_and_general_parity():
     """The series with even degrees only (x = rho^2, the rho-derivative one degree lower) and with all degrees,
-    against order-200 quadrature: values, partials in (|u|^2, u.v, |v|^2)."""
+    against order-200 quadrature: values, partials in (|u|^2, u.v, |v|^2); a table's default radius falls back
+    from 5 where its own error would exceed tol/2 there, and asking for that radius says so."""
     from earnshaw.potentials import fast
     logcosh = lambda z: jnp.log(jnp.cosh(z))  # noqa: E731
     softplus = jax.nn.softplus
@@ -404,12 +405,17 @@ def test_fast_table_even_and_general_parity():
         for fn, odd in ((logcosh, False), (softplus, None)):
             table = fast.build_table(fn, odd=odd, terms=160)  # enough at these norms, half the build
             assert table.degrees[0] == 0 and (table.degrees[1] == 2) == (odd is False)
+            # the default radius is 5 where the table's own error allows it; log cosh (coefficients that sum to
+            # more) falls back to 4
+            assert table.radius == (4.0 if fn is logcosh else 5.0)
             x = jnp.asarray([(0.81, 0.3, 0.64), (1.0, -0.95, 0.99), (0.5, 0.0, 1.2)])
             both = [jax.vmap(jax.value_and_grad(lambda x: f(*x)))(x) for f in (
                 functools.partial(fast.fast_potential_fn, fn, table),
                 functools.partial(inner.gauss_hermite, fn, fn, 200))]
             np.testing.assert_allclose(np.asarray(both[0][0]), np.asarray(both[1][0]), atol=1e-12)
             np.testing.assert_allclose(np.asarray(both[0][1]), np.asarray(both[1][1]), atol=1e-11)
+        with pytest.raises(ValueError, match="own error .* exceeds tol/2 at radius=5.0; lower radius or raise tol"):
+            fast.build_table(logcosh, odd=False, terms=160, radius=5.0)
 
 
 def test_fast_tables_are_kept_on_disk_and_rebuilt_when_unreadable(tmp_path, monkeypatch):
