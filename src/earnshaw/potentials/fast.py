@@ -117,12 +117,26 @@ def _cheb_points(m):
     return np.cos(np.pi * (np.arange(m) + 0.5) / m)
 
 
+def _stacked(terms, x, xp):
+    """``terms`` (arrays shaped as ``x``) stacked on a new last axis; under jax as one elementwise selection over
+    that axis: XLA's CPU backend does not fuse a concatenation with its operands, and a stack of a recurrence's
+    terms ran as a kernel per term (36 small kernels a call for the units' bases)."""
+    if xp is np:
+        return np.stack(terms, axis=-1)
+    shape = x.shape + (len(terms),)
+    which = jax.lax.broadcasted_iota(jnp.int32, shape, x.ndim)
+    out = jnp.broadcast_to(terms[-1][..., None], shape)
+    for q in range(len(terms) - 2, -1, -1):
+        out = jnp.where(which == q, terms[q][..., None], out)
+    return out
+
+
 def _cheb_values(x, m, xp=np):
     """``T_0..T_{m-1}`` at ``x``, ``(..., m)``."""
     out = [xp.ones_like(x), x]
     for _ in range(m - 2):
         out.append(2.0 * x * out[-1] - out[-2])
-    return xp.stack(out[:m], axis=-1)
+    return _stacked(out[:m], x, xp)
 
 
 def _cheb_derivatives(x, m, xp=np):
@@ -132,7 +146,7 @@ def _cheb_derivatives(x, m, xp=np):
     for q in range(2, m):
         out.append(q * u)
         u_prev, u = u, 2.0 * x * u - u_prev
-    return xp.stack(out[:m], axis=-1)
+    return _stacked(out[:m], x, xp)
 
 
 def _panel_of(r, radius, xp=np):
