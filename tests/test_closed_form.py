@@ -141,3 +141,60 @@ def test_erf_hessian_from_closed_form_gradient_equals_autodiff(objective, k, d, 
     assert H.shape == (5, k * (d + 1), k * (d + 1))
     np.testing.assert_allclose(H, ref, rtol=1e-10, atol=1e-11)
     np.testing.assert_allclose(H, H.transpose(0, 2, 1), atol=1e-12)
+
+
+@pytest.mark.parametrize("name,objective,shapes", [("tanh", "L", ((3, 4, 2), (2, 3, 4))), ("tanh", "G", ((3, 4, 2),)),
+                                                    ("sigmoid_pm1", "reduced", ((3, 4, 2),)),
+                                                    ("softplus", "L", ((2, 3, 4),))])
+def test_table_gradient_from_partials_equals_autodiff(name, objective, shapes):
+    """The fast tables' hand-written gradient (Phi and its partials in |u|^2 and u.v from one pass of the series,
+    assembled as forces) against jax.grad of the same objective, at degenerate points too; the value beside it is
+    the objective's. Over-parameterised (k > m) and under-parameterised (k < m) students; an activation of
+    no parity (softplus: every degree) and odd ones."""
+    pot = es.potential(name)
+    assert has_closed_form(pot, objective) and not has_closed_form(es.potential(name, method="quadrature"), objective)
+    for k, d, m in shapes:
+        t, s = _problems(k, d, 4, jax.random.key(k + 10 * d), m=m)
+
+        @jax.jit
+        @jax.vmap
+        def both(ti, x):
+            cf, ad = es.Problem(pot, ti, objective), es.Problem(pot, ti, objective, gradient="autodiff")
+            assert cf.closed_form and not ad.closed_form
+            return cf.flat_grad(x), ad.flat_grad(x), cf.flat_value_and_grad(x), ad.f(x)
+
+        g_cf, g_ad, (v_vg, g_vg), v_ref = both(t, es.Problem(pot, t).flatten(s))
+        np.testing.assert_allclose(g_cf, g_ad, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(v_vg, v_ref, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(g_vg, g_cf, rtol=1e-14, atol=1e-15)
+
+
+def test_table_partials_match_finite_differences_and_gd_agrees_with_autodiff():
+    from earnshaw.potentials import fast
+
+    pot = es.potential("tanh")
+    table = pot.grams_fn.args[1]
+    U = jax.random.normal(jax.random.key(0), (3, 4)) * 0.6
+    W = jax.random.normal(jax.random.key(1), (2, 4)) * 0.6
+    G, G_nu, G_c = pot.partials_fn(U, W)
+    V = jnp.concatenate([U, W])
+    assert G.shape == G_nu.shape == G_c.shape == (3, 5)
+    np.testing.assert_allclose(G, pot.grams((U, V), ((0, 1),))[0], atol=1e-13)
+    phi = lambda nu, c, nv: fast.fast_potential_fn(jnp.tanh, table, nu, c, nv)  # noqa: E731
+    h = 1e-5
+    for i, j in ((0, 1), (2, 3), (1, 4)):
+        nu, c, nv = U[i] @ U[i], U[i] @ V[j], V[j] @ V[j]
+        assert abs(G_nu[i, j] - (phi(nu + h, c, nv) - phi(nu - h, c, nv)) / (2 * h)) < 1e-9
+        assert abs(G_c[i, j] - (phi(nu, c + h, nv) - phi(nu, c - h, nv)) / (2 * h)) < 1e-9
+    # the diagonal: Phi(u, u), its derivative in |u|^2 with both arguments moving, and 0
+    own = lambda nu: pot.self_gram(jnp.sqrt(nu) * U[:1] / jnp.linalg.norm(U[0]))[0, 0]  # noqa: E731
+    nu0 = U[0] @ U[0]
+    assert abs(G[0, 0] - own(nu0)) < 1e-13 and G_c[0, 0] == 0.0
+    assert abs(G_nu[0, 0] - (own(nu0 + h) - own(nu0 - h)) / (2 * h)) < 1e-9
+    # a solver on either gradient walks the same path
+    t = es.random_teacher(jax.random.key(2), d=4, k=2)
+    s = es.random_student(jax.random.key(3), d=4, k=3, batch=3)
+    runs = {g: es.gradient_descent(pot, t, s, lr=0.05, max_steps=200, grad=g) for g in ("autodiff", "closed_form")}
+    flat = es.Problem(pot, t).flatten
+    np.testing.assert_allclose(flat(runs["autodiff"].final), flat(runs["closed_form"].final), atol=1e-11)
+    np.testing.assert_allclose(runs["autodiff"].losses, runs["closed_form"].losses, atol=1e-12)

@@ -11,12 +11,16 @@ For erf, ``Phi = (2/pi) arcsin(s)`` with ``s = 2 u.v / sqrt(P Q)``, ``P = 1 + 2|
 ``Q = 1 + 2|v|^2``, and ``nabla_u Phi = (4/pi) / sqrt(P Q (1 - s^2)) (v - (2 u.v / P) u)``, so
 the whole gradient is two Gram matrices and four matrix products, with no reverse pass. For relu,
 ``nabla_u Phi = ((pi - alpha) v + |v| sin(alpha) u / |u|) / (2 pi)`` (``alpha`` the angle between ``u`` and
-``v``; ``u / 2`` for the self-pair), again matrix products of Gram matrices.
+``v``; ``u / 2`` for the self-pair), again matrix products of Gram matrices. For the fast Hermite tables (tanh,
+sigmoid_pm1, softplus, ...), ``nabla_u Phi = 2 (dPhi/d|u|^2) u + (dPhi/du.v) v`` with both partials from the same
+pass of the series as ``Phi`` (:func:`~earnshaw.potentials.fast.fast_gram_partials`); the teacher's own Gram matrix
+``W`` is then needed only for the constant, which a solver computes once.
 Autodiff (``jax.grad``) stays the reference: tests compare the two to 1e-12. :class:`earnshaw.Problem`
 dispatches to these functions; nothing else needs to.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -42,9 +46,11 @@ def _erf_parts(U, V, rp, rq):
 
 def teacher_term(b, w, pot=None):
     """``b' Phi(w, w) b``: the constant of ``L`` and ``G`` (traced once, outside any solver loop); erf's unless
-    ``pot`` is relu."""
+    ``pot`` is relu or a fast table."""
     if pot is not None and _is_builtin_relu(pot):
         return b @ _inner.relu(*_gram_triple(w, w)) @ b
+    if pot is not None and _is_table(pot):
+        return b @ pot.self_gram(w) @ b
     rq = jax.lax.rsqrt(1.0 + 2.0 * jnp.sum(w * w, -1))
     return b @ _erf_parts(w, w, rq, rq)[0] @ b
 
@@ -121,6 +127,37 @@ def _relu_value_grad(a, th, b, w, objective, const):
     return value, ga, gt
 
 
+def _table_value_grad(pot, a, th, b, w, objective, const):
+    """A fast table's objective and gradient from ``Phi`` and its two partials between each student unit and every
+    unit of the network (one pass of the series over those pairs; none over the teacher's own)."""
+    k = a.shape[0]
+    G, GU, GC = pot.partials_fn(th, w)  # (k, k + m): [K | B] and its partials
+    eye = jnp.eye(k, G.shape[1], dtype=bool)
+    # the diagonal's derivative in |u|^2 moves both arguments of Phi(u, u); nabla_1 is half of it (the symmetric
+    # sum's factor 2 holds the other half)
+    GU = jnp.where(eye, 0.5 * GU, GU)
+    if objective == "reduced":
+        G, GU, GC = (jnp.where(eye, 0.0, M) for M in (G, GU, GC))
+    charges = jnp.concatenate([a, -b])
+    # (K a - B b, K a - 2 B b) in one product
+    both = G @ jnp.stack([charges, jnp.concatenate([a, -2.0 * b])], axis=1)
+    ga = 2.0 * both[:, 0]
+    value = a @ both[:, 1]
+    # sum_j q_j nabla_1 Phi(theta_i, v_j) over every unit v_j of charge q_j, nabla_1 = 2 Phi_nu u + Phi_c v
+    force = 2.0 * (GU @ charges)[:, None] * th + (GC * charges[None, :]) @ jnp.concatenate([th, w])
+    gt = 2.0 * a[:, None] * force
+    if objective != "reduced":
+        value = value + const
+    if objective == "G":
+        ga = ga + 2.0 * a
+        value = value + a @ a
+    return value, ga, gt
+
+
+def _is_table(pot):
+    return getattr(pot, "partials_fn", None) is not None
+
+
 def _is_builtin_erf(pot):
     return pot.kind == "inner" and pot.fn is _inner.erf
 
@@ -130,15 +167,16 @@ def _is_builtin_relu(pot):
 
 
 def has_closed_form(pot, objective) -> bool:
-    """Whether a hand-derived gradient serves ``pot`` and ``objective`` (the built-in erf or relu; L / G / reduced).
+    """Whether a hand-derived gradient serves ``pot`` and ``objective`` (the built-in erf or relu, or a fast
+    table's potential; L / G / reduced).
 
     >>> import earnshaw as es
     >>> has_closed_form(es.potential("erf"), "L"), has_closed_form(es.potential("relu"), "L")
     (True, True)
-    >>> has_closed_form(es.potential("tanh"), "L")
-    False
+    >>> has_closed_form(es.potential("tanh"), "L"), has_closed_form(es.potential("tanh", method="quadrature"), "L")
+    (True, False)
     """
-    return (_is_builtin_erf(pot) or _is_builtin_relu(pot)) and isinstance(objective, str) and \
+    return (_is_builtin_erf(pot) or _is_builtin_relu(pot) or _is_table(pot)) and isinstance(objective, str) and \
         objective in ("L", "G", "reduced")
 
 
@@ -154,7 +192,8 @@ def check_gradient(pot, objective, grad: str) -> None:
         raise ValueError(f"unknown grad={grad!r}; valid: {', '.join(GRADIENTS)}")
     if grad == "closed_form" and not has_closed_form(pot, objective):
         raise ValueError(f"no closed-form gradient for {pot!r} with objective {objective!r} "
-                         "(known: the built-in erf and relu potentials with L, G or reduced); use grad='autodiff'")
+                         "(known: the built-in erf and relu potentials and the fast tables, with L, G or reduced); "
+                         "use grad='autodiff'")
 
 
 def value_and_gradient(a, theta, b, w, objective: str, const=None, pot=None):
@@ -178,6 +217,8 @@ def value_and_gradient(a, theta, b, w, objective: str, const=None, pot=None):
 
 
 def _value_grad(pot):
+    if pot is not None and _is_table(pot):
+        return functools.partial(_table_value_grad, pot)
     return _relu_value_grad if pot is not None and _is_builtin_relu(pot) else _erf_value_grad
 
 

@@ -193,7 +193,8 @@ def _inner_potential(act: _act.Activation, opts):
         params = act.params + (("method", method), ("tol", float(opts.get("tol", 1e-12))), ("terms", table.terms),
                                ("radius", table.radius), ("order", table.order))
         return Potential(act.name, "inner", fn, params=params, activation=act, smooth=act.smooth,
-                         grams_fn=functools.partial(fast.fast_grams, act.fn, table))
+                         grams_fn=functools.partial(fast.fast_grams, act.fn, table),
+                         partials_fn=functools.partial(fast.fast_gram_partials, act.fn, table))
     if not act.smooth:
         warnings.warn(f"{act!r} is not smooth: Gauss-Hermite quadrature of its potential converges slowly "
                       "and its derivatives (Price's theorem) miss the kinks", stacklevel=4)

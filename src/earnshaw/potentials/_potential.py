@@ -53,6 +53,10 @@ class Potential:
       grams_fn: ``grams_fn(sets, blocks)``, Gram matrices of several sets of units in one evaluation (unbatched
         ``(n_i, d)`` sets; blocks ``(i, j)``), for potentials that are cheaper so (the fast Hermite tables:
         one check and one loop for a whole loss); ``None``: :meth:`gram` per block.
+      partials_fn: ``partials_fn(U, W)``, ``Phi`` and its derivatives in ``|u|^2`` and ``u.v`` between each unit of
+        ``U (n, d)`` and every unit of ``[U; W]``, three ``(n, n + m)`` matrices in one evaluation (the fast
+        tables, :func:`~earnshaw.potentials.fast.fast_gram_partials`), from which :mod:`earnshaw.closed_form`
+        writes the loss's gradient without a reverse pass; ``None``: none.
 
     Call it on two weight vectors, ``pot(u, v)`` (batch axes broadcast: ``(..., d)`` -> ``(...)``),
     or on two sets of units, ``pot.gram(U, V)``: ``(..., m, d), (..., n, d) -> (..., m, n)``.
@@ -80,6 +84,7 @@ class Potential:
     harmonic_radius: float = 0.0
     smooth: bool = True
     grams_fn: Optional[Callable] = None
+    partials_fn: Optional[Callable] = None
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.params)

@@ -46,8 +46,8 @@ from jax.custom_derivatives import SymbolicZero
 from earnshaw.potentials import hermite as _hermite
 from earnshaw.potentials import inner
 
-__all__ = ["FastTable", "build_table", "fast_potential_fn", "fast_grams", "table_cache_folder", "tier",
-           "degrees_used", "grams_plan"]
+__all__ = ["FastTable", "build_table", "fast_potential_fn", "fast_grams", "fast_gram_partials", "table_cache_folder",
+           "tier", "degrees_used", "grams_plan"]
 
 # c_n(r) on [0, radius] is a Chebyshev interpolant of this degree on each of this many equal panels: a unit
 # evaluates one panel (9 x K multiply-adds), not a global degree-63 series (64 x K)
@@ -392,24 +392,29 @@ def _slice(hc, idx):
 class _Pairs:
     """Which pairs of two sets of units a group holds: every ``(i, j)`` of ``sets[a].reshape(a_shape)`` against
     ``sets[b].reshape(b_shape)`` broadcast. With ``own`` (a set against itself, ``(n, 1)`` by ``(1, n)``) the
-    diagonal ``Phi(u, u)`` comes from the table of its own and takes no part in choosing the truncation."""
+    diagonal ``Phi(u, u)`` comes from the table of its own and takes no part in choosing the truncation. With
+    ``a_take`` the ``a`` side is the first ``a_take`` units of its set only: an own group's pairs are then those
+    units against the whole set (``(n, 1)`` by ``(1, N)``), its diagonal the first ``n`` of ``(i, i)``."""
 
     a: int
     b: int
     a_shape: tuple = ()
     b_shape: tuple = ()
     own: bool = False
+    a_take: int | None = None
 
     def side(self, values, which, lead=0):
         """``values`` of set ``a`` (``which = 0``) or ``b`` (``1``) at this group's pairs: ``(*L, n, *B)`` with
         ``lead = len(L)`` leading axes (a degree, a truncation) and trailing batch axes ``B`` (the series' batch,
         laid out minor-most), to ``(*L, *pair_shape, *B)``."""
         shape = self.a_shape if which == 0 else self.b_shape
+        if which == 0 and self.a_take is not None:
+            values = values[(slice(None),) * lead + (slice(0, self.a_take),)]
         return values.reshape(values.shape[:lead] + shape + values.shape[lead + 1:])
 
     def diagonal(self):
-        """``(n, n)`` boolean identity of an ``own`` group."""
-        return np.eye(self.a_shape[0], dtype=bool)
+        """``(n, N)`` boolean identity (ones at ``(i, i)``) of an ``own`` group."""
+        return np.eye(self.a_shape[0], self.b_shape[-1], dtype=bool)
 
 
 @jax.custom_batching.custom_vmap
@@ -469,8 +474,10 @@ def _plan(table, groups, norms, cs, whole_batch=True):
         ok = jnp.abs(c)[None] <= group.side(reach[group.a], 0, 1) * group.side(reach[group.b], 1, 1)
         if group.own:
             ok = ok | group.diagonal()
-        failing.append(jnp.max(jnp.sum(~ok, axis=0), initial=0))
-    step = _max_(jnp.stack(failing)) if failing else jnp.asarray(0)
+        # a truncation that certifies a pair certifies it at every longer one (the reach grows with N where it
+        # is below 1), so the blocks to run are the number of truncations some pair fails
+        failing.append(jnp.any(~ok, axis=tuple(range(1, ok.ndim))))
+    step = _max_(functools.reduce(jnp.logical_or, failing).astype(jnp.int32).sum()) if failing else jnp.asarray(0)
     blocks = jnp.asarray(ladder + (table.blocks,), jnp.int32)[step]
     return within, blocks, step < len(ladder)
 
@@ -533,7 +540,8 @@ def _series(table, groups, norms, cs, need, blocks):
         pos = ab > 0
         rho = c / jnp.where(pos, ab, 1.0)
         geometry.append((a, b, ab, pos, rho, rho * rho if step == 2 else rho))
-    wants = [(need_norm[g.a], need_c[i], need_norm[g.b]) for i, g in enumerate(groups)]
+    # a group of part of a set against the set gives no b-side norm derivative (fast_gram_partials needs none)
+    wants = [(need_norm[g.a], need_c[i], need_norm[g.b] and g.a_take is None) for i, g in enumerate(groups)]
     # a set against itself: the b-side sum at (i, j) is the a-side sum at (j, i) (x is symmetric), so it is
     # not run
     runs_b = [wv and not g.own for g, (_, _, wv) in zip(groups, wants)]
@@ -542,6 +550,12 @@ def _series(table, groups, norms, cs, need, blocks):
     padded_deg = np.zeros(table.blocks * _BLOCK)
     padded_deg[:k] = deg
     weights = jnp.asarray(padded_deg.reshape(table.blocks, _BLOCK), dtype)
+
+    # one instance: the degrees last, as the dot leaves them (degree-major cost a transpose kernel per block, a
+    # tenth of a GD step); a batch (trailing axes): degree-major, so that each degree's slice is contiguous along
+    # the batch, the axis its Horner steps vectorise along
+    batched = norms[0].ndim > 1
+    spec = "n...q,n...qk->kn..." if batched else "n...q,n...qk->n...k"
 
     def body(i, acc):
         block = cheb[blocks - 1 - i]
@@ -552,18 +566,24 @@ def _series(table, groups, norms, cs, need, blocks):
             # a batched dot, not multiplies and a sum: XLA's CPU backend hands such a sum to a library call that
             # costs several times its arithmetic (44 against 10 us a block for 640 units), and written out as
             # multiply-adds the sum is fused into, and recomputed by, every pair's Horner step
-            coeffs.append((jnp.einsum("n...q,n...qk->kn...", basis, gathered),
-                           None if dbasis is None else jnp.einsum("n...q,n...qk->kn...", dbasis, gathered)))
+            coeffs.append((jnp.einsum(spec, basis, gathered),
+                           None if dbasis is None else jnp.einsum(spec, dbasis, gathered)))
         out = []
         for g, (*_, x), (wu, wc, wv), sums in zip(groups, geometry, wants, acc):
             p, dp, pa, pb = sums
             (ca, dca), (cb, dcb) = coeffs[g.a], coeffs[g.b]
             # the block's 8 degrees at once, (8,) + pairs: the products fuse, where a slice per degree was a
             # kernel each
-            cu, cv = g.side(ca, 0, 1), g.side(cb, 1, 1)
-            prod = cu * cv
-            du = g.side(dca, 0, 1) * cv if pa is not None else None
-            dv = cu * g.side(dcb, 1, 1) if pb is not None else None
+            if batched:
+                cu, cv = g.side(ca, 0, 1), g.side(cb, 1, 1)
+                prod = cu * cv
+                du = g.side(dca, 0, 1) * cv if pa is not None else None
+                dv = cu * g.side(dcb, 1, 1) if pb is not None else None
+            else:
+                cu, cv = g.side(ca, 0), g.side(cb, 1)
+                prod = jnp.moveaxis(cu * cv, -1, 0)
+                du = jnp.moveaxis(g.side(dca, 0) * cv, -1, 0) if pa is not None else None
+                dv = jnp.moveaxis(cu * g.side(dcb, 1), -1, 0) if pb is not None else None
             # with a parity, S's chain reads only the products (not P's partial sums), so XLA can evaluate each
             # chain in a kernel of its own without recomputing another; without, P' (P' <- P' x + P before
             # P <- P x + A_j), whose value at x = 0 is A_1 where S / rho has no value
@@ -611,7 +631,7 @@ def _series(table, groups, norms, cs, need, blocks):
         if g.own:  # Phi(u, u) and d/d|u|^2 (its tangent is dS t_nu; c's tangent there is t_nu too, so d_c = 0)
             eye = g.diagonal()
             eye = eye.reshape(eye.shape + (1,) * (parts[0].ndim - 2))
-            value, slope = _own(table, norms[g.a], need_norm[g.a])
+            value, slope = _own(table, norms[g.a] if g.a_take is None else norms[g.a][:g.a_take], need_norm[g.a])
             parts[0] = jnp.where(eye, value[:, None], parts[0])
             for slot, fill in ((1, None if slope is None else slope[:, None]), (2, 0.0), (3, 0.0)):
                 if parts[slot] is not None:
@@ -916,3 +936,39 @@ def fast_grams(fn, table: FastTable, sets, blocks):
     """
     groups, norms, cs = _gram_groups(sets, blocks)
     return _potentials(fn, table, groups, norms, cs)
+
+
+
+def fast_gram_partials(fn, table: FastTable, U, W):
+    """The potential and its partial derivatives in ``|u|^2`` and ``u.v`` between each unit ``u`` of ``U`` and
+    every unit ``v`` of ``[U; W]`` (the student's units against all of a network's units), in one evaluation: what
+    a hand-written gradient needs, ``nabla_u Phi(u, v) = 2 (dPhi/d|u|^2) u + (dPhi/du.v) v``, with no reverse pass.
+    The diagonal ``(i, i)`` holds ``Phi(u, u)``, its derivative in ``|u|^2`` (both arguments moving) and ``0``.
+
+    Args:
+      fn: the activation (for the fallback).
+      table: from :func:`build_table`.
+      U: ``(n, d)``; W: ``(m, d)`` (no batch axes: ``vmap`` for those).
+
+    Returns:
+      Three ``(n, n + m)`` matrices: ``Phi``, ``dPhi/d|u|^2``, ``dPhi/du.v``. Not differentiable in reverse mode
+      (the series' loop has a run-time length); differentiate :func:`fast_grams` for that.
+
+    >>> import jax, jax.numpy as jnp
+    >>> with jax.enable_x64(True):
+    ...     t = build_table(jnp.tanh, odd=True)
+    ...     u, w = 0.3 * jnp.ones((3, 4)), 0.4 * jnp.eye(2, 4)
+    ...     G, G_nu, G_c = fast_gram_partials(jnp.tanh, t, u, w)
+    ...     d_c = jax.grad(lambda c: fast_potential_fn(jnp.tanh, t, 0.36, c, 0.16))(0.12)
+    ...     print(G.shape, bool(abs(G_c[1, 3] - d_c) < 1e-12))
+    (3, 5) True
+    """
+    U, W = jnp.asarray(U), jnp.asarray(W)
+    dtype = jnp.result_type(U, W, float)
+    units = jnp.concatenate([U, W]).astype(dtype)
+    n = U.shape[0]
+    group = _Pairs(0, 0, (n, 1), (1, units.shape[0]), own=True, a_take=n)
+    norms = (jnp.sum(units * units, -1),)
+    cs = (units[:n] @ units.T,)
+    phi, d_nu, d_c, _ = _evaluate(fn, table, (group,), norms, cs, ((True,), (True,)))[0]
+    return phi, d_nu, d_c
