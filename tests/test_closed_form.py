@@ -164,8 +164,10 @@ def test_table_gradient_from_partials_equals_autodiff(name, objective, shapes):
             return cf.flat_grad(x), ad.flat_grad(x), cf.flat_value_and_grad(x), ad.f(x)
 
         g_cf, g_ad, (v_vg, g_vg), v_ref = both(t, es.Problem(pot, t).flatten(s))
-        np.testing.assert_allclose(g_cf, g_ad, rtol=1e-12, atol=1e-13)
-        np.testing.assert_allclose(v_vg, v_ref, rtol=1e-12, atol=1e-13)
+        # to the series' tolerance: the two evaluate different groups of pairs, and a batch's truncation is
+        # decided per group of pairs, so they may stop at different (certified) lengths
+        np.testing.assert_allclose(g_cf, g_ad, rtol=1e-11, atol=1e-11)
+        np.testing.assert_allclose(v_vg, v_ref, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(g_vg, g_cf, rtol=1e-14, atol=1e-15)
 
 

@@ -382,7 +382,7 @@ def test_fast_table_region_check_is_the_tail_bound():
         a, b = rng.uniform(0.05, 3.0, 4000), rng.uniform(0.05, 3.0, 4000)
         rho = rng.uniform(-1.0, 1.0, 4000)
         for blocks in (2, 8, table.blocks):
-            reach = lambda n: np.asarray(fast._reach(table, jnp.asarray(n), (blocks,))[0])  # noqa: E731
+            reach = lambda n: np.asarray(fast._reach(table, jnp.asarray(n), (blocks,))[..., 0])  # noqa: E731
             fast_check = np.abs(rho * a * b) <= reach(a * a) * reach(b * b)
             rows = table.log_tail[blocks - 1]
             log_tail = lambda r: rows[np.clip(np.ceil(r * (rows.size - 1) / table.radius).astype(int), 0,  # noqa

@@ -417,6 +417,56 @@ class _Pairs:
         return np.eye(self.a_shape[0], self.b_shape[-1], dtype=bool)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Circulant:
+    """The distinct pairs of an ``own`` group of ``n`` units, laid out as ``(i, (i + s) mod n)`` for the shifts
+    ``s = 1..n//2``: ``(n//2, n)`` pairs, each unordered pair once (twice for the last shift of an even ``n``),
+    where the square layout runs every pair twice and the diagonal. Indexing the units this way is a gather with
+    constant indices that XLA fuses into the Horner steps; :meth:`expand` puts the results back on ``(n, n)``."""
+
+    a: int
+    b: int
+    n: int
+    own = False
+    a_take = None
+
+    def index(self, which):
+        """The ``(S, n)`` unit indices of side ``which`` (0: ``i``, 1: ``(i + s) mod n``)."""
+        i = np.arange(self.n)[None, :]
+        shift = np.arange(1, self.n // 2 + 1)[:, None]
+        return np.broadcast_to(i, shift.shape[:1] + (self.n,)) if which == 0 else (i + shift) % self.n
+
+    def side(self, values, which, lead=0):
+        """``values`` ``(*L, n, *B)`` at side ``which`` of the pairs: ``(*L, S, n, *B)``."""
+        return jnp.take(values, self.index(which), axis=lead, mode="clip")
+
+    def pairs(self, c):
+        """The Gram matrix's ``(n, n, *B)`` entries at the pairs, ``(S, n, *B)``."""
+        flat = c.reshape((self.n * self.n,) + c.shape[2:])
+        return jnp.take(flat, self.index(0) * self.n + self.index(1), axis=0, mode="clip")
+
+    def expand(self, parts):
+        """``(Phi, d/d|u|^2, d/du.v, d/d|v|^2)`` on the pairs, ``(S, n, *B)`` each (or ``None``), on the square
+        ``(n, n, *B)``: entry ``(i, j)`` is pair ``(i, j)``'s, or pair ``(j, i)``'s with the two norm derivatives
+        exchanged; the diagonal is left to the caller."""
+        n = self.n
+        i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        shift = (j - i) % n
+        flip = shift > n // 2
+        src = np.maximum(np.where(flip, n - shift, shift) - 1, 0) * n + np.where(flip, j, i)
+        count = (n // 2) * n
+
+        def take(x, idx):
+            return jnp.take(x.reshape((count * (x.shape[0] // (n // 2)),) + x.shape[2:]), idx, axis=0, mode="clip")
+        phi, d_u, d_c, d_v = parts
+        out = [take(phi, src), None, None if d_c is None else take(d_c, src), None]
+        if d_u is not None:
+            swapped = src + flip * count
+            out[1] = take(jnp.concatenate([d_u, d_v]), swapped)
+            out[3] = take(jnp.concatenate([d_v, d_u]), swapped)
+        return out
+
+
 @jax.custom_batching.custom_vmap
 def _max(x):
     return jnp.max(x)
@@ -436,21 +486,27 @@ def _ladder(table):
 
 def _reach(table, n, blocks):
     """``s(r) = r (tol / T'_N(r))^(1 / 2N)`` at ``r = sqrt(n)`` for the truncation ``N`` after each of ``blocks``,
-    ``(len(blocks),) + n.shape``: a pair is certified there iff ``|u.v| <= s(|u|) s(|v|)``."""
+    ``n.shape + (len(blocks),)``: a pair is certified there iff ``|u.v| <= s(|u|) s(|v|)``."""
     r = jnp.sqrt(jnp.maximum(n, 0.0))
+    return r[..., None] * _unit_factors(table, r, blocks)
+
+
+def _unit_factors(table, r, blocks):
+    """:func:`_reach_factors` at norms ``r``, ``r.shape + (len(blocks),)``: a row of the table per unit (a gather of
+    whole rows; a column per truncation cost a strided gather and a transpose)."""
     g = table.log_tail.shape[-1] - 1
     idx = jnp.clip(jnp.ceil(r * (g / table.radius)).astype(jnp.int32), 0, g)
-    return r * jnp.asarray(_reach_factors(table, blocks), r.dtype)[:, idx]
+    return jnp.asarray(_reach_factors(table, blocks), r.dtype)[idx]
 
 
 @functools.lru_cache(maxsize=None)
 def _reach_factors(table, blocks):
-    """``(tol / T'_N)^(1 / 2N)`` on the tail grid for each truncation after ``blocks``, ``(len(blocks), G)``: built
+    """``(tol / T'_N)^(1 / 2N)`` on the tail grid for each truncation after ``blocks``, ``(G, len(blocks))``: built
     once per table (an exponential per unit and truncation cost a batch of 64 some 40 us a call), capped at
     ``1e30`` (a reach that passes any pair) so that float32 neither overflows nor makes ``0 * inf``."""
     rows = np.array([b - 1 for b in blocks])
     ends = np.array([table.truncation(b) for b in blocks], np.float64)[:, None]
-    return np.minimum(np.exp((math.log(table.tol) - table.log_tail[rows]) / (2.0 * ends)), 1e30)
+    return np.minimum(np.exp((math.log(table.tol) - table.log_tail[rows]) / (2.0 * ends)), 1e30).T.copy()
 
 
 def _within(table, norms, reduce=_max):
@@ -471,15 +527,50 @@ def _plan(table, groups, norms, cs, whole_batch=True):
     failing = []
     for group, c in zip(groups, cs):
         # |u.v| <= s(|u|) s(|v|): a product per pair and candidate, no logarithm
-        ok = jnp.abs(c)[None] <= group.side(reach[group.a], 0, 1) * group.side(reach[group.b], 1, 1)
+        ok = jnp.abs(c)[..., None] <= group.side(reach[group.a], 0) * group.side(reach[group.b], 1)
         if group.own:
-            ok = ok | group.diagonal()
+            ok = ok | group.diagonal()[..., None]
         # a truncation that certifies a pair certifies it at every longer one (the reach grows with N where it
         # is below 1), so the blocks to run are the number of truncations some pair fails
-        failing.append(jnp.any(~ok, axis=tuple(range(1, ok.ndim))))
+        failing.append(jnp.any(~ok, axis=tuple(range(ok.ndim - 1))))
     step = _max_(functools.reduce(jnp.logical_or, failing).astype(jnp.int32).sum()) if failing else jnp.asarray(0)
     blocks = jnp.asarray(ladder + (table.blocks,), jnp.int32)[step]
     return within, blocks, step < len(ladder)
+
+
+def _instance_blocks(table, groups, norms, cs):
+    """The blocks one instance of a batch needs, as :func:`_plan`'s without checking every pair at every
+    truncation: a bound from each group's largest ``|rho|`` and the smallest reach factor on each side (the
+    factor falls with the norm) gives a certified truncation; every pair is then checked at the two shorter ones
+    on the ladder, which gives :func:`_plan`'s answer unless that is shorter still (then this one is longer, and
+    certified). Two checks per pair where :func:`_plan` makes one per truncation."""
+    ladder = _ladder(table)
+    roots = [jnp.sqrt(jnp.maximum(n, 0.0)) for n in norms]
+    per_unit = [_unit_factors(table, r, ladder) for r in roots]  # (n, L)
+    inverse = [jnp.where(r > 0, 1.0 / jnp.where(r > 0, r, 1.0), 0.0) for r in roots]
+    bound = []
+    for group, c in zip(groups, cs):
+        rho = jnp.abs(c) * group.side(inverse[group.a], 0) * group.side(inverse[group.b], 1)
+        if group.own:
+            rho = jnp.where(group.diagonal(), 0.0, rho)
+        # the largest as integers: the bits of non-negative floats order as they do (a float max here goes to a
+        # library call costing more than the pairs' arithmetic)
+        top = jax.lax.bitcast_convert_type(jnp.max(jax.lax.bitcast_convert_type(rho, jnp.int64)), rho.dtype) \
+            if rho.dtype == jnp.float64 else jnp.max(rho)
+        least = [jnp.min(f, axis=0) for f in (per_unit[group.a], per_unit[group.b])]
+        bound.append(top > least[0] * least[1])
+    upper = functools.reduce(jnp.logical_or, bound).astype(jnp.int32).sum()
+
+    def passes(level):
+        reach = [r * jax.lax.dynamic_index_in_dim(f, jnp.maximum(level, 0), axis=1, keepdims=False)
+                 for r, f in zip(roots, per_unit)]
+        fail = [jnp.any((jnp.abs(c) > group.side(reach[group.a], 0) * group.side(reach[group.b], 1))
+                        & ~(group.diagonal() if group.own else False)) for group, c in zip(groups, cs)]
+        return (level >= 0) & ~functools.reduce(jnp.logical_or, fail)
+    # certified at every truncation from the first that passes (see _plan)
+    step = upper - passes(upper - 1).astype(jnp.int32)
+    step = step - (passes(upper - 2) & (step < upper)).astype(jnp.int32)
+    return jnp.asarray(ladder + (table.blocks,), jnp.int32)[step]
 
 
 def _unit_basis(table, n, derivative):
@@ -523,6 +614,17 @@ def _series(table, groups, norms, cs, need, blocks):
     need_norm, need_c = need
     dtype = norms[0].dtype
     deg = table.degrees
+    # one instance: the degrees last, as the dot leaves them (degree-major cost a transpose kernel per block, a
+    # tenth of a GD step); a batch (trailing axes): degree-major, so that each degree's slice is contiguous along
+    # the batch, the axis its Horner steps vectorise along
+    batched = norms[0].ndim > 1
+    # a batch's set against itself runs its distinct pairs only (arithmetic-bound there; for one instance the
+    # gathers would cost more kernels than the pairs they save)
+    square = groups
+    if batched:
+        groups = tuple(_Circulant(g.a, g.b, g.a_shape[0]) if g.own and g.a_take is None and g.a_shape[0] > 2
+                       else g for g in groups)
+        cs = tuple(g.pairs(c) if isinstance(g, _Circulant) else c for g, c in zip(groups, cs))
     n0, step = int(deg[0]), (int(deg[1] - deg[0]) if deg.size > 1 else 1)
     per_set = [any((g.a == s and need_norm[g.a]) or (g.b == s and need_norm[g.b]) for g in groups)
                for s in range(len(norms))]
@@ -551,10 +653,6 @@ def _series(table, groups, norms, cs, need, blocks):
     padded_deg[:k] = deg
     weights = jnp.asarray(padded_deg.reshape(table.blocks, _BLOCK), dtype)
 
-    # one instance: the degrees last, as the dot leaves them (degree-major cost a transpose kernel per block, a
-    # tenth of a GD step); a batch (trailing axes): degree-major, so that each degree's slice is contiguous along
-    # the batch, the axis its Horner steps vectorise along
-    batched = norms[0].ndim > 1
     spec = "n...q,n...qk->kn..." if batched else "n...q,n...qk->n...k"
 
     def body(i, acc):
@@ -627,7 +725,8 @@ def _series(table, groups, norms, cs, need, blocks):
                 safe = jnp.where(r > 0, r, 1.0)
                 parts[slot] = jnp.where(r > 0, (lead * d_r - d_rho * rho / safe) / (2.0 * safe), 0.0)
         results.append(parts)
-    for g, parts in zip(groups, results):
+    results = [g.expand(parts) if isinstance(g, _Circulant) else parts for g, parts in zip(groups, results)]
+    for g, parts in zip(square, results):
         if g.own:  # Phi(u, u) and d/d|u|^2 (its tangent is dS t_nu; c's tangent there is t_nu too, so d_c = 0)
             eye = g.diagonal()
             eye = eye.reshape(eye.shape + (1,) * (parts[0].ndim - 2))
@@ -721,18 +820,29 @@ def _split_series(table, groups, need, norms, cs):
             out = plain(norms, cs)  # not run: under the derivative that would call this rule again
             return out, jax.tree.map(lambda _: False, out)
         axes = jax.tree.map(lambda b: 0 if b else None, in_batched)
-        blocks = jax.vmap(lambda n, c: _plan(table, groups, n, c, whole_batch=False)[1], in_axes=axes)(norms, cs)
+        batched = [in_batched[0][g.a] or in_batched[0][g.b] or in_batched[1][i] for i, g in enumerate(groups)]
+        # the blocks each instance needs for its own pairs; the pairs of unbatched sets (the teacher's own) once
+        mine = [i for i, b in enumerate(batched) if b]
+        blocks = jax.vmap(lambda n, c: _instance_blocks(table, [groups[i] for i in mine], n, [c[i] for i in mine]),
+                          in_axes=axes)(norms, cs)
+        if len(mine) < len(groups):
+            rest = [i for i, b in enumerate(batched) if not b]
+            blocks = jnp.maximum(blocks, _plan(table, [groups[i] for i in rest], norms, [cs[i] for i in rest],
+                                               whole_batch=False)[1])
         segments = _segments(axis_size)
         size = -(-axis_size // segments)
+        # each instance's rank by (blocks, index): sorted without a sort (64 x 64 comparisons cost less than the
+        # two sorts of 64 keys they replace), and its inverse by a scatter
+        key = blocks * axis_size + jnp.arange(axis_size, dtype=blocks.dtype)
+        where = jnp.sum(key[None, :] < key[:, None], axis=1, dtype=jnp.int32)  # each instance's place
+        order = jnp.zeros(segments * size, jnp.int32).at[where].set(jnp.arange(axis_size, dtype=jnp.int32))
         # padded with the most demanding instance, which is in the last segment anyway
-        order = jnp.argsort(blocks, stable=True)
-        order = jnp.concatenate([order, jnp.full(segments * size - axis_size, order[-1])])
+        order = jnp.where(jnp.arange(segments * size) < axis_size, order, order[axis_size - 1])
         # the batch as the last (minor-most) axis of every array, of length 1 where unbatched: the Horner steps
         # then run along it, twice as fast as along a minor axis of one instance's 10 units
         flags = [list(in_batched[0]), list(in_batched[1])]
         minor = [[jnp.moveaxis(x, 0, -1) if b else x[..., None] for x, b in zip(xs, bs)]
                  for xs, bs in zip((norms, cs), flags)]
-        batched = [in_batched[0][g.a] or in_batched[0][g.b] or in_batched[1][i] for i, g in enumerate(groups)]
         # a group of unbatched sets (the teacher with itself) rides along in every segment and is taken from the
         # first: evaluated once on its own, it measured 6% slower for a batch of 64 (a loop of its own costs more
         # kernels than its 100 pairs cost arithmetic in the segments' loops)
@@ -741,7 +851,6 @@ def _split_series(table, groups, need, norms, cs):
             idx = order[k * size:(k + 1) * size]
             part = [tuple(x[..., idx] if b else x for x, b in zip(xs, bs)) for xs, bs in zip(minor, flags)]
             pieces.append(_series(table, groups, *part, need, blocks[idx[-1]]))
-        where = jnp.argsort(order[:axis_size])  # each instance's place among the segments' outputs
         out = [[None if segs[0] is None else
                 jnp.moveaxis(jnp.concatenate(segs, -1)[..., where], -1, 0) if b else segs[0][..., 0]
                 for segs in zip(*(piece[i] for piece in pieces))] for i, b in enumerate(batched)]
