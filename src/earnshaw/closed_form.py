@@ -60,6 +60,17 @@ def _gram_triple(U, V):
     return nu[:, None], U @ V.T, nv[None, :]
 
 
+def _objective_terms(value, ga, a, objective, const):
+    """``(F, dF/da)`` of ``objective`` from ``a'Ka - 2a'Bb`` and its ``a``-gradient: the teacher's constant for L and
+    G, and G's ``|a|^2``."""
+    if objective != "reduced":
+        value = value + const
+    if objective == "G":
+        ga = ga + 2.0 * a
+        value = value + a @ a
+    return value, ga
+
+
 def _erf_value_grad(a, th, b, w, objective, const):
     """Objective value and ``(dF/da, dF/dtheta)``; the value reuses the gradient's Gram matrices."""
     rp = jax.lax.rsqrt(1.0 + 2.0 * jnp.sum(th * th, -1))
@@ -77,12 +88,7 @@ def _erf_value_grad(a, th, b, w, objective, const):
     # sum_j M_ij (v_j - E_ij theta_i) = (M @ V)_i - (sum_j M_ij E_ij) theta_i
     force = (MK @ th - MB @ w) - (jnp.sum(MK * EK, -1) - jnp.sum(MB * EB, -1))[:, None] * th
     gt = 2.0 * a[:, None] * force
-    if objective != "reduced":
-        value = value + const
-    if objective == "G":
-        ga = ga + 2.0 * a
-        value = value + a @ a
-    return value, ga, gt
+    return _objective_terms(value, ga, a, objective, const) + (gt,)
 
 
 def _relu_parts(U, V, nu, nv):
@@ -119,12 +125,7 @@ def _relu_value_grad(a, th, b, w, objective, const):
     value = a @ Ka - 2.0 * (a @ Bb)
     force = (MK @ th - MB @ w + (jnp.sum(SK * a[None, :], -1) - jnp.sum(SB * b[None, :], -1))[:, None] * th)
     gt = 2.0 * a[:, None] * force / (2.0 * jnp.pi)
-    if objective != "reduced":
-        value = value + const
-    if objective == "G":
-        ga = ga + 2.0 * a
-        value = value + a @ a
-    return value, ga, gt
+    return _objective_terms(value, ga, a, objective, const) + (gt,)
 
 
 def _table_value_grad(pot, a, th, b, w, objective, const):
@@ -146,12 +147,7 @@ def _table_value_grad(pot, a, th, b, w, objective, const):
     # sum_j q_j nabla_1 Phi(theta_i, v_j) over every unit v_j of charge q_j, nabla_1 = 2 Phi_nu u + Phi_c v
     force = 2.0 * (GU @ charges)[:, None] * th + (GC * charges[None, :]) @ jnp.concatenate([th, w])
     gt = 2.0 * a[:, None] * force
-    if objective != "reduced":
-        value = value + const
-    if objective == "G":
-        ga = ga + 2.0 * a
-        value = value + a @ a
-    return value, ga, gt
+    return _objective_terms(value, ga, a, objective, const) + (gt,)
 
 
 def _is_table(pot):
