@@ -468,3 +468,37 @@ def test_fast_tables_are_kept_on_disk_and_rebuilt_when_unreadable(tmp_path, monk
     assert fast.table_cache_folder() is None and fast._cache_file("('tanh', ())", jnp.tanh) == (None, None)
     monkeypatch.delenv("EARNSHAW_TABLE_CACHE")
     assert fast._cache_file(None, jnp.tanh) == (None, None)  # a function without a key is never cached
+
+
+def test_fast_batched_sets_against_themselves_run_once_per_pair():
+    """Under vmap a set's Gram matrix with itself runs as a circulant of its distinct pairs (odd and even numbers
+    of units: an even one runs its last shift's pairs twice) and is put back on the square: values and all three
+    partials (as a jvp in every direction of the units) equal each instance's own call, and the batched plan
+    never runs fewer blocks than the full one."""
+    from earnshaw.potentials import fast
+    with jax.enable_x64(True):
+        table = fast.build_table(jnp.tanh, odd=True)
+        for n in (4, 5):
+            U = 0.5 * jax.random.normal(jax.random.key(n), (8, n, 3))
+            T = 0.5 * jax.random.normal(jax.random.key(10 + n), (n, 3))
+            dU = jax.random.normal(jax.random.key(20 + n), U.shape)
+
+            def grams(u, du):
+                return jax.jvp(lambda x: fast.fast_grams(jnp.tanh, table, (x, T), ((0, 0), (0, 1))), (u,), (du,))
+            (Kb, Bb), (tKb, tBb) = jax.jit(jax.vmap(grams))(U, dU)
+            one = jax.jit(grams)
+
+            @jax.jit
+            def plans(u):
+                groups, norms, cs = fast._gram_groups((u, T), ((0, 0), (0, 1)))
+                return (fast._instance_blocks(table, groups, norms, cs),
+                        fast._plan(table, groups, norms, cs, whole_batch=False)[1])
+            for i in range(0, 8, 2):
+                (K, B), (tK, tB) = one(U[i], dU[i])
+                np.testing.assert_allclose(Kb[i], K, atol=1e-12)
+                np.testing.assert_allclose(Bb[i], B, atol=1e-12)
+                np.testing.assert_allclose(tKb[i], tK, atol=1e-11)
+                np.testing.assert_allclose(tBb[i], tB, atol=1e-11)
+                np.testing.assert_array_equal(Kb[i], Kb[i].T)
+                batched_plan, full_plan = plans(U[i])
+                assert int(batched_plan) >= int(full_plan)
