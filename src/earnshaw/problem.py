@@ -4,8 +4,8 @@ Every solver, ``refine``, ``hessian``, ``spectrum`` and ``analyze`` takes a :cla
 (or the prefix ``pot, teacher`` it is built from). Solvers and the landscape work on one flat
 vector per student, ``x = [a (k), theta.ravel() (k d)]`` (``jax.flatten_util.ravel_pytree``'s
 layout of a :class:`Student`); the problem holds the objective of that vector, its gradient
-(erf's hand-derived one where it applies, :mod:`earnshaw.closed_form`), its Hessian, the trainable
-mask and the manifold's projection. Dynamics and landscape both import this module; neither imports
+(a hand-derived one where it applies: erf, relu, the fast tables; :mod:`earnshaw.closed_form`), its Hessian,
+the trainable mask and the manifold's projection. Dynamics and landscape both import this module; neither imports
 the other.
 
 Batching: every function here is written for one problem; :func:`vmap_batch` lifts one to any
@@ -139,7 +139,7 @@ class Problem:
       train: ``"both"``, ``"theta"`` (output weights fixed at the student's values) or ``"a"``; biases train with
         ``theta``; a ``"+"``-join of ``a``, ``theta``, ``bias`` names exactly what moves (:func:`train_groups`).
       manifold: ``"euclidean"`` or ``"sphere"`` (each ``theta_i`` on the unit sphere).
-      gradient: ``"auto"`` (erf's hand-derived gradient where it applies, else autodiff),
+      gradient: ``"auto"`` (a hand-derived gradient where one is known: erf, relu, the fast tables; else autodiff),
         ``"autodiff"`` or ``"closed_form"``.
       student_bias: whether the students carry biases (their flat vectors end with ``k`` biases). The solvers
         set it from the student they are given; set it yourself only to call :meth:`unflatten` directly.
@@ -185,7 +185,7 @@ class Problem:
             if pot.kind != "mixed" and (pot.kind != "inner" or pot.activation is None):
                 pot.biased()  # raises: this potential has no biased form
             if self.gradient == "closed_form":
-                raise ValueError("gradient='closed_form' is erf's hand-derived gradient of unbiased units under "
+                raise ValueError("gradient='closed_form' is the hand-derived gradient of unbiased units under "
                                  "N(0, I) inputs; with biases or input_mean/input_cov use 'auto' or 'autodiff'")
         if self.manifold not in MANIFOLDS:
             raise ValueError(f"unknown manifold={self.manifold!r}; valid: {', '.join(MANIFOLDS)}")
@@ -242,7 +242,8 @@ class Problem:
 
     @property
     def closed_form(self) -> bool:
-        """Whether the gradient is erf's hand-derived one (``gradient="auto"`` or ``"closed_form"``)."""
+        """Whether the gradient is a hand-derived one (:mod:`earnshaw.closed_form`; ``gradient="auto"`` or
+        ``"closed_form"``)."""
         return self.gradient != "autodiff" and self.plain and _cf.has_closed_form(self.pot, self.objective)
 
     def __repr__(self):

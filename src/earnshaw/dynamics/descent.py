@@ -118,8 +118,9 @@ _ARG_DOCS = {
     "gtol": "stop (status ``converged``) when the gradient norm falls below ``gtol``.",
     "gtol_norm": ('``"full"`` (the gradient\'s Euclidean norm) or ``"unit"`` (its largest per-unit norm\n'
                   "        ``max_i |(dF/da_i, dF/dtheta_i)|``, Safran and Shamir's stopping rule): what ``gtol`` bounds."),
-    "grad": ('``"auto"`` uses a hand-derived gradient where one is known (the built-in erf potential,\n'
-             '        see :mod:`earnshaw.closed_form`) and autodiff otherwise; ``"autodiff"`` or\n'
+    "grad": ('``"auto"`` uses a hand-derived gradient where one is known (the built-in erf and relu\n'
+             '        potentials and the fast tables, see :mod:`earnshaw.closed_form`) and autodiff otherwise;\n'
+             '        ``"autodiff"`` or\n'
              '        ``"closed_form"`` force one.'),
     "on_divergence": '``"raise"`` (a single run, or every problem of a batch), ``"warn"`` or ``"ignore"``.',
 }

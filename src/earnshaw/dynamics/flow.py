@@ -93,7 +93,7 @@ def gradient_flow(*args, t1=1e4, train=None, objective=None, manifold=None, solv
       max_steps: solver step limit (status ``limit_reached`` if reached before ``t1``).
       collision_radius: stop (status ``collided``) when an electron comes this close to a proton or
         another electron; singular potentials (coulomb, yukawa) end their flow this way.
-      grad: ``"auto"`` (a hand-derived gradient where known, e.g. erf; else autodiff), ``"autodiff"``
+      grad: ``"auto"`` (a hand-derived gradient where known: erf, relu, the fast tables; else autodiff), ``"autodiff"``
         or ``"closed_form"``; see :mod:`earnshaw.closed_form`.
       on_divergence: ``"raise"``, ``"warn"`` or ``"ignore"``.
 

@@ -672,16 +672,12 @@ def _series(table, groups, norms, cs, need, blocks):
             (ca, dca), (cb, dcb) = coeffs[g.a], coeffs[g.b]
             # the block's 8 degrees at once, (8,) + pairs: the products fuse, where a slice per degree was a
             # kernel each
-            if batched:
-                cu, cv = g.side(ca, 0, 1), g.side(cb, 1, 1)
-                prod = cu * cv
-                du = g.side(dca, 0, 1) * cv if pa is not None else None
-                dv = cu * g.side(dcb, 1, 1) if pb is not None else None
-            else:
-                cu, cv = g.side(ca, 0), g.side(cb, 1)
-                prod = jnp.moveaxis(cu * cv, -1, 0)
-                du = jnp.moveaxis(g.side(dca, 0) * cv, -1, 0) if pa is not None else None
-                dv = jnp.moveaxis(cu * g.side(dcb, 1), -1, 0) if pb is not None else None
+            def at_pairs(c, which):
+                return g.side(c, which, 1) if batched else jnp.moveaxis(g.side(c, which), -1, 0)
+            cu, cv = at_pairs(ca, 0), at_pairs(cb, 1)
+            prod = cu * cv
+            du = at_pairs(dca, 0) * cv if pa is not None else None
+            dv = cu * at_pairs(dcb, 1) if pb is not None else None
             # with a parity, S's chain reads only the products (not P's partial sums), so XLA can evaluate each
             # chain in a kernel of its own without recomputing another; without, P' (P' <- P' x + P before
             # P <- P x + A_j), whose value at x = 0 is A_1 where S / rho has no value
