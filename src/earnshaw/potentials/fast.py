@@ -538,38 +538,33 @@ def _plan(table, groups, norms, cs, whole_batch=True):
     return within, blocks, step < len(ladder)
 
 
+def _top(x):
+    """The largest of an array of non-negative floats, as integers: their bits order as they do (a float maximum
+    here goes to a library call costing more than the arithmetic around it)."""
+    if x.dtype != jnp.float64:
+        return jnp.max(x)
+    return jax.lax.bitcast_convert_type(jnp.max(jax.lax.bitcast_convert_type(x, jnp.int64)), x.dtype)
+
+
 def _instance_blocks(table, groups, norms, cs):
-    """The blocks one instance of a batch needs, as :func:`_plan`'s without checking every pair at every
-    truncation: a bound from each group's largest ``|rho|`` and the smallest reach factor on each side (the
-    factor falls with the norm) gives a certified truncation; every pair is then checked at the two shorter ones
-    on the ladder, which gives :func:`_plan`'s answer unless that is shorter still (then this one is longer, and
-    certified). Two checks per pair where :func:`_plan` makes one per truncation."""
+    """The blocks one instance of a batch needs, bounded as :func:`_plan`'s without checking its pairs one by
+    one: a pair is certified at a truncation iff ``|rho| <= f(|u|) f(|v|)`` with ``f`` the reach factor of
+    :func:`_reach`, which falls with the norm, so each group's largest ``|rho|`` against ``f`` at the largest norm
+    on each side certifies every pair of the group. Never shorter than :func:`_plan`'s answer, and the same
+    where a group's norms are equal (a unit's own pair left out); a few reductions per instance where checking
+    every pair at a few truncations cost a batch of 64 more than its whole series of one block."""
     ladder = _ladder(table)
     roots = [jnp.sqrt(jnp.maximum(n, 0.0)) for n in norms]
-    per_unit = [_unit_factors(table, r, ladder) for r in roots]  # (n, L)
+    least = [_unit_factors(table, _top(r), ladder) for r in roots]  # (L,): f at each set's largest norm
     inverse = [jnp.where(r > 0, 1.0 / jnp.where(r > 0, r, 1.0), 0.0) for r in roots]
-    bound = []
+    fail = []
     for group, c in zip(groups, cs):
         rho = jnp.abs(c) * group.side(inverse[group.a], 0) * group.side(inverse[group.b], 1)
         if group.own:
             rho = jnp.where(group.diagonal(), 0.0, rho)
-        # the largest as integers: the bits of non-negative floats order as they do (a float max here goes to a
-        # library call costing more than the pairs' arithmetic)
-        top = jax.lax.bitcast_convert_type(jnp.max(jax.lax.bitcast_convert_type(rho, jnp.int64)), rho.dtype) \
-            if rho.dtype == jnp.float64 else jnp.max(rho)
-        least = [jnp.min(f, axis=0) for f in (per_unit[group.a], per_unit[group.b])]
-        bound.append(top > least[0] * least[1])
-    upper = functools.reduce(jnp.logical_or, bound).astype(jnp.int32).sum()
-
-    def passes(level):
-        reach = [r * jax.lax.dynamic_index_in_dim(f, jnp.maximum(level, 0), axis=1, keepdims=False)
-                 for r, f in zip(roots, per_unit)]
-        fail = [jnp.any((jnp.abs(c) > group.side(reach[group.a], 0) * group.side(reach[group.b], 1))
-                        & ~(group.diagonal() if group.own else False)) for group, c in zip(groups, cs)]
-        return (level >= 0) & ~functools.reduce(jnp.logical_or, fail)
-    # certified at every truncation from the first that passes (see _plan)
-    step = upper - passes(upper - 1).astype(jnp.int32)
-    step = step - (passes(upper - 2) & (step < upper)).astype(jnp.int32)
+        fail.append(_top(rho) > least[group.a] * least[group.b])
+    # a truncation that certifies a group certifies it at every longer one (see _plan)
+    step = functools.reduce(jnp.logical_or, fail).astype(jnp.int32).sum()
     return jnp.asarray(ladder + (table.blocks,), jnp.int32)[step]
 
 
@@ -610,31 +605,48 @@ def _series(table, groups, norms, cs, need, blocks):
     Shapes: ``norms[s]`` ``(n_s, *B)``, ``cs[i]`` the group's pair shape followed by ``*B``: the unit axes
     first and any batch axes ``B`` last (the batched segments of :func:`_split_series` put the batch there,
     where the Horner steps vectorise along it); the results have the pair shape followed by ``*B``.
+
+    In three steps, so that a batch's segments run only the loop (:func:`_split_series`): :func:`_series_setup`
+    (each pair's geometry and each unit's Chebyshev basis), :func:`_series_sums` (the loop over the blocks) and
+    :func:`_series_results` (the chain rule, the diagonal).
     """
+    setup = _series_setup(table, groups, norms, cs, need)
+    sums = _series_sums(table, setup, blocks)
+    return _series_results(table, setup, sums, norms, need)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    """What :func:`_series_sums` and :func:`_series_results` share: the groups as the loop runs them (a batch's
+    sets against themselves as :class:`_Circulant`), the groups as called (``square``), each group's geometry
+    ``(a, b, ab, pos, rho, x)``, each set's ``(panel, basis, dbasis)``, the partials each group wants and
+    whether its b-side sum runs."""
+
+    groups: tuple
+    square: tuple
+    geometry: list
+    units: list
+    wants: list
+    runs_b: list
+    batched: bool
+
+
+def _series_setup(table, groups, norms, cs, need):
+    """The :class:`_Setup` of a :func:`_series` call."""
     need_norm, need_c = need
-    dtype = norms[0].dtype
     deg = table.degrees
-    # one instance: the degrees last, as the dot leaves them (degree-major cost a transpose kernel per block, a
-    # tenth of a GD step); a batch (trailing axes): degree-major, so that each degree's slice is contiguous along
-    # the batch, the axis its Horner steps vectorise along
+    # a batch (trailing axes) runs a set against itself on its distinct pairs only (arithmetic-bound there;
+    # for one instance the gathers would cost more kernels than the pairs they save)
     batched = norms[0].ndim > 1
-    # a batch's set against itself runs its distinct pairs only (arithmetic-bound there; for one instance the
-    # gathers would cost more kernels than the pairs they save)
     square = groups
     if batched:
         groups = tuple(_Circulant(g.a, g.b, g.a_shape[0]) if g.own and g.a_take is None and g.a_shape[0] > 2
                        else g for g in groups)
         cs = tuple(g.pairs(c) if isinstance(g, _Circulant) else c for g, c in zip(groups, cs))
-    n0, step = int(deg[0]), (int(deg[1] - deg[0]) if deg.size > 1 else 1)
+    step = int(deg[1] - deg[0]) if deg.size > 1 else 1
     per_set = [any((g.a == s and need_norm[g.a]) or (g.b == s and need_norm[g.b]) for g in groups)
                for s in range(len(norms))]
     units = [_unit_basis(table, n, d) for n, d in zip(norms, per_set)]
-    k = deg.size
-    padded = np.zeros(table.cheb.shape[:2] + (table.blocks * _BLOCK,))
-    padded[..., :k] = table.cheb
-    # block-major, so that a loop iteration slices one block: (blocks, P, Q, 8)
-    cheb = jnp.asarray(np.moveaxis(padded.reshape(padded.shape[:2] + (table.blocks, _BLOCK)), 2, 0), dtype)
-
     geometry = []
     for g, c in zip(groups, cs):
         a, b = (jnp.sqrt(jnp.maximum(g.side(norms[s], w), 0.0)) for s, w in ((g.a, 0), (g.b, 1)))
@@ -647,27 +659,51 @@ def _series(table, groups, norms, cs, need, blocks):
     # a set against itself: the b-side sum at (i, j) is the a-side sum at (j, i) (x is symmetric), so it is
     # not run
     runs_b = [wv and not g.own for g, (_, _, wv) in zip(groups, wants)]
+    return _Setup(groups, square, geometry, units, wants, runs_b, batched)
 
+
+def _series_sums(table, setup, blocks, only=None):
+    """The loop of :func:`_series`: each group's sums ``(P, S or P', sum c_j' c_j x^j, sum c_j c_j' x^j)`` (``None``
+    where not wanted) over the first ``blocks`` blocks; ``only``, the indices of the groups to run (all by
+    default; the others get ``None``)."""
+    only = range(len(setup.groups)) if only is None else only
+    groups = [setup.groups[i] for i in only]
+    xs = [setup.geometry[i][-1] for i in only]
+    wants = [setup.wants[i] for i in only]
+    runs_b = [setup.runs_b[i] for i in only]
+    used = {s for g in groups for s in (g.a, g.b)}
+    dtype = xs[0].dtype
+    deg = table.degrees
+    step = int(deg[1] - deg[0]) if deg.size > 1 else 1
+    k = deg.size
+    padded = np.zeros(table.cheb.shape[:2] + (table.blocks * _BLOCK,))
+    padded[..., :k] = table.cheb
+    # block-major, so that a loop iteration slices one block: (blocks, P, Q, 8)
+    cheb = jnp.asarray(np.moveaxis(padded.reshape(padded.shape[:2] + (table.blocks, _BLOCK)), 2, 0), dtype)
     # the degree of each coefficient, block-major, for the rho-derivative's sum S(x) = sum_j n_j A_j x^j
     padded_deg = np.zeros(table.blocks * _BLOCK)
     padded_deg[:k] = deg
     weights = jnp.asarray(padded_deg.reshape(table.blocks, _BLOCK), dtype)
-
+    batched = setup.batched
+    # one instance: the degrees last, as the dot leaves them (degree-major cost a transpose kernel per block, a
+    # tenth of a GD step); a batch (trailing axes): degree-major, so that each degree's slice is contiguous along
+    # the batch, the axis its Horner steps vectorise along
     spec = "n...q,n...qk->kn..." if batched else "n...q,n...qk->n...k"
 
     def body(i, acc):
         block = cheb[blocks - 1 - i]
         n_j = weights[blocks - 1 - i]
-        coeffs = []
-        for idx, basis, dbasis in units:
+        coeffs = {}
+        for s in used:
+            idx, basis, dbasis = setup.units[s]
             gathered = block[idx]  # (N, *batch, Q, 8)
             # a batched dot, not multiplies and a sum: XLA's CPU backend hands such a sum to a library call that
             # costs several times its arithmetic (44 against 10 us a block for 640 units), and written out as
             # multiply-adds the sum is fused into, and recomputed by, every pair's Horner step
-            coeffs.append((jnp.einsum(spec, basis, gathered),
-                           None if dbasis is None else jnp.einsum(spec, dbasis, gathered)))
+            coeffs[s] = (jnp.einsum(spec, basis, gathered),
+                         None if dbasis is None else jnp.einsum(spec, dbasis, gathered))
         out = []
-        for g, (*_, x), (wu, wc, wv), sums in zip(groups, geometry, wants, acc):
+        for g, x, sums in zip(groups, xs, acc):
             p, dp, pa, pb = sums
             (ca, dca), (cb, dcb) = coeffs[g.a], coeffs[g.b]
             # the block's 8 degrees at once, (8,) + pairs: the products fuse, where a slice per degree was a
@@ -693,13 +729,25 @@ def _series(table, groups, norms, cs, need, blocks):
         return out
 
     init = []
-    for (a, b, ab, pos, rho, x), (wu, wc, wv), rb in zip(geometry, wants, runs_b):
+    for i, (wu, wc, wv), rb in zip(only, wants, runs_b):
+        a, b, *_, x = setup.geometry[i]
         zero = jnp.zeros(jnp.broadcast_shapes(a.shape, b.shape, x.shape), dtype)
         init.append((zero, zero if (wu or wc or wv) else None, zero if wu else None, zero if rb else None))
     sums = jax.lax.fori_loop(0, blocks, body, init)
+    out = [None] * len(setup.groups)
+    for i, s in zip(only, sums):
+        out[i] = s
+    return out
 
+
+def _series_results(table, setup, sums, norms, need):
+    """:func:`_series`' results from its loop's ``sums`` (one per group of ``setup``)."""
+    need_norm, _ = need
+    n0 = int(table.degrees[0])
+    step = int(table.degrees[1] - table.degrees[0]) if table.degrees.size > 1 else 1
     results = []
-    for g, (a, b, ab, pos, rho, x), (wu, wc, wv), (p, dp, pa, pb) in zip(groups, geometry, wants, sums):
+    for g, (a, b, ab, pos, rho, x), (wu, wc, wv), (p, dp, pa, pb) in zip(setup.groups, setup.geometry,
+                                                                          setup.wants, sums):
         if g.own and wv:
             pb = jnp.swapaxes(pa, 0, 1)
         lead = rho if n0 == 1 else 1.0
@@ -721,8 +769,8 @@ def _series(table, groups, norms, cs, need, blocks):
                 safe = jnp.where(r > 0, r, 1.0)
                 parts[slot] = jnp.where(r > 0, (lead * d_r - d_rho * rho / safe) / (2.0 * safe), 0.0)
         results.append(parts)
-    results = [g.expand(parts) if isinstance(g, _Circulant) else parts for g, parts in zip(groups, results)]
-    for g, parts in zip(square, results):
+    results = [g.expand(parts) if isinstance(g, _Circulant) else parts for g, parts in zip(setup.groups, results)]
+    for g, parts in zip(setup.square, results):
         if g.own:  # Phi(u, u) and d/d|u|^2 (its tangent is dS t_nu; c's tangent there is t_nu too, so d_c = 0)
             eye = g.diagonal()
             eye = eye.reshape(eye.shape + (1,) * (parts[0].ndim - 2))
@@ -839,17 +887,30 @@ def _split_series(table, groups, need, norms, cs):
         flags = [list(in_batched[0]), list(in_batched[1])]
         minor = [[jnp.moveaxis(x, 0, -1) if b else x[..., None] for x, b in zip(xs, bs)]
                  for xs, bs in zip((norms, cs), flags)]
-        # a group of unbatched sets (the teacher with itself) rides along in every segment and is taken from the
-        # first: evaluated once on its own, it measured 6% slower for a batch of 64 (a loop of its own costs more
-        # kernels than its 100 pairs cost arithmetic in the segments' loops)
-        pieces = []
+        # each pair's geometry, each unit's basis and, after the segments, the chain rule once for the whole
+        # batch: only the loop runs per segment (the rest per segment cost some 40 kernels each)
+        setup = _series_setup(table, groups, *minor, need)
+        set_batched = flags[0]
+        # a group of unbatched sets (the teacher with itself) runs once, in the last segment, the longest (every
+        # instance's blocks are at least its own)
+        sums = []
         for k in range(segments):
             idx = order[k * size:(k + 1) * size]
-            part = [tuple(x[..., idx] if b else x for x, b in zip(xs, bs)) for xs, bs in zip(minor, flags)]
-            pieces.append(_series(table, groups, *part, need, blocks[idx[-1]]))
-        out = [[None if segs[0] is None else
-                jnp.moveaxis(jnp.concatenate(segs, -1)[..., where], -1, 0) if b else segs[0][..., 0]
-                for segs in zip(*(piece[i] for piece in pieces))] for i, b in enumerate(batched)]
+            only = [i for i, b in enumerate(batched) if b or k == segments - 1]
+            def pick(t):  # the segment's instances of an array with the batch last (length 1 where unbatched)
+                return t if t.shape[-1] == 1 else t[..., idx]
+            part = dataclasses.replace(
+                setup,
+                geometry=[tuple(pick(t) for t in geo) if b else geo for geo, b in zip(setup.geometry, batched)],
+                units=[(u[0][..., idx], u[1][..., idx, :], None if u[2] is None else u[2][..., idx, :]) if b else u
+                       for u, b in zip(setup.units, set_batched)])
+            sums.append(_series_sums(table, part, blocks[idx[-1]], only))
+        joined = [tuple(None if segs[0] is None else jnp.concatenate(segs, -1)[..., where]
+                        for segs in zip(*(piece[i] for piece in sums))) if b else sums[-1][i]
+                  for i, b in enumerate(batched)]
+        results = _series_results(table, setup, joined, minor[0], need)
+        out = [[None if r is None else jnp.moveaxis(r, -1, 0) if b else r[..., 0] for r in parts]
+               for parts, b in zip(results, batched)]
         return out, [jax.tree.map(lambda _: b, parts) for parts, b in zip(out, batched)]
 
     return run(norms, cs)
@@ -1070,10 +1131,30 @@ def fast_gram_partials(fn, table: FastTable, U, W):
     """
     U, W = jnp.asarray(U), jnp.asarray(W)
     dtype = jnp.result_type(U, W, float)
-    units = jnp.concatenate([U, W]).astype(dtype)
-    n = U.shape[0]
-    group = _Pairs(0, 0, (n, 1), (1, units.shape[0]), own=True, a_take=n)
-    norms = (jnp.sum(units * units, -1),)
-    cs = (units[:n] @ units.T,)
-    phi, d_nu, d_c, _ = _evaluate(fn, table, (group,), norms, cs, ((True,), (True,)))[0]
-    return phi, d_nu, d_c
+    U, W = U.astype(dtype), W.astype(dtype)
+
+    def merged(U, W):
+        # one instance: one group of U against [U; W] (fewer kernels than two groups: a GD step 30 against 40 us)
+        units = jnp.concatenate([U, W])
+        n = U.shape[0]
+        group = _Pairs(0, 0, (n, 1), (1, units.shape[0]), own=True, a_take=n)
+        norms = (jnp.sum(units * units, -1),)
+        cs = (units[:n] @ units.T,)
+        return tuple(_evaluate(fn, table, (group,), norms, cs, ((True,), (True,)))[0][:3])
+
+    def split(U, W):
+        # a batch: U against itself (a circulant of its distinct pairs) and U against W, with W a set of its own,
+        # so that an unbatched teacher's coefficients are computed once and not per instance (a batch of 64:
+        # 700 against 580 us)
+        groups, norms, cs = _gram_groups((U, W), ((0, 0), (0, 1)))
+        (K, K_nu, K_c, _), (B, B_nu, B_c, _) = _evaluate(fn, table, groups, norms, cs, ((True, False), (True, True)))
+        return tuple(jnp.concatenate(x, axis=1) for x in ((K, B), (K_nu, B_nu), (K_c, B_c)))
+
+    run = jax.custom_batching.custom_vmap(merged)
+
+    @run.def_vmap
+    def _batched(axis_size, in_batched, U, W):
+        out = jax.vmap(split, in_axes=tuple(0 if b else None for b in in_batched), axis_size=axis_size)(U, W)
+        return out, (True, True, True)
+
+    return run(U, W)
