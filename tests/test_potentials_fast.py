@@ -502,3 +502,51 @@ def test_fast_batched_sets_against_themselves_run_once_per_pair():
                 np.testing.assert_array_equal(Kb[i], Kb[i].T)
                 batched_plan, full_plan = plans(U[i])
                 assert int(batched_plan) >= int(full_plan)
+
+
+def test_fast_batched_plan_is_the_full_plan_at_equal_norms_and_a_bound_otherwise():
+    """A batch's per-instance plan bounds each group by its largest |rho| at its largest norms: never fewer blocks
+    than checking every pair (:func:`_plan`), the same when the units of each set share one norm, and the
+    same blocks for an instance wherever it sits in the batch."""
+    from earnshaw.potentials import fast
+    with jax.enable_x64(True):
+        table = fast.build_table(jnp.tanh, odd=True)
+        T = jax.random.normal(jax.random.key(1), (6, 5))
+        T = T / jnp.linalg.norm(T, axis=-1, keepdims=True)
+
+        @jax.jit
+        def plans(u):
+            groups, norms, cs = fast._gram_groups((u, T), ((0, 0), (0, 1)))
+            return (fast._instance_blocks(table, groups, norms, cs),
+                    fast._plan(table, groups, norms, cs, whole_batch=False)[1])
+        U = jax.random.normal(jax.random.key(2), (24, 6, 5))
+        equal = 0.9 * U / jnp.linalg.norm(U, axis=-1, keepdims=True)
+        # a student unit near a teacher unit in some instances, so that the plans differ across the batch
+        equal = equal.at[::3, 0].set(0.9 * (T[0] + 0.05 * U[::3, 0, :]) / jnp.linalg.norm(T[0] + 0.05 * U[::3, 0, :],
+                                                                                            axis=-1, keepdims=True))
+        bounded, full = jax.vmap(plans)(equal)
+        np.testing.assert_array_equal(bounded, full)
+        assert len(set(np.asarray(full).tolist())) > 1
+        scaled = equal * jnp.linspace(0.5, 1.5, 6)[None, :, None]
+        bounded, full = jax.vmap(plans)(scaled)
+        assert bool(jnp.all(bounded >= full)) and bool(jnp.any(bounded > full))
+        np.testing.assert_array_equal(jax.vmap(plans)(scaled[::-1])[0], bounded[::-1])
+
+
+def test_fast_gram_partials_batched_equal_each_instance():
+    """Under vmap the partials run as the students' circulant plus students against teachers (a set of its own,
+    unbatched when the teacher is): every instance's Phi and both partials equal its own call, with the
+    teacher batched or not."""
+    from earnshaw.potentials import fast
+    with jax.enable_x64(True):
+        table = fast.build_table(jnp.tanh, odd=True)
+        U = 0.6 * jax.random.normal(jax.random.key(3), (6, 5, 4))
+        W = 0.6 * jax.random.normal(jax.random.key(4), (3, 4))
+        Ws = W + 0.1 * jax.random.normal(jax.random.key(5), (6, 3, 4))
+        part = jax.jit(functools.partial(fast.fast_gram_partials, jnp.tanh, table))
+        for batched, w_of in ((jax.vmap(part, in_axes=(0, None))(U, W), lambda i: W),
+                              (jax.vmap(part)(U, Ws), lambda i: Ws[i])):
+            assert [x.shape for x in batched] == [(6, 5, 8)] * 3
+            for i in range(6):
+                for b, one in zip(batched, part(U[i], w_of(i))):
+                    np.testing.assert_allclose(b[i], one, rtol=1e-11, atol=1e-12)
