@@ -1154,6 +1154,8 @@ def fast_gram_partials(fn, table: FastTable, U, W):
 
     @run.def_vmap
     def _batched(axis_size, in_batched, U, W):
+        if not any(in_batched):  # under a forward derivative, batched tangents only (as in _split_series)
+            return merged(U, W), (False, False, False)
         out = jax.vmap(split, in_axes=tuple(0 if b else None for b in in_batched), axis_size=axis_size)(U, W)
         return out, (True, True, True)
 
