@@ -1114,11 +1114,14 @@ def fast_gram_partials(fn, table: FastTable, U, W):
     Args:
       fn: the activation (for the fallback).
       table: from :func:`build_table`.
-      U: ``(n, d)``; W: ``(m, d)`` (no batch axes: ``vmap`` for those).
+      U: ``(n, d)``; W: ``(m, d)`` (no batch axes: ``vmap`` for those; under ``vmap`` the pairs run as ``U``
+        against itself and ``U`` against ``W``, so that an unbatched ``W``'s coefficients are computed once for the
+        whole batch).
 
     Returns:
-      Three ``(n, n + m)`` matrices: ``Phi``, ``dPhi/d|u|^2``, ``dPhi/du.v``. Not differentiable in reverse mode
-      (the series' loop has a run-time length); differentiate :func:`fast_grams` for that.
+      Three ``(n, n + m)`` matrices: ``Phi``, ``dPhi/d|u|^2``, ``dPhi/du.v``. Differentiable in forward mode (its
+      ``jacfwd`` gives the second derivatives of the same approximant), not in reverse mode (the series' loop has
+      a run-time length); differentiate :func:`fast_grams` for that.
 
     >>> import jax, jax.numpy as jnp
     >>> with jax.enable_x64(True):
