@@ -506,8 +506,8 @@ def test_fast_batched_sets_against_themselves_run_once_per_pair():
 
 def test_fast_batched_plan_is_the_full_plan_at_equal_norms_and_a_bound_otherwise():
     """A batch's per-instance plan bounds each group by its largest |rho| at its largest norms: never fewer blocks
-    than checking every pair (:func:`_plan`), the same when the units of each set share one norm, and the
-    same blocks for an instance wherever it sits in the batch."""
+    than checking every pair (:func:`_plan`), the same when the units of each set share one norm, and every pair
+    of an instance passes its check at the truncation chosen."""
     from earnshaw.potentials import fast
     with jax.enable_x64(True):
         table = fast.build_table(jnp.tanh, odd=True)
@@ -530,7 +530,14 @@ def test_fast_batched_plan_is_the_full_plan_at_equal_norms_and_a_bound_otherwise
         scaled = equal * jnp.linspace(0.5, 1.5, 6)[None, :, None]
         bounded, full = jax.vmap(plans)(scaled)
         assert bool(jnp.all(bounded >= full)) and bool(jnp.any(bounded > full))
-        np.testing.assert_array_equal(jax.vmap(plans)(scaled[::-1])[0], bounded[::-1])
+        # certified: at the bound's truncation every pair of the instance passes its own check
+        ladder = fast._ladder(table)
+        for u, b in zip(scaled, np.asarray(bounded)):
+            level = ladder.index(int(b))
+            ru, rt = (fast._reach(table, jnp.sum(x * x, -1), ladder)[:, level] for x in (u, T))
+            off = ~np.eye(6, dtype=bool)
+            assert bool(jnp.all(jnp.where(off, jnp.abs(u @ u.T) <= ru[:, None] * ru[None, :], True)))
+            assert bool(jnp.all(jnp.abs(u @ T.T) <= ru[:, None] * rt[None, :]))
 
 
 def test_fast_gram_partials_batched_equal_each_instance():

@@ -422,7 +422,8 @@ class _Circulant:
     """The distinct pairs of an ``own`` group of ``n`` units, laid out as ``(i, (i + s) mod n)`` for the shifts
     ``s = 1..n//2``: ``(n//2, n)`` pairs, each unordered pair once (twice for the last shift of an even ``n``),
     where the square layout runs every pair twice and the diagonal. Indexing the units this way is a gather with
-    constant indices that XLA fuses into the Horner steps; :meth:`expand` puts the results back on ``(n, n)``."""
+    constant indices (a kernel per block and side, shared by the group's chains); :meth:`expand` puts the results
+    back on ``(n, n)``."""
 
     a: int
     b: int
@@ -568,6 +569,26 @@ def _instance_blocks(table, groups, norms, cs):
     return jnp.asarray(ladder + (table.blocks,), jnp.int32)[step]
 
 
+def _parity(table):
+    """``(n_0, s)``: the table's first kept degree and the step between kept degrees (2 with a parity)."""
+    deg = table.degrees
+    return int(deg[0]), (int(deg[1] - deg[0]) if deg.size > 1 else 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _block_major(table):
+    """The table's coefficients block-major, so that a loop iteration slices one block, ``(blocks, P, Q, 8)``, and
+    the degree of each, ``(blocks, 8)``, for the rho-derivative's sum ``S(x) = sum_j n_j A_j x^j`` (NumPy, built
+    once per table)."""
+    k = table.degrees.size
+    padded = np.zeros(table.cheb.shape[:2] + (table.blocks * _BLOCK,))
+    padded[..., :k] = table.cheb
+    padded_deg = np.zeros(table.blocks * _BLOCK)
+    padded_deg[:k] = table.degrees
+    return (np.moveaxis(padded.reshape(padded.shape[:2] + (table.blocks, _BLOCK)), 2, 0).copy(),
+            padded_deg.reshape(table.blocks, _BLOCK))
+
+
 def _unit_basis(table, n, derivative):
     """Panel index and Chebyshev values (and derivative values in ``r``) of norms ``sqrt(n)``, ``n`` ``(N,)``."""
     r = jnp.sqrt(jnp.maximum(n, 0.0))
@@ -634,7 +655,6 @@ class _Setup:
 def _series_setup(table, groups, norms, cs, need):
     """The :class:`_Setup` of a :func:`_series` call."""
     need_norm, need_c = need
-    deg = table.degrees
     # a batch (trailing axes) runs a set against itself on its distinct pairs only (arithmetic-bound there;
     # for one instance the gathers would cost more kernels than the pairs they save)
     batched = norms[0].ndim > 1
@@ -643,7 +663,7 @@ def _series_setup(table, groups, norms, cs, need):
         groups = tuple(_Circulant(g.a, g.b, g.a_shape[0]) if g.own and g.a_take is None and g.a_shape[0] > 2
                        else g for g in groups)
         cs = tuple(g.pairs(c) if isinstance(g, _Circulant) else c for g, c in zip(groups, cs))
-    step = int(deg[1] - deg[0]) if deg.size > 1 else 1
+    _, step = _parity(table)
     per_set = [any((g.a == s and need_norm[g.a]) or (g.b == s and need_norm[g.b]) for g in groups)
                for s in range(len(norms))]
     units = [_unit_basis(table, n, d) for n, d in zip(norms, per_set)]
@@ -673,17 +693,8 @@ def _series_sums(table, setup, blocks, only=None):
     runs_b = [setup.runs_b[i] for i in only]
     used = {s for g in groups for s in (g.a, g.b)}
     dtype = xs[0].dtype
-    deg = table.degrees
-    step = int(deg[1] - deg[0]) if deg.size > 1 else 1
-    k = deg.size
-    padded = np.zeros(table.cheb.shape[:2] + (table.blocks * _BLOCK,))
-    padded[..., :k] = table.cheb
-    # block-major, so that a loop iteration slices one block: (blocks, P, Q, 8)
-    cheb = jnp.asarray(np.moveaxis(padded.reshape(padded.shape[:2] + (table.blocks, _BLOCK)), 2, 0), dtype)
-    # the degree of each coefficient, block-major, for the rho-derivative's sum S(x) = sum_j n_j A_j x^j
-    padded_deg = np.zeros(table.blocks * _BLOCK)
-    padded_deg[:k] = deg
-    weights = jnp.asarray(padded_deg.reshape(table.blocks, _BLOCK), dtype)
+    _, step = _parity(table)
+    cheb, weights = (jnp.asarray(t, dtype) for t in _block_major(table))
     batched = setup.batched
     # one instance: the degrees last, as the dot leaves them (degree-major cost a transpose kernel per block, a
     # tenth of a GD step); a batch (trailing axes): degree-major, so that each degree's slice is contiguous along
@@ -743,8 +754,7 @@ def _series_sums(table, setup, blocks, only=None):
 def _series_results(table, setup, sums, norms, need):
     """:func:`_series`' results from its loop's ``sums`` (one per group of ``setup``)."""
     need_norm, _ = need
-    n0 = int(table.degrees[0])
-    step = int(table.degrees[1] - table.degrees[0]) if table.degrees.size > 1 else 1
+    n0, step = _parity(table)
     results = []
     for g, (a, b, ab, pos, rho, x), (wu, wc, wv), (p, dp, pa, pb) in zip(setup.groups, setup.geometry,
                                                                           setup.wants, sums):
@@ -1102,7 +1112,6 @@ def fast_grams(fn, table: FastTable, sets, blocks):
     """
     groups, norms, cs = _gram_groups(sets, blocks)
     return _potentials(fn, table, groups, norms, cs)
-
 
 
 def fast_gram_partials(fn, table: FastTable, U, W):
